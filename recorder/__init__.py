@@ -1,0 +1,1 @@
+"""recorder: capture CometD traffic into a tape (not built yet)."""

@@ -1,0 +1,1 @@
+"""replay: re-emit a tape to clients under test (not built yet)."""
