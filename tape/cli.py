@@ -1,0 +1,63 @@
+"""The CLI root. Subcommands come from the `cometd_tape.commands` entry points, so `tape`
+imports none of the other packages and the dependency arrows stay one-way (DESIGN.md, "Layout").
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+from typing import Any
+
+import click
+
+from tape.schema import TapeError, package_version
+
+ENTRY_POINT_GROUP = "cometd_tape.commands"
+
+
+class CommandGroup(click.Group):
+    """Finds commands through entry points and turns known errors into one-line messages."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        return sorted(names | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        for ep in entry_points(group=ENTRY_POINT_GROUP, name=cmd_name):
+            command = ep.load()
+            if isinstance(command, click.Command):
+                return command
+        return None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TapeError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(_os_error(exc)) from None
+
+
+def _os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_version(), prog_name="cometd-tape")
+def cli() -> None:
+    """Record, replay and analyse CometD (Bayeux) traffic.
+
+    A tape is one DuckDB file holding every frame seen on the wire. Open it with any DuckDB
+    client, or with the commands below.
+    """
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="cometd-tape")
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

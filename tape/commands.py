@@ -1,0 +1,66 @@
+"""The tape's own commands: import, export, info, rebuild. Thin over the library."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from tape.info import render_info, tape_info
+from tape.jsonl import JsonlReader, write_jsonl
+from tape.projection import rebuild
+from tape.reader import TapeReader
+from tape.schema import TapeError, open_for_writing
+from tape.tapeio import import_items
+
+_TAPE = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command("import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "output", type=_TAPE, required=True, help="Tape file to write.")
+def import_command(source: Path, output: Path) -> None:
+    """Import a JSONL tape into a DuckDB tape (created if missing)."""
+    frames, sessions = import_items(JsonlReader(source).items(), output)
+    click.echo(f"imported {frames} frames in {sessions} sessions into {output}")
+
+
+@click.command("export")
+@click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              default=Path("-"), show_default=True, help="JSONL file to write, or - for stdout.")
+@click.option("--session", "session_id", help="Export only this session.")
+def export_command(tape: Path, output: Path, session_id: str | None) -> None:
+    """Export a DuckDB tape as JSONL, byte for byte (one frame per line)."""
+    with TapeReader(tape) as reader:
+        sessions = [s for s in reader.sessions() if session_id in (None, s.session_id)]
+        if session_id is not None and not sessions:
+            raise TapeError(f"{tape} has no session {session_id!r}; see `cometd-tape info`")
+        frames = reader.frames(session_id)
+        if str(output) == "-":
+            count = write_jsonl(sys.stdout.buffer, sessions, frames)
+        else:
+            with open(output, "wb") as stream:
+                count = write_jsonl(stream, sessions, frames)
+            click.echo(f"exported {count} frames to {output}", err=True)
+
+
+@click.command("info")
+@click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def info_command(tape: Path) -> None:
+    """Show a tape's sessions, frames and messages per channel, time span and schema."""
+    with TapeReader(tape) as reader:
+        click.echo(render_info(tape_info(reader.conn), tape))
+
+
+@click.command("rebuild")
+@click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def rebuild_command(tape: Path) -> None:
+    """Derive the messages table again from the frames (the log is the truth)."""
+    conn = open_for_writing(tape)
+    try:
+        count = rebuild(conn)
+    finally:
+        conn.close()
+    click.echo(f"rebuilt messages: {count} rows from the frames of {tape}")

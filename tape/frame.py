@@ -1,0 +1,105 @@
+"""The stored event: one frame seen on the wire, and one recorded session.
+
+A frame is the unit of the append-only log (DESIGN.md, "The tape"). Everything else in a tape
+is a projection of frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class Direction(StrEnum):
+    IN = "in"  # server -> client
+    OUT = "out"  # client -> server
+
+
+class Kind(StrEnum):
+    BAYEUX = "bayeux"
+    HTTP_REQUEST = "http-request"
+    HTTP_RESPONSE = "http-response"
+    LIFECYCLE = "lifecycle"
+
+
+class Transport(StrEnum):
+    WEBSOCKET = "websocket"
+    LONG_POLLING = "long-polling"
+    HTTP = "http"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One thing seen on the wire. `raw` holds the exact bytes (after redaction)."""
+
+    session_id: str
+    seq: int
+    t_wall_ns: int
+    t_mono_ns: int
+    direction: str
+    transport: str
+    kind: str
+    raw: bytes
+    exchange_id: str | None = None
+    http_method: str | None = None
+    http_path: str | None = None
+    http_status: int | None = None
+    headers: str | None = None  # JSON text: a list of [name, value] pairs, redacted
+    parse_error: str | None = None
+
+    def with_changes(self, **changes: Any) -> Frame:
+        return replace(self, **changes)
+
+
+FRAME_COLUMNS: tuple[str, ...] = (
+    "session_id",
+    "seq",
+    "t_wall_ns",
+    "t_mono_ns",
+    "direction",
+    "transport",
+    "kind",
+    "exchange_id",
+    "http_method",
+    "http_path",
+    "http_status",
+    "headers",
+    "raw",
+    "parse_error",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One recorded Bayeux session: the `sessions` table row."""
+
+    session_id: str
+    mode: str = "record"
+    endpoint: str | None = None
+    transport: str | None = None
+    client_id: str | None = None
+    channels: tuple[str, ...] = ()
+    started_ns: int | None = None
+    ended_ns: int | None = None
+    end_reason: str | None = None
+    recorder_version: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def with_changes(self, **changes: Any) -> Session:
+        return replace(self, **changes)
+
+
+SESSION_COLUMNS: tuple[str, ...] = (
+    "session_id",
+    "mode",
+    "endpoint",
+    "transport",
+    "client_id",
+    "channels",
+    "started_ns",
+    "ended_ns",
+    "end_reason",
+    "recorder_version",
+    "labels",
+)

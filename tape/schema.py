@@ -1,0 +1,179 @@
+"""The tape's tables, its schema version, and opening a tape file safely.
+
+A tape is one DuckDB file that any DuckDB client can open (DESIGN.md, "The tape").
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import time
+from importlib import metadata
+from pathlib import Path
+
+import duckdb
+
+SCHEMA_VERSION = 1
+
+FRAMES_DDL = """
+CREATE TABLE IF NOT EXISTS frames (
+    session_id  VARCHAR NOT NULL,
+    seq         BIGINT NOT NULL,
+    t_wall_ns   BIGINT NOT NULL,
+    t_mono_ns   BIGINT NOT NULL,
+    direction   VARCHAR NOT NULL,
+    transport   VARCHAR NOT NULL,
+    kind        VARCHAR NOT NULL,
+    exchange_id VARCHAR,
+    http_method VARCHAR,
+    http_path   VARCHAR,
+    http_status INTEGER,
+    headers     VARCHAR,
+    raw         BLOB NOT NULL,
+    parse_error VARCHAR
+)"""
+
+MESSAGES_DDL = """
+CREATE TABLE IF NOT EXISTS messages (
+    session_id           VARCHAR NOT NULL,
+    seq                  BIGINT NOT NULL,
+    idx                  INTEGER NOT NULL,
+    t_wall_ns            BIGINT NOT NULL,
+    t_mono_ns            BIGINT NOT NULL,
+    direction            VARCHAR NOT NULL,
+    channel              VARCHAR NOT NULL,
+    id                   VARCHAR,
+    client_id            VARCHAR,
+    successful           BOOLEAN,
+    error                VARCHAR,
+    subscription         VARCHAR,
+    message_type         VARCHAR,
+    notification_type    VARCHAR,
+    reference_id         VARCHAR,
+    record_handle        VARCHAR,
+    operation_name       VARCHAR,
+    user_event           VARCHAR,
+    server_generation_ts BIGINT,
+    node_processing_ns   BIGINT,
+    server_processing_ms DOUBLE,
+    data                 JSON,
+    ext                  JSON,
+    advice               JSON
+)"""
+
+SESSIONS_DDL = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id       VARCHAR PRIMARY KEY,
+    mode             VARCHAR,
+    endpoint         VARCHAR,
+    transport        VARCHAR,
+    client_id        VARCHAR,
+    channels         VARCHAR[],
+    started_ns       BIGINT,
+    ended_ns         BIGINT,
+    end_reason       VARCHAR,
+    recorder_version VARCHAR,
+    labels           MAP(VARCHAR, VARCHAR)
+)"""
+
+META_DDL = "CREATE TABLE IF NOT EXISTS tape_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
+
+
+class TapeError(Exception):
+    """A tape cannot be opened or used; the message says why and what to do."""
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("cometd-tape")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file, turning DuckDB's errors into ones a user can act on."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise TapeError(f"{path}: no such tape file")
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            raise TapeError(
+                f"{path} is open for writing by another process. Stop it, or analyse a rotated "
+                "segment or an exported copy instead."
+            ) from exc
+        raise TapeError(f"{path} is not a tape (DuckDB could not open it: {text})") from exc
+    except duckdb.Error as exc:
+        raise TapeError(f"{path} is not a tape (DuckDB could not open it: {exc})") from exc
+
+
+def schema_version(conn: duckdb.DuckDBPyConnection) -> int | None:
+    tables = {r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "tape_meta" not in tables:
+        return None
+    row = conn.execute("SELECT value FROM tape_meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else None
+
+
+def check_version(conn: duckdb.DuckDBPyConnection, path: Path | str) -> int:
+    """Refuse tapes from a newer schema; older ones would be migrated here."""
+    version = schema_version(conn)
+    if version is None:
+        raise TapeError(f"{path} is a DuckDB file but not a tape (it has no tape_meta table)")
+    if version > SCHEMA_VERSION:
+        raise TapeError(
+            f"{path} has tape schema v{version}, but this cometd-tape ({package_version()}) "
+            f"reads up to v{SCHEMA_VERSION}. Upgrade cometd-tape to open it."
+        )
+    return version
+
+
+def create(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create every table of an empty tape, and stamp who made it."""
+    for ddl in (FRAMES_DDL, MESSAGES_DDL, SESSIONS_DDL, META_DDL):
+        conn.execute(ddl)
+    meta = {
+        "schema_version": str(SCHEMA_VERSION),
+        "created_by": f"cometd-tape {package_version()} ({_user()}@{os.uname().nodename})",
+        "created_ns": str(time.time_ns()),
+    }
+    for key, value in meta.items():
+        conn.execute("INSERT OR IGNORE INTO tape_meta VALUES (?, ?)", [key, value])
+
+
+def open_for_writing(path: Path | str) -> duckdb.DuckDBPyConnection:
+    conn = connect(path)
+    try:
+        if schema_version(conn) is None:
+            if _has_user_tables(conn):
+                raise TapeError(f"{path} is a DuckDB file but not a tape; choose another path")
+            create(conn)
+        check_version(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def open_for_reading(path: Path | str) -> duckdb.DuckDBPyConnection:
+    conn = connect(path, read_only=True)
+    try:
+        check_version(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _has_user_tables(conn: duckdb.DuckDBPyConnection) -> bool:
+    row = conn.execute("SELECT count(*) FROM duckdb_tables()").fetchone()
+    return bool(row and row[0])
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"

@@ -1,0 +1,80 @@
+"""A session's log: assigns the gapless `seq` and the timestamps, then hands frames to a sink.
+
+One `SessionLog` per recorded Bayeux session. It is used from one thread (the event loop), so
+the counter needs no lock; the sink does the cross-thread hand-off.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from tape.frame import Direction, Frame, Kind, Session, Transport
+from tape.writer import FrameSink
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex
+
+
+class SessionLog:
+    def __init__(self, sink: FrameSink, session: Session) -> None:
+        self._sink = sink
+        self._seq = 0
+        self._mono0 = time.monotonic_ns()
+        started = session.started_ns if session.started_ns is not None else time.time_ns()
+        self.session = session.with_changes(started_ns=started)
+        sink.put_session(self.session)
+
+    @property
+    def frames(self) -> int:
+        return self._seq
+
+    def append(
+        self,
+        direction: Direction | str,
+        raw: bytes,
+        *,
+        kind: Kind | str = Kind.BAYEUX,
+        transport: Transport | str | None = None,
+        exchange_id: str | None = None,
+        http_method: str | None = None,
+        http_path: str | None = None,
+        http_status: int | None = None,
+        headers: str | None = None,
+        parse_error: str | None = None,
+    ) -> Frame:
+        self._seq += 1
+        frame = Frame(
+            session_id=self.session.session_id,
+            seq=self._seq,
+            t_wall_ns=time.time_ns(),
+            t_mono_ns=time.monotonic_ns() - self._mono0,
+            direction=str(direction),
+            transport=str(transport or self.session.transport or Transport.HTTP),
+            kind=str(kind),
+            raw=raw,
+            exchange_id=exchange_id,
+            http_method=http_method,
+            http_path=http_path,
+            http_status=http_status,
+            headers=headers,
+            parse_error=parse_error,
+        )
+        self._sink.write(frame)
+        return frame
+
+    def lifecycle(self, event: str, **details: Any) -> Frame:
+        """Record what the recorder itself saw: connected, gap, rehandshake, stopped..."""
+        raw = orjson.dumps({"event": event, **details})
+        return self.append(Direction.IN, raw, kind=Kind.LIFECYCLE)
+
+    def update(self, **changes: Any) -> None:
+        self.session = self.session.with_changes(**changes)
+        self._sink.put_session(self.session)
+
+    def close(self, reason: str) -> None:
+        self.update(ended_ns=time.time_ns(), end_reason=reason)
