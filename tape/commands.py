@@ -28,8 +28,14 @@ def import_command(source: Path, output: Path) -> None:
 
 @click.command("export")
 @click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-              default=Path("-"), show_default=True, help="JSONL file to write, or - for stdout.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default=Path("-"),
+    show_default=True,
+    help="JSONL file to write, or - for stdout.",
+)
 @click.option("--session", "session_id", help="Export only this session.")
 def export_command(tape: Path, output: Path, session_id: str | None) -> None:
     """Export a DuckDB tape as JSONL, byte for byte (one frame per line)."""

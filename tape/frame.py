@@ -47,6 +47,9 @@ class Frame:
     http_status: int | None = None
     headers: str | None = None  # JSON text: a list of [name, value] pairs, redacted
     parse_error: str | None = None
+    # Not stored: True when the codec already ran on `raw` (the recorder decodes every frame it
+    # receives), so the sink need not decode it a second time. `parse_error` is then authoritative.
+    checked: bool = field(default=False, compare=False)
 
     def with_changes(self, **changes: Any) -> Frame:
         return replace(self, **changes)

@@ -43,15 +43,18 @@ def tape_info(conn: duckdb.DuckDBPyConnection) -> TapeInfo:
         messages_by_channel=conn.execute(
             "SELECT channel, direction, count(*) FROM messages GROUP BY ALL ORDER BY 3 DESC, 1, 2"
         ).fetchall(),
-        parse_errors=int(_one(conn, "SELECT count(*) FROM frames WHERE parse_error IS NOT NULL")[0]),
+        parse_errors=int(
+            _one(conn, "SELECT count(*) FROM frames WHERE parse_error IS NOT NULL")[0]
+        ),
         first_ns=span[0] if span else None,
         last_ns=span[1] if span else None,
     )
 
 
 def _one(conn: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
-    row = conn.execute(sql).fetchone()
-    return tuple(row) if row else ()
+    # fetchall: DuckDB 2 refuses new work on a connection with a half-read result
+    rows = conn.execute(sql).fetchall()
+    return tuple(rows[0]) if rows else ()
 
 
 def render_info(info: TapeInfo, path: Path) -> str:

@@ -40,7 +40,6 @@ class MessageRow:
     server_generation_ts: int | None
     node_processing_ns: int | None
     server_processing_ms: float | None
-    data: str | None
     ext: str | None
     advice: str | None
 

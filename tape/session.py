@@ -46,7 +46,9 @@ class SessionLog:
         http_status: int | None = None,
         headers: str | None = None,
         parse_error: str | None = None,
+        checked: bool = False,
     ) -> Frame:
+        """Record one frame. Pass `checked=True` when the codec already decoded `raw`."""
         self._seq += 1
         frame = Frame(
             session_id=self.session.session_id,
@@ -63,6 +65,7 @@ class SessionLog:
             http_status=http_status,
             headers=headers,
             parse_error=parse_error,
+            checked=checked,
         )
         self._sink.write(frame)
         return frame

@@ -206,7 +206,9 @@ class TapeWriter:
             marker.done.set()
 
 
-def _sort(item: object, frames: list[Frame], sessions: list[Session], markers: list[_Flush]) -> None:
+def _sort(
+    item: object, frames: list[Frame], sessions: list[Session], markers: list[_Flush]
+) -> None:
     if isinstance(item, Frame):
         frames.append(item)
     elif isinstance(item, Session):

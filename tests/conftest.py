@@ -1,0 +1,76 @@
+"""Shared test helpers: one timeout constant that every wait scales from, and frame factories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+
+from tape.frame import Frame
+
+TIMEOUT = float(os.environ.get("COMETD_TAPE_TEST_TIMEOUT", "10"))
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "gws-dnc.jsonl"
+
+
+def gws_frame_raw(i: int) -> bytes:
+    """A realistic ~800-byte GWS frame: an ack and its metrics event, as GWS batches them."""
+    return orjson.dumps(
+        [
+            {
+                "data": {
+                    "record": {
+                        "devicePath": "/devices/c259da54-7c22-4a43-9440-77a92facc86b",
+                        "callingList": "CallingList1",
+                        "applicationId": 134,
+                        "recordHandle": i,
+                        "campaignName": f"Campaign{i % 7}",
+                    },
+                    "notificationType": "DoNotCallAcknowledge",
+                    "messageType": "OutboundRecordMessage",
+                    "referenceId": f"ref-{i}",
+                },
+                "channel": "/v2/me/outbound",
+                "id": str(2 * i),
+            },
+            {
+                "data": {
+                    "metrics": {
+                        "eventProcessing": {
+                            "serverGenerationTimestamp": 1433915450788 + i,
+                            "nodeProcessingTimeNanos": 4352048 + i,
+                            "serverProcessingTimeTotalMs": 5,
+                        }
+                    },
+                    "userData": {
+                        "GSW_APPLICATION_ID": 134,
+                        "GSW_RECORD_HANDLE": i,
+                        "GSW_USER_EVENT": "DoNotCallAcknowledge",
+                        "GSW_CALLING_LIST": "CallingList1",
+                        "GSW_CAMPAIGN_NAME": f"Campaign{i % 7}",
+                        "GSW_PHONE": f"300{i}",
+                    },
+                    "deviceId": "c259da54-7c22-4a43-9440-77a92facc86b",
+                    "messageType": "DeviceUserEventMessage",
+                },
+                "channel": "/me/internal",
+                "id": str(2 * i + 1),
+            },
+        ]
+    )
+
+
+def make_frame(session_id: str, seq: int, raw: bytes, **extra: object) -> Frame:
+    values: dict[str, object] = {
+        "session_id": session_id,
+        "seq": seq,
+        "t_wall_ns": 1_700_000_000_000_000_000 + seq * 1_000_000,
+        "t_mono_ns": seq * 1_000_000,
+        "direction": "in",
+        "transport": "websocket",
+        "kind": "bayeux",
+        "raw": raw,
+    }
+    values.update(extra)
+    return Frame(**values)  # type: ignore[arg-type]
