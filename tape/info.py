@@ -9,9 +9,9 @@ from typing import Any
 
 import duckdb
 
+from tape.frame import Session
 from tape.reader import read_sessions
 from tape.schema import SCHEMA_VERSION, schema_version
-from tape.frame import Session
 
 
 @dataclass(frozen=True, slots=True)

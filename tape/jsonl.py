@@ -56,7 +56,7 @@ def line_to_frame(obj: dict[str, Any], first_wall_ns: int | None = None) -> Fram
     for name in _INT_FIELDS:
         if obj.get(name) is not None and not isinstance(obj[name], int):
             raise JsonlError(f"{name} must be an integer, got {obj[name]!r}")
-    values = {name: obj.get(name) for name in FRAME_COLUMNS}
+    values: dict[str, Any] = {name: obj.get(name) for name in FRAME_COLUMNS}
     values["raw"] = _raw_bytes(obj)
     if values["headers"] is not None:
         values["headers"] = orjson.dumps(values["headers"]).decode()

@@ -18,9 +18,9 @@ def prepare_frame(frame: Frame) -> Frame:
     error = frame.parse_error
     if frame.kind == Kind.BAYEUX and error is None and not frame.checked:
         error = frame_error(raw)
-    if raw is frame.raw and path == frame.http_path and headers == frame.headers:
-        if error == frame.parse_error:
-            return frame
+    unchanged = raw is frame.raw and path == frame.http_path and headers == frame.headers
+    if unchanged and error == frame.parse_error:
+        return frame
     return frame.with_changes(raw=raw, http_path=path, headers=headers, parse_error=error)
 
 

@@ -11,19 +11,19 @@ import duckdb
 
 # Only frames the codec accepted (parse_error IS NULL) are projected, so every message is an
 # object with a string channel and well-typed envelope fields; the rest stay raw in `frames`.
-# One json_transform parses each frame once; a second parses just `data` for the GWS fields.
+# One json_transform parses each frame once, straight into the GWS fields of `data`.
 # `data` itself is not copied into `messages`: a second copy of every payload in the WAL halved
 # ingest throughput here. The `message_data` view reads it from `frames.raw` on demand.
-_ENVELOPE = (
-    '{"channel":"VARCHAR","id":"VARCHAR","clientId":"VARCHAR","successful":"BOOLEAN",'
-    '"error":"VARCHAR","subscription":"JSON","data":"JSON","ext":"JSON","advice":"JSON"}'
-)
 _GWS = (
     '{"messageType":"VARCHAR","notificationType":"VARCHAR","referenceId":"VARCHAR",'
     '"operationName":"VARCHAR","recordHandle":"VARCHAR","record":{"recordHandle":"VARCHAR"},'
     '"userData":{"GSW_RECORD_HANDLE":"VARCHAR","GSW_USER_EVENT":"VARCHAR"},'
     '"metrics":{"eventProcessing":{"serverGenerationTimestamp":"BIGINT",'
     '"nodeProcessingTimeNanos":"BIGINT","serverProcessingTimeTotalMs":"DOUBLE"}}}'
+)
+_MESSAGE = (
+    '{"channel":"VARCHAR","id":"VARCHAR","clientId":"VARCHAR","successful":"BOOLEAN",'
+    f'"error":"VARCHAR","subscription":"JSON","data":{_GWS},"ext":"JSON","advice":"JSON"}}'
 )
 
 PROJECTION_SQL = f"""
@@ -33,26 +33,25 @@ WITH f AS (
     WHERE kind = 'bayeux' AND parse_error IS NULL
 ), l AS (
     SELECT * EXCLUDE (j),
-           CASE WHEN starts_with(ltrim(j), '[') THEN json_transform(j, '[{_ENVELOPE}]')
-                ELSE [json_transform(j, '{_ENVELOPE}')] END AS msgs
+           CASE WHEN starts_with(ltrim(j), '[') THEN json_transform(j, '[{_MESSAGE}]')
+                ELSE [json_transform(j, '{_MESSAGE}')] END AS msgs
     FROM f
 ), u AS (
     SELECT * EXCLUDE (msgs), unnest(msgs) AS m, unnest(range(len(msgs))) AS idx FROM l
-), g AS (
-    SELECT *, json_transform(m.data, '{_GWS}') AS d FROM u
 )
 SELECT session_id, seq, idx::INTEGER, t_wall_ns, t_mono_ns, direction,
        m.channel, m.id, m.clientId, m.successful, m.error,
        CASE json_type(m.subscription) WHEN 'VARCHAR' THEN m.subscription->>'$'
             ELSE m.subscription::VARCHAR END,
-       d.messageType, d.notificationType, d.referenceId,
-       coalesce(d.record.recordHandle, d.recordHandle, d.userData.GSW_RECORD_HANDLE),
-       d.operationName, d.userData.GSW_USER_EVENT,
-       d.metrics.eventProcessing.serverGenerationTimestamp,
-       d.metrics.eventProcessing.nodeProcessingTimeNanos,
-       d.metrics.eventProcessing.serverProcessingTimeTotalMs,
+       m.data.messageType, m.data.notificationType, m.data.referenceId,
+       coalesce(m.data.record.recordHandle, m.data.recordHandle,
+                m.data.userData.GSW_RECORD_HANDLE),
+       m.data.operationName, m.data.userData.GSW_USER_EVENT,
+       m.data.metrics.eventProcessing.serverGenerationTimestamp,
+       m.data.metrics.eventProcessing.nodeProcessingTimeNanos,
+       m.data.metrics.eventProcessing.serverProcessingTimeTotalMs,
        m.ext, m.advice
-FROM g
+FROM u
 """
 
 

@@ -27,6 +27,8 @@ class SessionLog:
         self._mono0 = time.monotonic_ns()
         started = session.started_ns if session.started_ns is not None else time.time_ns()
         self.session = session.with_changes(started_ns=started)
+        self._session_id = session.session_id
+        self._transport = session.transport or Transport.HTTP
         sink.put_session(self.session)
 
     @property
@@ -51,21 +53,21 @@ class SessionLog:
         """Record one frame. Pass `checked=True` when the codec already decoded `raw`."""
         self._seq += 1
         frame = Frame(
-            session_id=self.session.session_id,
-            seq=self._seq,
-            t_wall_ns=time.time_ns(),
-            t_mono_ns=time.monotonic_ns() - self._mono0,
-            direction=str(direction),
-            transport=str(transport or self.session.transport or Transport.HTTP),
-            kind=str(kind),
-            raw=raw,
-            exchange_id=exchange_id,
-            http_method=http_method,
-            http_path=http_path,
-            http_status=http_status,
-            headers=headers,
-            parse_error=parse_error,
-            checked=checked,
+            self._session_id,
+            self._seq,
+            time.time_ns(),
+            time.monotonic_ns() - self._mono0,
+            direction,
+            transport or self._transport,
+            kind,
+            raw,
+            exchange_id,
+            http_method,
+            http_path,
+            http_status,
+            headers,
+            parse_error,
+            checked,
         )
         self._sink.write(frame)
         return frame

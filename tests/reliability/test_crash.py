@@ -18,7 +18,9 @@ def test_sigkill_loses_no_committed_frame(tmp_path: Path) -> None:
     path = tmp_path / "crash.duckdb"
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.crash_writer", str(path)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert child.stdout is not None
     enqueued = committed = 0
@@ -36,5 +38,7 @@ def test_sigkill_loses_no_committed_frame(tmp_path: Path) -> None:
     assert len(seqs) >= committed  # every frame committed before the kill is there
     assert messages == 2 * len(seqs)  # the projection committed with its frames
     lost = enqueued - len(seqs)
-    print(f"\nloss window: {lost} frames enqueued but not committed = {lost / RATE * 1000:.0f} ms "
-          f"at {RATE} frames/s")
+    print(
+        f"\nloss window: {lost} frames enqueued but not committed = {lost / RATE * 1000:.0f} ms "
+        f"at {RATE} frames/s"
+    )

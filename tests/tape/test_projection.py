@@ -51,7 +51,10 @@ def test_sample_gives_exactly_the_documented_messages(tmp_path: Path) -> None:
     delivered = [r for r in rows if not r.channel.startswith("/meta/")]
     ack, metrics = delivered
     assert (ack.channel, ack.notification_type, ack.reference_id, ack.record_handle) == (
-        "/v2/me/outbound", "DoNotCallAcknowledge", "123456789", "13",
+        "/v2/me/outbound",
+        "DoNotCallAcknowledge",
+        "123456789",
+        "13",
     )
     assert ack.message_type == "OutboundRecordMessage"
     assert (metrics.channel, metrics.message_type) == ("/me/internal", "DeviceUserEventMessage")
@@ -61,7 +64,9 @@ def test_sample_gives_exactly_the_documented_messages(tmp_path: Path) -> None:
     connect = rows[-1]
     assert (connect.channel, connect.successful, ack.seq) == ("/meta/connect", True, connect.seq)
     assert orjson.loads(connect.advice or "") == {
-        "interval": 0, "timeout": 30000, "reconnect": "retry",
+        "interval": 0,
+        "timeout": 30000,
+        "reconnect": "retry",
     }
     assert [r.channel for r in rows[:2]] == ["/meta/handshake", "/meta/handshake"]
 
@@ -80,24 +85,32 @@ _gws_data = st.fixed_dictionaries(
             {}, optional={"GSW_RECORD_HANDLE": _handle, "GSW_USER_EVENT": _text}
         ),
         "metrics": st.fixed_dictionaries(
-            {"eventProcessing": st.fixed_dictionaries(
-                {},
-                optional={
-                    "serverGenerationTimestamp": st.integers(0, 2**62),
-                    "nodeProcessingTimeNanos": st.integers(0, 2**62),
-                    "serverProcessingTimeTotalMs": st.integers(0, 10**6),
-                },
-            )}
+            {
+                "eventProcessing": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "serverGenerationTimestamp": st.integers(0, 2**62),
+                        "nodeProcessingTimeNanos": st.integers(0, 2**62),
+                        "serverProcessingTimeTotalMs": st.integers(0, 10**6),
+                    },
+                )
+            }
         ),
     },
 )
 _message = st.fixed_dictionaries(
     {"channel": st.sampled_from(["/v2/me/outbound", "/me/internal", "/meta/connect"])},
-    optional={"data": _gws_data, "id": st.text(min_size=1, max_size=6), "successful": st.booleans()},
+    optional={
+        "data": _gws_data,
+        "id": st.text(min_size=1, max_size=6),
+        "successful": st.booleans(),
+    },
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(batches=st.lists(st.lists(_message, min_size=1, max_size=4), min_size=1, max_size=5))
 def test_sql_projection_agrees_with_the_python_codec(tmp_path: Path, batches: list[Any]) -> None:
     path = tmp_path / "p.duckdb"
@@ -120,7 +133,13 @@ def _gws(row: Any) -> Any:
     from tape.gws import GwsFields
 
     return GwsFields(
-        row.message_type, row.notification_type, row.reference_id, row.record_handle,
-        row.operation_name, row.user_event, row.server_generation_ts, row.node_processing_ns,
+        row.message_type,
+        row.notification_type,
+        row.reference_id,
+        row.record_handle,
+        row.operation_name,
+        row.user_event,
+        row.server_generation_ts,
+        row.node_processing_ns,
         row.server_processing_ms,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_frames_read_back_in_order_gapless_and_byte_identical(form: Form) -> Non
         frames = list(source.frames(f"s{n}"))
         assert [f.seq for f in frames] == list(range(1, 151))
         assert [f.raw for f in frames] == RAWS[n - 1 :: 2] * 50
-        assert all(b.t_mono_ns >= a.t_mono_ns for a, b in zip(frames, frames[1:], strict=False))
+        assert all(b.t_mono_ns >= a.t_mono_ns for a, b in itertools.pairwise(frames))
 
 
 def test_sessions_are_closed_with_their_reason(form: Form) -> None:
@@ -93,8 +94,13 @@ def test_secrets_never_reach_either_form(form: Form) -> None:
     sink = form.writer()
     log = SessionLog(sink, Session(session_id="s", transport="long-polling"))
     headers = '[["Authorization","Basic dXNlcjpodW50ZXIy"],["Cookie","JSESSIONID=abc123"]]'
-    log.append("out", b'{"username":"u","password":"hunter2"}', kind="http-request",
-               headers=headers, http_path="/login?password=hunter2")
+    log.append(
+        "out",
+        b'{"username":"u","password":"hunter2"}',
+        kind="http-request",
+        headers=headers,
+        http_path="/login?password=hunter2",
+    )
     sink.close()
     (frame,) = form.reader().frames()
     stored = repr(frame).encode() + frame.raw + form.path.read_bytes()

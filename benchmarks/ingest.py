@@ -1,0 +1,138 @@
+"""Ingest benchmark: sustained frames/s into a file tape, peak RSS, bytes on disk per frame.
+
+Runs our writer (Arrow batches, one writer thread, messages projection filled) and, in the same
+run, a naive per-row INSERT loop over the same frames, and prints the ratio.
+
+    python benchmarks/ingest.py [--frames 1000000] [--naive-frames 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from tape.frame import FRAME_COLUMNS, Session
+from tape.schema import open_for_writing
+from tape.session import SessionLog
+from tape.writer import TapeWriter
+
+TEMPLATE = (
+    b'[{"data":{"record":{"devicePath":"/devices/%s","callingList":"CallingList%d",'
+    b'"applicationId":134,"recordHandle":%d,"campaignName":"Campaign%d"},'
+    b'"notificationType":"DoNotCallAcknowledge","messageType":"OutboundRecordMessage",'
+    b'"referenceId":"%d"},"channel":"/v2/me/outbound","id":"%d"},'
+    b'{"data":{"metrics":{"eventProcessing":{"serverGenerationTimestamp":%d,'
+    b'"nodeProcessingTimeNanos":%d,"serverProcessingTimeTotalMs":%d}},'
+    b'"userData":{"GSW_APPLICATION_ID":134,"GSW_RECORD_HANDLE":%d,'
+    b'"GSW_USER_EVENT":"DoNotCallAcknowledge","GSW_CALLING_LIST":"CallingList%d",'
+    b'"GSW_CAMPAIGN_NAME":"Campaign%d","GSW_PHONE":"+1555%07d"},"deviceId":"%s",'
+    b'"messageType":"DeviceUserEventMessage"},"channel":"/me/internal","id":"%d"}]'
+)
+
+
+def frame_raws(count: int, seed: int = 7) -> list[bytes]:
+    """`count` realistic ~800-byte GWS frames (an ack and its metrics event), all different."""
+    rng = random.Random(seed)
+    devices = [f"{rng.getrandbits(128):032x}".encode() for _ in range(50)]
+    out = []
+    for i in range(count):
+        dev, camp, lst = rng.choice(devices), rng.randrange(40), rng.randrange(9)
+        ts = 1_700_000_000_000 + i * 3 + rng.randrange(3)
+        out.append(
+            TEMPLATE
+            % (
+                dev,
+                lst,
+                i,
+                camp,
+                rng.getrandbits(40),
+                2 * i,
+                ts,
+                rng.randrange(10**6, 10**8),
+                rng.randrange(1, 40),
+                i,
+                lst,
+                camp,
+                rng.randrange(10**7),
+                dev,
+                2 * i + 1,
+            )
+        )
+    return out
+
+
+def run_ours(path: Path, raws: list[bytes], repeat: int, checked: bool) -> float:
+    """Frames/s from first enqueue until everything is committed and closed."""
+    writer = TapeWriter(path)
+    log = SessionLog(writer, Session(session_id="bench", transport="websocket"))
+    start = time.perf_counter()
+    for _ in range(repeat):
+        for raw in raws:
+            log.append("in", raw, checked=checked)
+    log.close("stopped")
+    writer.close()
+    return len(raws) * repeat / (time.perf_counter() - start)
+
+
+def run_naive(path: Path, raws: list[bytes]) -> float:
+    """What one writes first: one INSERT per frame, autocommit."""
+    conn = open_for_writing(path)
+    placeholders = ", ".join("?" * len(FRAME_COLUMNS))
+    start = time.perf_counter()
+    for seq, raw in enumerate(raws, start=1):
+        row = ["naive", seq, time.time_ns(), seq, "in", "websocket", "bayeux"]
+        conn.execute(f"INSERT INTO frames VALUES ({placeholders})", [*row, *[None] * 5, raw, None])
+    rate = len(raws) / (time.perf_counter() - start)
+    conn.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1_000_000)
+    parser.add_argument("--naive-frames", type=int, default=3_000)
+    parser.add_argument("--distinct", type=int, default=100_000, help="distinct frames, cycled")
+    args = parser.parse_args()
+    distinct = min(args.distinct, args.frames)
+    raws = frame_raws(distinct)
+    repeat = max(1, args.frames // distinct)
+    total = distinct * repeat
+    print(f"frames: {total:,} ({distinct:,} distinct), mean {sum(map(len, raws)) / distinct:.0f} B")
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {}
+        for checked in (False, True):
+            path = Path(tmp) / f"ours-{checked}.duckdb"
+            rate = run_ours(path, raws, repeat, checked)
+            size = path.stat().st_size / total
+            msgs = (
+                duckdb.connect(str(path), read_only=True)
+                .execute("SELECT count(*) FROM messages")
+                .fetchall()[0][0]
+            )
+            assert msgs == 2 * total, f"projection has {msgs} rows, expected {2 * total}"
+            results[checked] = rate
+            label = "pre-validated by the codec" if checked else "validated by the writer"
+            print(
+                f"ours ({label}): {rate:,.0f} frames/s, {size:.0f} B/frame on disk, "
+                f"messages {msgs:,}"
+            )
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak RSS: {rss_mb:.0f} MB (including {distinct:,} frames held by the benchmark)")
+        naive = run_naive(Path(tmp) / "naive.duckdb", raws[: args.naive_frames])
+        print(f"naive per-row INSERT: {naive:,.0f} frames/s (frames only, no projection)")
+        print(
+            f"ratio ours/naive: {results[False] / naive:.0f}x (writer-validated), "
+            f"{results[True] / naive:.0f}x (pre-validated)"
+        )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()

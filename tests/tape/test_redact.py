@@ -1,0 +1,51 @@
+"""Redaction: secrets become [REDACTED]; everything else keeps its exact bytes."""
+
+from __future__ import annotations
+
+import orjson
+
+from tape.redact import REDACTED, headers_json, redact_body, redact_form, redact_headers
+
+
+def test_secret_headers_are_masked_case_insensitively() -> None:
+    headers = [
+        ("authorization", "Basic abc"),
+        ("COOKIE", "JSESSIONID=1"),
+        ("Set-Cookie", "a=b"),
+        ("X-CSRF-TOKEN", "t0k"),
+        ("Content-Type", "application/json"),
+    ]
+    masked = dict(redact_headers(headers))
+    assert masked["Content-Type"] == "application/json"
+    assert all(
+        masked[k] == REDACTED for k in ("authorization", "COOKIE", "Set-Cookie", "X-CSRF-TOKEN")
+    )
+
+
+def test_the_csrf_header_gws_names_can_be_added() -> None:
+    stored = headers_json([("X-My-Csrf", "secret-value"), ("Accept", "*/*")], extra=["x-my-csrf"])
+    assert orjson.loads(stored) == [["X-My-Csrf", REDACTED], ["Accept", "*/*"]]
+
+
+def test_password_fields_in_json_bodies_at_any_depth() -> None:
+    body = b'{"user":"agent1","password":"hunter2","ext":{"auth":{"passwd":"x","secretKey":"y"}}}'
+    doc = orjson.loads(redact_body(body))
+    assert doc == {
+        "user": "agent1",
+        "password": REDACTED,
+        "ext": {"auth": {"passwd": REDACTED, "secretKey": REDACTED}},
+    }
+
+
+def test_bodies_without_secrets_keep_their_exact_bytes() -> None:
+    body = b'{ "referenceId" : "123",  "phoneNumber":"3001" }'
+    assert redact_body(body) is body
+    mentions = b'{"note": "the password policy changed"}'  # a value, not a key
+    assert redact_body(mentions) == mentions
+
+
+def test_form_and_query_strings() -> None:
+    assert (
+        redact_form("/login?user=a&password=hunter2&x=1") == "/login?user=a&password=[REDACTED]&x=1"
+    )
+    assert redact_body(b"user=a&pwd=hunter2") == b"user=a&pwd=[REDACTED]"

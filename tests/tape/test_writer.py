@@ -1,0 +1,64 @@
+"""The writer's promises: commits every <= 200 ms, and a stalled commit never blocks write()."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tape.frame import Frame
+from tape.reader import TapeReader
+from tape.schema import TapeError
+from tape.writer import TapeWriter
+from tests.conftest import TIMEOUT, gws_frame_raw, make_frame
+
+
+def test_a_frame_is_committed_within_the_commit_interval(tmp_path: Path) -> None:
+    with TapeWriter(tmp_path / "t.duckdb") as writer:
+        writer.write(make_frame("s", 1, gws_frame_raw(1)))
+        start = time.monotonic()
+        while writer.committed_frames < 1 and time.monotonic() - start < TIMEOUT:
+            time.sleep(0.005)
+        assert writer.committed_frames == 1
+        assert time.monotonic() - start < 0.2 + 0.15  # interval, plus one small commit
+
+
+def test_a_stalled_commit_does_not_block_the_producer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = TapeWriter(tmp_path / "t.duckdb")
+    real_commit = writer._commit
+    stalled = threading.Event()
+
+    def slow_commit(*args: list[object]) -> None:
+        if not stalled.is_set():
+            stalled.set()
+            time.sleep(1.0)  # a checkpoint stall, made long
+        real_commit(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writer, "_commit", slow_commit)
+    writer.write(make_frame("s", 1, b"[]"))
+    assert stalled.wait(TIMEOUT)
+    start = time.monotonic()
+    for seq in range(2, 20_002):
+        writer.write(make_frame("s", seq, b"[]"))
+    assert time.monotonic() - start < 0.5, "write() waited for the stalled commit"
+    writer.close()
+    with TapeReader(writer.path) as reader:
+        assert [f.seq for f in reader.frames("s")] == list(range(1, 20_002))
+
+
+def test_a_failed_writer_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = TapeWriter(tmp_path / "t.duckdb")
+
+    def broken(*args: list[Frame]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer, "_commit", broken)
+    writer.write(make_frame("s", 1, b"[]"))
+    with pytest.raises(TapeError, match="No space left on device"):
+        writer.flush()
+    with pytest.raises(TapeError, match="No space left"):
+        writer.close()
