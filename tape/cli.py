@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import click
+import duckdb
 
 from tape.schema import TapeError, package_version
 
@@ -36,8 +37,13 @@ class CommandGroup(click.Group):
             return super().invoke(ctx)
         except TapeError as exc:
             raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:  # `cometd-tape export TAPE | head` is fine
+            sys.stderr.close()
+            sys.exit(0)
         except OSError as exc:
             raise click.ClickException(_os_error(exc)) from None
+        except duckdb.Error as exc:
+            raise click.ClickException(f"the tape could not be read: {exc}") from None
 
 
 def _os_error(exc: OSError) -> str:

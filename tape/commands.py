@@ -11,7 +11,7 @@ from tape.info import render_info, tape_info
 from tape.jsonl import JsonlReader, write_jsonl
 from tape.projection import rebuild
 from tape.reader import TapeReader
-from tape.schema import TapeError, open_for_writing
+from tape.schema import TapeError, open_for_reading, open_for_writing
 from tape.tapeio import import_items
 
 _TAPE = click.Path(dir_okay=False, path_type=Path)
@@ -21,8 +21,14 @@ _TAPE = click.Path(dir_okay=False, path_type=Path)
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "output", type=_TAPE, required=True, help="Tape file to write.")
 def import_command(source: Path, output: Path) -> None:
-    """Import a JSONL tape into a DuckDB tape (created if missing)."""
-    frames, sessions = import_items(JsonlReader(source).items(), output)
+    """Import a JSONL tape into a DuckDB tape (created if missing).
+
+    The whole file is checked first, so a bad line imports nothing.
+    """
+    reader = JsonlReader(source)
+    for _ in reader.items():  # validation pass: errors name the line
+        pass
+    frames, sessions = import_items(reader.items(), output)
     click.echo(f"imported {frames} frames in {sessions} sessions into {output}")
 
 
@@ -64,6 +70,7 @@ def info_command(tape: Path) -> None:
 @click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def rebuild_command(tape: Path) -> None:
     """Derive the messages table again from the frames (the log is the truth)."""
+    open_for_reading(tape).close()  # refuse anything that is not already a tape
     conn = open_for_writing(tape)
     try:
         count = rebuild(conn)

@@ -16,11 +16,22 @@ from typing import IO, Any
 import orjson
 
 from tape.frame import FRAME_COLUMNS, SESSION_COLUMNS, Frame, Session
-from tape.prepare import prepare_frame
+from tape.prepare import prepare_frame, prepare_session
 from tape.schema import TapeError
 
 _REQUIRED = ("session_id", "seq", "t_wall_ns", "direction", "transport", "kind", "raw")
 _INT_FIELDS = ("seq", "t_wall_ns", "t_mono_ns", "http_status")
+_STR_FIELDS = (
+    "session_id",
+    "direction",
+    "transport",
+    "kind",
+    "exchange_id",
+    "http_method",
+    "http_path",
+    "parse_error",
+)
+_INT64 = 2**63
 
 
 class JsonlError(TapeError, ValueError):
@@ -54,15 +65,31 @@ def line_to_frame(obj: dict[str, Any], first_wall_ns: int | None = None) -> Fram
     if missing:
         raise JsonlError(f"frame is missing {', '.join(missing)}")
     for name in _INT_FIELDS:
-        if obj.get(name) is not None and not isinstance(obj[name], int):
-            raise JsonlError(f"{name} must be an integer, got {obj[name]!r}")
+        value = obj.get(name)
+        if value is not None and (not isinstance(value, int) or not -_INT64 <= value < _INT64):
+            raise JsonlError(f"{name} must be a 64-bit integer, got {value!r}")
+    for name in _STR_FIELDS:
+        if obj.get(name) is not None and not isinstance(obj[name], str):
+            raise JsonlError(f"{name} must be a string, got {obj[name]!r}")
+    if obj.get("http_status") is not None and not 0 <= obj["http_status"] < 1000:
+        raise JsonlError(f"http_status must be an HTTP status code, got {obj['http_status']}")
+    _check_headers(obj.get("headers"))
     values: dict[str, Any] = {name: obj.get(name) for name in FRAME_COLUMNS}
     values["raw"] = _raw_bytes(obj)
     if values["headers"] is not None:
         values["headers"] = orjson.dumps(values["headers"]).decode()
     if values["t_mono_ns"] is None:  # hand-written tapes may omit it
-        values["t_mono_ns"] = obj["t_wall_ns"] - (first_wall_ns or obj["t_wall_ns"])
+        first = obj["t_wall_ns"] if first_wall_ns is None else first_wall_ns
+        values["t_mono_ns"] = obj["t_wall_ns"] - first
     return Frame(**values)
+
+
+def _check_headers(headers: Any) -> None:
+    pairs_ok = isinstance(headers, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in headers
+    )
+    if headers is not None and not pairs_ok:
+        raise JsonlError('headers must be a list of ["name", "value"] string pairs')
 
 
 def _raw_bytes(obj: dict[str, Any]) -> bytes:
@@ -85,8 +112,15 @@ def line_to_session(obj: dict[str, Any]) -> Session:
     if not isinstance(values, dict) or not isinstance(values.get("session_id"), str):
         raise JsonlError("a session line needs a session_id")
     known = {k: v for k, v in values.items() if k in SESSION_COLUMNS}
-    known["channels"] = tuple(known.get("channels") or ())
-    known["labels"] = dict(known.get("labels") or {})
+    channels, labels = known.get("channels") or [], known.get("labels") or {}
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        raise JsonlError("session channels must be a list of strings")
+    if not isinstance(labels, dict) or not all(isinstance(v, str | None) for v in labels.values()):
+        raise JsonlError("session labels must be an object of strings")
+    for name in ("started_ns", "ended_ns"):
+        if known.get(name) is not None and not isinstance(known[name], int):
+            raise JsonlError(f"session {name} must be an integer")
+    known["channels"], known["labels"] = tuple(channels), dict(labels)
     return Session(**known)
 
 
@@ -101,7 +135,7 @@ def read_lines(stream: IO[bytes]) -> Iterator[Frame | Session]:
             item = _parse_line(line, first_wall)
             if isinstance(item, Frame):
                 _check_gapless(item, last_seq)
-        except (JsonlError, orjson.JSONDecodeError, TypeError) as exc:
+        except (JsonlError, ValueError, TypeError) as exc:
             raise JsonlError(f"line {number}: {exc}") from exc
         yield item
 
@@ -139,7 +173,7 @@ class JsonlWriter:
         self._file.write(frame_to_line(prepare_frame(frame)))
 
     def put_session(self, session: Session) -> None:
-        self._file.write(session_to_line(session))
+        self._file.write(session_to_line(prepare_session(session)))
 
     def flush(self) -> None:
         self._file.flush()

@@ -7,8 +7,8 @@ Bayeux frame is checked once, its problem recorded in `parse_error` rather than 
 from __future__ import annotations
 
 from tape.bayeux import frame_error
-from tape.frame import Direction, Frame, Kind
-from tape.redact import redact_body, redact_form, redact_headers_json
+from tape.frame import Direction, Frame, Kind, Session
+from tape.redact import redact_body, redact_form, redact_headers_json, redact_url
 
 
 def prepare_frame(frame: Frame) -> Frame:
@@ -33,3 +33,9 @@ def _may_hold_secrets(frame: Frame) -> bool:
     if frame.kind == Kind.LIFECYCLE:
         return False
     return not (frame.kind == Kind.BAYEUX and frame.direction == Direction.IN)
+
+
+def prepare_session(session: Session) -> Session:
+    """A session row keeps its endpoint, never the credentials in it."""
+    endpoint = redact_url(session.endpoint)
+    return session if endpoint == session.endpoint else session.with_changes(endpoint=endpoint)

@@ -33,11 +33,15 @@ WITH f AS (
     WHERE kind = 'bayeux' AND parse_error IS NULL
 ), l AS (
     SELECT * EXCLUDE (j),
-           CASE WHEN starts_with(ltrim(j), '[') THEN json_transform(j, '[{_MESSAGE}]')
+           CASE WHEN starts_with(ltrim(j, E' \t\n\r'), '[') THEN json_transform(j, '[{_MESSAGE}]')
                 ELSE [json_transform(j, '{_MESSAGE}')] END AS msgs
     FROM f
 ), u AS (
     SELECT * EXCLUDE (msgs), unnest(msgs) AS m, unnest(range(len(msgs))) AS idx FROM l
+), v AS (
+    -- orjson keeps the last of duplicate keys, DuckDB the first: never let that become a
+    -- NULL channel (a NOT NULL violation would fail the whole batch).
+    SELECT * FROM u WHERE m.channel IS NOT NULL
 )
 SELECT session_id, seq, idx::INTEGER, t_wall_ns, t_mono_ns, direction,
        m.channel, m.id, m.clientId, m.successful, m.error,
@@ -51,14 +55,14 @@ SELECT session_id, seq, idx::INTEGER, t_wall_ns, t_mono_ns, direction,
        m.data.metrics.eventProcessing.nodeProcessingTimeNanos,
        m.data.metrics.eventProcessing.serverProcessingTimeTotalMs,
        m.ext, m.advice
-FROM u
+FROM v
 """
 
 
 MESSAGE_DATA_VIEW = """
 CREATE OR REPLACE VIEW message_data AS
 SELECT m.session_id, m.seq, m.idx, m.channel,
-       CASE WHEN starts_with(ltrim(decode(f.raw)), '[')
+       CASE WHEN starts_with(ltrim(decode(f.raw), E' \t\n\r'), '[')
             THEN json_extract(decode(f.raw), '$[' || m.idx || '].data')
             ELSE json_extract(decode(f.raw), '$.data') END AS data
 FROM messages m JOIN frames f USING (session_id, seq)

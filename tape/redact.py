@@ -19,9 +19,18 @@ SECRET_HEADERS = frozenset(
 )
 
 # A JSON key or form field whose name says it holds a secret.
-_SECRET_KEY = re.compile(r"pass(word|wd)?$|^pwd$|secret|^authorization$", re.IGNORECASE)
-_HINTS = (b"pass", b"pwd", b"secret", b"authorization")
-_FORM_SECRET = re.compile(r"(?i)((?:^|[?&;])[^=&;]*(?:pass(?:word|wd)?|pwd|secret)=)[^&;#]*")
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token|credential|authori[sz]ation", re.IGNORECASE)
+# Cheap pre-check on the lowered bytes; `\u` because a key may be written with JSON escapes.
+_HINTS = (b"pass", b"pwd", b"secret", b"token", b"credential", b"authori", b"\\u")
+_FORM_SECRET = re.compile(
+    r"(?i)((?:^|[?&;\n])[^=&;\n]*(?:pass|pwd|secret|token|credential|jsessionid)[^=&;\n]*=)"
+    r"[^&;#?\n]*"
+)
+# Last resort when a document is too deep to walk: mask "secret-key": "value" in the bytes.
+_JSON_SECRET = re.compile(
+    rb'(?i)("[^"]*(?:pass|pwd|secret|token|credential|authori[sz]ation)[^"]*"\s*:\s*)'
+    rb'("(?:[^"\\]|\\.)*"|-?[0-9.eE+-]+|true|false|null)'
+)
 
 
 def redact_headers(
@@ -54,17 +63,27 @@ def redact_body(raw: bytes) -> bytes:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
+        raw = _JSON_SECRET.sub(rb'\1"' + REDACTED.encode() + rb'"', raw)
         return redact_form(raw.decode("utf-8", "surrogateescape")).encode(
             "utf-8", "surrogateescape"
         )
-    if not _has_secret(doc):
-        return raw
-    return orjson.dumps(_mask(doc))
+    try:
+        return orjson.dumps(_mask(doc)) if _has_secret(doc) else raw
+    except RecursionError:  # orjson nests 1024 deep, Python recursion less
+        return _JSON_SECRET.sub(rb'\1"' + REDACTED.encode() + rb'"', raw)
 
 
 def redact_form(text: str) -> str:
     """Mask `password=...` style fields in a query string or form body."""
     return _FORM_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def redact_url(url: str | None) -> str | None:
+    """Drop user:password@ from a URL and mask secret query fields (for session endpoints)."""
+    if not url:
+        return url
+    url = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)
+    return redact_form(url)
 
 
 def _has_secret(doc: Any) -> bool:
@@ -76,7 +95,8 @@ def _has_secret(doc: Any) -> bool:
 
 
 def _is_secret(key: str, value: Any) -> bool:
-    return bool(_SECRET_KEY.search(key)) and not isinstance(value, dict | list)
+    """A secret-named key: its whole value goes, whatever its type (a list of tokens too)."""
+    return bool(_SECRET_KEY.search(key))
 
 
 def _mask(doc: Any) -> Any:

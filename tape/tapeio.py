@@ -60,6 +60,7 @@ def _existing_sessions(path: Path) -> set[str]:
         return set()
     conn = open_for_reading(path)
     try:
-        return {s.session_id for s in read_sessions(conn)}
+        in_frames = conn.execute("SELECT DISTINCT session_id FROM frames").fetchall()
+        return {s.session_id for s in read_sessions(conn)} | {row[0] for row in in_frames}
     finally:
         conn.close()

@@ -52,3 +52,20 @@ def test_garbage_frames_are_kept_raw_with_an_error(tmp_path: Path) -> None:
     assert channels[-2:] == ["/v2/me/outbound", "/me/internal"]
     kinds = {f.parse_error.split(":")[0] for f in frames[:1000] if f.parse_error}
     assert {"invalid JSON", "missing channel"} <= {k.split(" (")[0] for k in kinds}, kinds
+
+
+def test_frames_duckdb_reads_differently_never_fail_a_batch(tmp_path: Path) -> None:
+    raws = [
+        b'\n[{"channel":"/a"}]',  # whitespace before the array
+        b'[{"channel":null,"channel":"/b"}]',  # duplicate keys: orjson keeps the last
+        b'[{"channel":"/c"}]',
+    ]
+    path = tmp_path / "odd.duckdb"
+    with TapeWriter(path) as writer:
+        for seq, raw in enumerate(raws, start=1):
+            writer.write(make_frame("odd", seq, raw))
+    with TapeReader(path) as reader:
+        assert [f.raw for f in reader.frames("odd")] == raws
+        channels = [m.channel for m in reader.messages("odd")]
+    assert channels[0] == "/a"
+    assert channels[-1] == "/c"

@@ -137,3 +137,31 @@ def test_missing_file_and_usage_errors() -> None:
     assert result.returncode == 2
     assert "does not exist" in result.stderr
     assert run("import").returncode == 2
+
+
+def test_a_bad_line_imports_nothing_into_an_existing_tape(tmp_path: Path) -> None:
+    tape = tmp_path / "demo.duckdb"
+    assert run("import", str(SAMPLE), "-o", str(tape)).returncode == 0
+    good = SAMPLE.read_text().replace("gws-dnc-0001", "second")
+    source = tmp_path / "bad.jsonl"
+    source.write_text(good + "garbage\n")
+    result = run("import", str(source), "-o", str(tape))
+    assert result.returncode == 1
+    assert "line 12" in result.stderr
+    conn = duckdb.connect(str(tape), read_only=True)
+    assert conn.execute("SELECT DISTINCT session_id FROM frames").fetchall() == [("gws-dnc-0001",)]
+    conn.close()
+
+
+def test_session_endpoints_lose_their_credentials(tmp_path: Path) -> None:
+    source = tmp_path / "s.jsonl"
+    source.write_text(
+        '{"session":{"session_id":"s","endpoint":"https://agent:hunter2@gws/api?password=x"}}\n'
+    )
+    tape = tmp_path / "t.duckdb"
+    assert run("import", str(source), "-o", str(tape)).returncode == 0
+    conn = duckdb.connect(str(tape), read_only=True)
+    assert conn.execute("SELECT endpoint FROM sessions").fetchall() == [
+        ("https://gws/api?password=[REDACTED]",)
+    ]
+    conn.close()

@@ -49,3 +49,24 @@ def test_form_and_query_strings() -> None:
         redact_form("/login?user=a&password=hunter2&x=1") == "/login?user=a&password=[REDACTED]&x=1"
     )
     assert redact_body(b"user=a&pwd=hunter2") == b"user=a&pwd=[REDACTED]"
+
+
+def test_keys_written_with_escapes_and_non_scalar_secrets() -> None:
+    assert orjson.loads(redact_body(b'{"\\u0070assword":"hunter2"}')) == {"password": REDACTED}
+    doc = orjson.loads(redact_body(b'{"password":["a"],"ext":{"credentials":{"k":"v"}}}'))
+    assert doc == {"password": REDACTED, "ext": {"credentials": REDACTED}}
+
+
+def test_a_document_too_deep_to_walk_is_still_masked() -> None:
+    deep = b'{"password":"hunter2","x":' + b"[" * 1500 + b"]" * 1500 + b"}"
+    assert b"hunter2" not in redact_body(deep)
+
+
+def test_urls_lose_userinfo_and_session_ids() -> None:
+    from tape.redact import redact_url
+
+    assert (
+        redact_url("https://agent:hunter2@gws:8090/api?token=x")
+        == "https://gws:8090/api?token=[REDACTED]"
+    )
+    assert "ABC" not in redact_form("/api/v2/me;jsessionid=ABC?x=1")

@@ -1,0 +1,475 @@
+"""The Bayeux 1.0 client as a sans-I/O state machine: replies, failures and `now` go in;
+batches to send, events and the time to be woken up come out. Transports do all the I/O."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal
+
+from recorder.backoff import backoff
+from tape import bayeux
+from tape.bayeux import Advice, Message, Reconnect
+from tape.channel import validate_channel
+
+ConnectionType = Literal["long-polling", "websocket"]
+RequestKind = Literal["handshake", "connect", "subscribe", "unsubscribe", "disconnect"]
+WireHook = Callable[[dict[str, Any]], dict[str, Any]]
+MessageHook = Callable[[Message], Message]
+_Action = Literal["handshake", "connect"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One batch to send as a single JSON array. `kind` lets a long-polling transport put
+    /meta/connect on its own HTTP request while the other kinds go in parallel."""
+
+    kind: RequestKind
+    messages: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeSucceeded:
+    client_id: str
+    advice: Advice
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFailed:
+    """The server refused a handshake; the client retries (with backoff) unless told not to."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeFailed:
+    channel: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeFailed:
+    channel: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDelivered:
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rehandshaking:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """Terminal: the client sends nothing more."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyUnmatched:
+    """A meta reply whose id matches no pending request (or a non-meta message without data)."""
+
+    message: Message
+
+
+Event = (
+    HandshakeSucceeded
+    | HandshakeFailed
+    | Subscribed
+    | SubscribeFailed
+    | Unsubscribed
+    | UnsubscribeFailed
+    | MessageDelivered
+    | ConnectionLost
+    | Rehandshaking
+    | Stopped
+    | ReplyUnmatched
+)
+
+
+class State(Enum):
+    IDLE = "idle"
+    HANDSHAKING = "handshaking"
+    CONNECTED = "connected"  # handshaken: a clientId is held
+    DISCONNECTING = "disconnecting"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    kind: RequestKind
+    session: int  # the handshake generation the request belongs to
+    channels: tuple[str, ...]
+
+
+def is_unknown_client_reply(reply: Message) -> bool:
+    """True when the reply's error is any server's "unknown client" (401/402/403 forms)."""
+    error = reply.error_info
+    return error is not None and bayeux.is_unknown_client(error)
+
+
+def _names(subscription: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    if subscription is None:
+        return ()
+    return (subscription,) if isinstance(subscription, str) else subscription
+
+
+def _listed(channels: str | Iterable[str]) -> list[str]:
+    listed = [channels] if isinstance(channels, str) else list(dict.fromkeys(channels))
+    for name in listed:
+        validate_channel(name)
+    return listed
+
+
+def _merge(old: Advice, new: Advice | None) -> Advice:
+    # Bayeux 1.0 "advice": a reply's advice updates only the fields it carries.
+    if new is None:
+        return old
+    return Advice(
+        reconnect=new.reconnect or old.reconnect,
+        interval=old.interval if new.interval is None else new.interval,
+        timeout=old.timeout if new.timeout is None else new.timeout,
+        max_interval=old.max_interval if new.max_interval is None else new.max_interval,
+    )
+
+
+def _reconnect(reply: Message) -> Reconnect | None:
+    # `reconnect` is an instruction for this reply, not a standing setting: a stored "handshake"
+    # would otherwise re-handshake forever after a handshake reply that omits it.
+    advice = reply.advice
+    return None if advice is None else advice.reconnect
+
+
+class BayeuxClient:
+    """A Bayeux 1.0 client session: feed it inputs, then drain data_to_send(),
+    events_received() and next_wakeup(). No I/O, no clock: every input carries `now`.
+
+    After request_failed() every outstanding request counts as lost; the transport should
+    abandon them (a late reply to one is reported as ReplyUnmatched).
+    """
+
+    def __init__(
+        self,
+        channels: Iterable[str] = (),
+        *,
+        connection_type: ConnectionType = "long-polling",
+        supported_connection_types: Iterable[str] = ("websocket", "long-polling"),
+        ext_out: WireHook | None = None,
+        ext_in: MessageHook | None = None,
+        backoff_factory: Callable[[], Iterator[float]] = backoff,
+        unknown_client: Callable[[Message], bool] = is_unknown_client_reply,
+    ) -> None:
+        self._channels = dict.fromkeys(_listed(channels))  # wanted, as an ordered set
+        self._subscribed: set[str] = set()
+        self._connection_type = connection_type
+        self._supported = tuple(supported_connection_types)
+        self._ext_out, self._ext_in = ext_out, ext_in
+        self._backoff_factory, self._unknown_client = backoff_factory, unknown_client
+        self._backoff = backoff_factory()
+        self._state = State.IDLE
+        self._client_id: str | None = None
+        self._advice = Advice(reconnect=Reconnect.RETRY, interval=0)
+        # Ids never restart, so a late reply from an old session cannot pass for a new one.
+        self._ids = itertools.count()
+        self._pending: dict[str, _Pending] = {}
+        self._session = 0
+        self._connect_id: str | None = None
+        self._connect_wanted = False
+        self._first_connect = True
+        self._timer: tuple[float, _Action] | None = None
+        self._out: list[Outgoing] = []
+        self._events: list[Event] = []
+
+    # --- state, for transports and status lines --------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def client_id(self) -> str | None:
+        return self._client_id
+
+    @property
+    def advice(self) -> Advice:
+        """The current advice; a long-polling transport sizes its HTTP timeout from `timeout`."""
+        return self._advice
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """The channels the client wants, confirmed or not."""
+        return tuple(self._channels)
+
+    # --- outputs ---------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[Outgoing]:
+        out, self._out = self._out, []
+        return out
+
+    def events_received(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def next_wakeup(self) -> float | None:
+        """When tick() should be called next, in the clock of `now`; None when not needed."""
+        return None if self._timer is None else self._timer[0]
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        if self._state is not State.IDLE:
+            raise RuntimeError(f"start() on a client that is {self._state.value}")
+        self._handshake()
+
+    def receive(self, messages: Iterable[Message], now: float) -> None:
+        """A batch that arrived: any mix of meta replies and events, handled in order."""
+        for message in messages:
+            self._receive_one(message if self._ext_in is None else self._ext_in(message), now)
+
+    def request_failed(self, now: float, reason: str) -> None:
+        """The transport could not deliver a request, got an HTTP error or lost its socket."""
+        if self._state in (State.IDLE, State.STOPPED):
+            return
+        if self._state is State.DISCONNECTING:
+            self._stop("disconnected")
+            return
+        if not self._pending and self._timer is not None:
+            return  # a parallel request of the same outage: already waiting to retry
+        self._pending.clear()
+        self._connect_id = None
+        self._events.append(ConnectionLost(reason))
+        action: _Action = "connect" if self._state is State.CONNECTED else "handshake"
+        self._schedule(action, self._retry_delay(), now)
+
+    def tick(self, now: float) -> None:
+        if self._timer is None or now < self._timer[0]:
+            return
+        action, self._timer = self._timer[1], None
+        self._run(action)
+
+    def subscribe(self, channels: str | Iterable[str], now: float) -> None:
+        new = [name for name in _listed(channels) if name not in self._channels]
+        self._channels.update(dict.fromkeys(new))
+        if self._state is State.CONNECTED and new:
+            self._send_subscriptions("subscribe", new)
+
+    def unsubscribe(self, channels: str | Iterable[str], now: float) -> None:
+        gone = [name for name in _listed(channels) if name in self._channels]
+        for name in gone:
+            del self._channels[name]
+        if self._state is State.CONNECTED and gone:
+            self._send_subscriptions("unsubscribe", gone)
+
+    def disconnect(self, now: float) -> None:
+        if self._state in (State.DISCONNECTING, State.STOPPED):
+            return
+        if self._state is not State.CONNECTED or self._client_id is None:
+            self._stop("disconnected")
+            return
+        self._state, self._timer = State.DISCONNECTING, None
+        self._send("disconnect", [bayeux.disconnect(self._client_id, id=self._new_id())])
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        return str(next(self._ids))
+
+    def _send(self, kind: RequestKind, messages: list[Message]) -> None:
+        for message in messages:
+            pending = _Pending(kind, self._session, _names(message.subscription))
+            self._pending[str(message.id)] = pending
+        wire = [message.to_wire() for message in messages]
+        if self._ext_out is not None:
+            wire = [self._ext_out(obj) for obj in wire]
+        self._out.append(Outgoing(kind, tuple(wire)))
+
+    def _forget_session(self) -> None:
+        # A new session starts: replies to the old one's requests are no longer acted on.
+        self._state, self._client_id, self._timer = State.HANDSHAKING, None, None
+        self._session += 1
+        self._subscribed.clear()
+
+    def _handshake(self) -> None:
+        # Bayeux 1.0 "handshake request": version and supportedConnectionTypes are required.
+        self._forget_session()
+        message = bayeux.handshake(
+            id=self._new_id(), supported_connection_types=self._supported, minimum_version="1.0"
+        )
+        self._send("handshake", [message])
+
+    def _connect(self) -> None:
+        # Bayeux 1.0 "connect request": only one /meta/connect may be outstanding per client.
+        if self._connect_id is not None:
+            self._connect_wanted = True
+            return
+        assert self._client_id is not None  # only called while CONNECTED
+        # The first connect of a session asks for an immediate answer: Faye holds every
+        # connect, the first included, unless told timeout 0 (PEERS.md).
+        advice = Advice(timeout=0) if self._first_connect else None
+        self._first_connect = self._connect_wanted = False
+        message = bayeux.connect(
+            self._client_id, self._connection_type, id=self._new_id(), advice=advice
+        )
+        self._connect_id = message.id
+        self._send("connect", [message])
+
+    def _send_subscriptions(self, kind: RequestKind, channels: list[str]) -> None:
+        # One message per channel, in one batch: every server accepts a string `subscription`,
+        # and a refusal then names exactly one channel.
+        assert self._client_id is not None
+        build = bayeux.subscribe if kind == "subscribe" else bayeux.unsubscribe
+        messages = [build(self._client_id, name, id=self._new_id()) for name in channels]
+        self._send(kind, messages)
+
+    def _resume(self) -> None:
+        # After a lost request the server may still know us: re-send only what is unconfirmed.
+        in_flight = {
+            name
+            for pending in self._pending.values()
+            if pending.kind == "subscribe" and pending.session == self._session
+            for name in pending.channels
+        }
+        missing = [c for c in self._channels if c not in self._subscribed and c not in in_flight]
+        if missing:
+            self._send_subscriptions("subscribe", missing)
+        self._connect()
+
+    # --- timing ----------------------------------------------------------------------------
+
+    def _retry_delay(self) -> float:
+        return (self._advice.interval or 0) / 1000 + next(self._backoff)
+
+    def _schedule(self, action: _Action, delay: float, now: float) -> None:
+        if delay > 0:
+            self._timer = (now + delay, action)
+        else:
+            self._run(action)
+
+    def _run(self, action: _Action) -> None:
+        if action == "handshake":
+            self._handshake()
+        elif self._state is State.CONNECTED:
+            self._resume()
+
+    def _stop(self, reason: str) -> None:
+        self._state, self._timer = State.STOPPED, None
+        self._events.append(Stopped(reason))
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def _receive_one(self, message: Message, now: float) -> None:
+        if not message.is_meta:
+            # Delivered events are matched by channel, never by id: a server may reuse ids
+            # that collide with ours (PEERS.md, aiocometd-ng).
+            event = MessageDelivered if message.has_data else ReplyUnmatched
+            self._events.append(event(message))
+            return
+        pending = None if message.id is None else self._pending.get(message.id)
+        if pending is None or message.channel != f"/meta/{pending.kind}":
+            self._events.append(ReplyUnmatched(message))
+            return
+        del self._pending[str(message.id)]
+        if pending.kind == "connect":
+            self._connect_id = None
+        if pending.session != self._session or self._state is State.STOPPED:
+            self._after_stale_reply()
+        elif self._state is not State.DISCONNECTING or pending.kind == "disconnect":
+            self._dispatch(message, pending, now)
+
+    def _after_stale_reply(self) -> None:
+        # A connect deferred behind the old session's connect can go now that it came back.
+        if self._connect_wanted and self._connect_id is None and self._state is State.CONNECTED:
+            self._connect()
+
+    def _dispatch(self, reply: Message, pending: _Pending, now: float) -> None:
+        self._advice = _merge(self._advice, reply.advice)
+        if pending.kind == "handshake":
+            self._on_handshake(reply, now)
+        elif pending.kind == "disconnect":
+            self._stop("disconnected")
+        elif not self._obey(reply, now):
+            if pending.kind == "connect":
+                self._on_connect(reply, now)
+            else:
+                self._on_subscription(reply, pending)
+
+    def _obey(self, reply: Message, now: float) -> bool:
+        """Follow advice that ends this session; True when it did."""
+        # Bayeux 1.0 "reconnect advice field": none = stop, handshake = new session. Servers
+        # also end sessions with an unknown-client error, advice or not (DESIGN.md).
+        reconnect = _reconnect(reply)
+        if reconnect is Reconnect.NONE:
+            error = f": {reply.error}" if reply.error else ""
+            self._stop(f"server advised reconnect none on {reply.channel}{error}")
+        elif reconnect is Reconnect.HANDSHAKE or (
+            not reply.successful and self._unknown_client(reply)
+        ):
+            reason = reply.error or "server advised reconnect handshake"
+            self._events.append(Rehandshaking(f"{reply.channel}: {reason}"))
+            self._forget_session()
+            self._schedule("handshake", self._retry_delay(), now)
+        else:
+            return False
+        return True
+
+    def _on_handshake(self, reply: Message, now: float) -> None:
+        if reply.successful and reply.client_id:
+            self._state, self._client_id = State.CONNECTED, reply.client_id
+            self._first_connect = True
+            self._events.append(HandshakeSucceeded(reply.client_id, self._advice))
+            if self._channels:
+                self._send_subscriptions("subscribe", list(self._channels))
+            self._connect()
+            return
+        error = reply.error or "handshake unsuccessful"
+        self._events.append(HandshakeFailed(error))
+        if _reconnect(reply) is Reconnect.NONE:
+            self._stop(f"handshake refused: {error} (advice reconnect: none)")
+        else:
+            self._schedule("handshake", self._retry_delay(), now)
+
+    def _on_connect(self, reply: Message, now: float) -> None:
+        # Bayeux 1.0 "connect response": the next connect follows the reply, after
+        # advice.interval; a failure without advice backs off.
+        if reply.successful:
+            self._backoff = self._backoff_factory()  # the connection is back
+            self._schedule("connect", (self._advice.interval or 0) / 1000, now)
+        else:
+            self._schedule("connect", self._retry_delay(), now)
+
+    def _on_subscription(self, reply: Message, pending: _Pending) -> None:
+        error = reply.error or f"{pending.kind} unsuccessful"
+        if pending.kind == "subscribe" and reply.successful:
+            self._subscribed.update(pending.channels)
+            self._events.append(Subscribed(pending.channels))
+        elif pending.kind == "subscribe":
+            for name in pending.channels:
+                self._channels.pop(name, None)  # refused: not asked again after a re-handshake
+                self._events.append(SubscribeFailed(name, error))
+        elif reply.successful:
+            self._subscribed.difference_update(pending.channels)
+            self._events.append(Unsubscribed(pending.channels))
+        else:
+            self._events.extend(UnsubscribeFailed(name, error) for name in pending.channels)

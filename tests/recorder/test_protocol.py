@@ -1,0 +1,444 @@
+"""The sans-I/O Bayeux client, driven by hand-built server replies: no sockets, no loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recorder.backoff import backoff
+from recorder.protocol import (
+    BayeuxClient,
+    ConnectionLost,
+    HandshakeFailed,
+    HandshakeSucceeded,
+    MessageDelivered,
+    Outgoing,
+    Rehandshaking,
+    ReplyUnmatched,
+    State,
+    Stopped,
+    Subscribed,
+    SubscribeFailed,
+    Unsubscribed,
+)
+from tape.bayeux import Message
+
+CHANNELS = ["/v2/me/outbound", "/me/internal"]
+
+
+def reply(request: dict[str, Any], successful: bool = True, **fields: Any) -> Message:
+    """The server's answer to one request we sent."""
+    wire = {"channel": request["channel"], "id": request["id"], "successful": successful}
+    if "subscription" in request:
+        wire["subscription"] = request["subscription"]
+    return Message.from_wire(wire | fields)
+
+
+def event(channel: str, data: Any, id: str = "x1") -> Message:
+    return Message.from_wire({"channel": channel, "data": data, "id": id})
+
+
+def sent(client: BayeuxClient, kind: str | None = None) -> list[dict[str, Any]]:
+    """Every wire message sent since the last call, optionally of one kind only."""
+    return [m for out in client.data_to_send() if kind in (None, out.kind) for m in out.messages]
+
+
+def started(channels: list[str] | None = None, **options: Any) -> BayeuxClient:
+    client = BayeuxClient(CHANNELS if channels is None else channels, **options)
+    client.start(0.0)
+    return client
+
+
+def handshaken(client: BayeuxClient, now: float = 0.0, **advice: Any) -> list[Outgoing]:
+    """Answer the outstanding handshake; returns what the client sent in response."""
+    (hs,) = sent(client, "handshake")
+    fields: dict[str, Any] = {"clientId": "c1"}
+    if advice:
+        fields["advice"] = advice
+    client.receive([reply(hs, **fields)], now)
+    return client.data_to_send()
+
+
+def connected(**options: Any) -> tuple[BayeuxClient, dict[str, Any]]:
+    """A client past its handshake and subscriptions; returns it and its outstanding connect."""
+    client = started(**options)
+    batches = handshaken(client)
+    subs = [m for out in batches if out.kind == "subscribe" for m in out.messages]
+    client.receive([reply(m) for m in subs], 0.0)
+    (connect,) = [m for out in batches if out.kind == "connect" for m in out.messages]
+    client.events_received()
+    return client, connect
+
+
+# --- handshake and connect -----------------------------------------------------------------
+
+
+def test_handshake_carries_version_and_connection_types() -> None:
+    client = BayeuxClient(CHANNELS, supported_connection_types=["long-polling"])
+    client.start(0.0)
+    (out,) = client.data_to_send()
+    assert out.kind == "handshake"
+    (hs,) = out.messages
+    assert hs["channel"] == "/meta/handshake"
+    assert hs["version"] == "1.0"
+    assert hs["minimumVersion"] == "1.0"
+    assert hs["supportedConnectionTypes"] == ["long-polling"]
+    assert isinstance(hs["id"], str)
+    assert client.state is State.HANDSHAKING
+
+
+def test_handshake_success_subscribes_all_in_one_batch_then_connects_with_timeout_0() -> None:
+    client = started()
+    batches = handshaken(client, reconnect="retry", interval=0, timeout=60000)
+    assert [out.kind for out in batches] == ["subscribe", "connect"]
+    subs, connects = batches[0].messages, batches[1].messages
+    assert [m["subscription"] for m in subs] == CHANNELS
+    assert all(m["clientId"] == "c1" for m in subs)
+    assert connects[0]["advice"] == {"timeout": 0}
+    assert connects[0]["connectionType"] == "long-polling"
+    (ev,) = client.events_received()
+    assert isinstance(ev, HandshakeSucceeded)
+    assert ev.client_id == "c1"
+    assert ev.advice.timeout == 60000
+
+
+def test_later_connects_carry_no_advice() -> None:
+    client, connect = connected()
+    client.receive([reply(connect)], 1.0)
+    (later,) = sent(client, "connect")
+    assert "advice" not in later
+    assert later["id"] != connect["id"]
+
+
+def test_message_ids_are_distinct_strings() -> None:
+    client, connect = connected()
+    client.receive([reply(connect)], 1.0)
+    ids = ["0", connect["id"]] + [m["id"] for m in sent(client)]
+    assert all(isinstance(i, str) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_never_two_connects_outstanding() -> None:
+    client, connect = connected()
+    client.subscribe(["/extra"], 0.0)
+    client.tick(100.0)
+    batches = client.data_to_send()
+    assert [o.kind for o in batches] == ["subscribe"]
+    # A re-handshake while the old connect is out defers the new session's first connect.
+    (sub,) = batches[0].messages
+    client.receive([reply(sub, successful=False, error="402::Unknown client")], 1.0)
+    batches = handshaken(client)
+    assert [o.kind for o in batches] == ["subscribe"]
+    client.receive([reply(connect, successful=False, error="402::Unknown client")], 2.0)
+    (first,) = sent(client, "connect")
+    assert first["advice"] == {"timeout": 0}
+    assert first["clientId"] == "c1"
+
+
+def test_interval_is_waited_before_the_next_connect() -> None:
+    client, connect = connected()
+    client.receive([reply(connect, advice={"reconnect": "retry", "interval": 2500})], 10.0)
+    assert sent(client, "connect") == []
+    assert client.next_wakeup() == pytest.approx(12.5)
+    client.tick(12.0)
+    assert sent(client, "connect") == []
+    client.tick(12.5)
+    assert len(sent(client, "connect")) == 1
+    assert client.next_wakeup() is None
+
+
+# --- re-handshake and stopping -------------------------------------------------------------
+
+UNKNOWN_CLIENT_FORMS = [
+    "401:c1:Unknown client",  # Faye
+    "402::Unknown client",  # CometD 3
+    "402::session_unknown",  # CometD >= 4.0.4
+    "403::Unknown client",  # Salesforce
+]
+
+
+@pytest.mark.parametrize("error", UNKNOWN_CLIENT_FORMS)
+def test_unknown_client_on_connect_rehandshakes_and_resubscribes(error: str) -> None:
+    client, connect = connected()
+    client.receive([reply(connect, successful=False, error=error)], 1.0)
+    (ev,) = client.events_received()
+    assert isinstance(ev, Rehandshaking)
+    assert error in ev.reason
+    assert client.state is State.HANDSHAKING
+    batches = handshaken(client)
+    assert [o.kind for o in batches] == ["subscribe", "connect"]
+    assert [m["subscription"] for m in batches[0].messages] == CHANNELS
+    assert batches[1].messages[0]["advice"] == {"timeout": 0}
+
+
+@pytest.mark.parametrize("error", UNKNOWN_CLIENT_FORMS)
+def test_unknown_client_on_subscribe_rehandshakes(error: str) -> None:
+    client = started()
+    batches = handshaken(client)
+    client.events_received()
+    client.receive([reply(batches[0].messages[0], successful=False, error=error)], 1.0)
+    assert [type(e) for e in client.events_received()] == [Rehandshaking]
+    assert len(sent(client, "handshake")) == 1
+
+
+def test_other_errors_do_not_rehandshake() -> None:
+    client = started()
+    batches = handshaken(client)
+    client.events_received()
+    denied = "403:c1,/v2/me/outbound:Subscription denied"
+    client.receive([reply(batches[0].messages[0], successful=False, error=denied)], 1.0)
+    assert client.events_received() == [SubscribeFailed("/v2/me/outbound", denied)]
+    assert sent(client) == []
+    assert client.subscriptions == ("/me/internal",)
+
+
+def test_handshake_advice_rehandshakes_even_when_successful() -> None:
+    client, connect = connected()
+    client.receive([reply(connect, advice={"reconnect": "handshake"})], 1.0)
+    assert [type(e) for e in client.events_received()] == [Rehandshaking]
+    assert len(sent(client, "handshake")) == 1
+
+
+def test_reconnect_none_stops_with_reason() -> None:
+    client, connect = connected()
+    bye = reply(connect, successful=False, error="403::Forbidden", advice={"reconnect": "none"})
+    client.receive([bye], 1.0)
+    (ev,) = client.events_received()
+    assert isinstance(ev, Stopped)
+    assert "reconnect none" in ev.reason
+    assert "403::Forbidden" in ev.reason
+    assert client.state is State.STOPPED
+    client.tick(1000.0)
+    client.request_failed(1000.0, "late")
+    assert sent(client) == []
+    assert client.next_wakeup() is None
+
+
+def test_refused_handshake_with_reconnect_none_stops() -> None:
+    client = started()
+    (hs,) = sent(client)
+    no = reply(hs, successful=False, error="401::Bad credentials", advice={"reconnect": "none"})
+    client.receive([no], 0.0)
+    assert client.events_received() == [
+        HandshakeFailed("401::Bad credentials"),
+        Stopped("handshake refused: 401::Bad credentials (advice reconnect: none)"),
+    ]
+
+
+def test_refused_handshake_backs_off() -> None:
+    client = started(backoff_factory=lambda: iter([1.0, 2.0]))
+    for now, expected in ((0.0, 1.0), (1.0, 3.0)):
+        (hs,) = sent(client)
+        client.receive([reply(hs, successful=False, error="500::busy")], now)
+        assert client.next_wakeup() == pytest.approx(expected)
+        client.tick(expected)
+    assert len(sent(client, "handshake")) == 1
+
+
+# --- failures and backoff ------------------------------------------------------------------
+
+
+def test_backoff_generator_sequence_and_cap() -> None:
+    delays = backoff(initial=0.5, maximum=30.0)
+    assert [next(delays) for _ in range(9)] == [0, 0.5, 1, 2, 4, 8, 16, 30, 30]
+
+
+def test_backoff_jitter_uses_injected_random() -> None:
+    delays = backoff(initial=1.0, random=lambda: 0.0)
+    assert [next(delays) for _ in range(3)] == [0, 0.5, 1.0]
+
+
+def test_request_failed_backs_off_and_success_resets() -> None:
+    client, connect = connected()
+    now, seen = 0.0, []
+    for _ in range(4):
+        client.request_failed(now, "connection refused")
+        assert client.events_received() == [ConnectionLost("connection refused")]
+        wakeup = client.next_wakeup()
+        seen.append(0.0 if wakeup is None else wakeup - now)
+        now = now if wakeup is None else wakeup
+        client.tick(now)
+        (connect,) = sent(client, "connect")
+    assert seen == [0.0, 0.5, 1.0, 2.0]
+    assert "advice" not in connect  # not a new session
+    client.receive([reply(connect)], now)
+    sent(client)
+    client.request_failed(now, "reset by peer")
+    assert client.next_wakeup() is None  # backoff starts over at 0: retried at once
+    assert len(sent(client, "connect")) == 1
+
+
+def test_failed_handshake_request_backs_off() -> None:
+    client = started()
+    sent(client)
+    client.request_failed(0.0, "refused")
+    assert len(sent(client, "handshake")) == 1
+    client.request_failed(1.0, "refused")
+    assert sent(client) == []
+    assert client.next_wakeup() == pytest.approx(1.5)
+
+
+def test_parallel_failures_of_one_outage_count_once() -> None:
+    client, _ = connected()
+    client.request_failed(0.0, "a")  # retried at once (delay 0)
+    client.request_failed(0.0, "b")  # the retry failed: waits 0.5
+    client.request_failed(0.0, "c")  # nothing outstanding: same outage
+    assert len(client.events_received()) == 2
+    assert client.next_wakeup() == pytest.approx(0.5)
+
+
+def test_lost_subscriptions_are_resent_on_retry() -> None:
+    client = started()
+    handshaken(client)
+    client.request_failed(0.0, "socket closed")
+    batches = client.data_to_send()
+    assert [o.kind for o in batches] == ["subscribe", "connect"]
+    assert [m["subscription"] for m in batches[0].messages] == CHANNELS
+
+
+# --- replies, events, hooks ----------------------------------------------------------------
+
+
+def test_replies_are_matched_by_id() -> None:
+    client, connect = connected()
+    stray = Message.from_wire({"channel": "/meta/connect", "id": "999", "successful": True})
+    wrong_channel = Message.from_wire({"channel": "/meta/subscribe", "id": connect["id"]})
+    client.receive([stray, wrong_channel], 1.0)
+    assert client.events_received() == [ReplyUnmatched(stray), ReplyUnmatched(wrong_channel)]
+    assert sent(client) == []
+
+
+def test_events_are_delivered_in_order_even_with_colliding_ids() -> None:
+    client, connect = connected()
+    events = [event("/v2/me/outbound", i, id=connect["id"]) for i in range(3)]
+    client.receive([events[0], reply(connect), events[1], events[2]], 1.0)
+    assert client.events_received() == [MessageDelivered(e) for e in events]
+    assert len(sent(client, "connect")) == 1
+
+
+def test_ext_hooks_apply_to_every_message() -> None:
+    def stamp(wire: dict[str, Any]) -> dict[str, Any]:
+        return wire | {"ext": {"ack": True}}
+
+    def tag(message: Message) -> Message:
+        return Message.from_wire(message.to_wire() | {"ext": {"seen": 1}})
+
+    client = started(ext_out=stamp, ext_in=tag)
+    batches = handshaken(client)
+    assert all(m["ext"] == {"ack": True} for o in batches for m in o.messages)
+    client.receive([event("/me/internal", 1)], 1.0)
+    delivered = client.events_received()[-1]
+    assert isinstance(delivered, MessageDelivered)
+    assert delivered.message.ext == {"seen": 1}
+
+
+def test_runtime_subscribe_and_unsubscribe_with_wildcards() -> None:
+    client, _ = connected(channels=[])
+    client.subscribe(["/a/*", "/b/**"], 1.0)
+    subs = sent(client, "subscribe")
+    assert [m["subscription"] for m in subs] == ["/a/*", "/b/**"]
+    client.receive([reply(m) for m in subs], 1.0)
+    assert client.events_received() == [Subscribed(("/a/*",)), Subscribed(("/b/**",))]
+    client.unsubscribe("/a/*", 2.0)
+    (unsub,) = sent(client, "unsubscribe")
+    client.receive([reply(unsub)], 2.0)
+    assert client.events_received() == [Unsubscribed(("/a/*",))]
+    assert client.subscriptions == ("/b/**",)
+
+
+def test_subscribe_before_handshake_waits_for_it() -> None:
+    client = started(channels=[])
+    client.subscribe("/late", 0.0)
+    (subs, _) = handshaken(client)
+    assert [m["subscription"] for m in subs.messages] == ["/late"]
+
+
+def test_disconnect_sends_and_stops_on_reply() -> None:
+    client, connect = connected()
+    client.disconnect(1.0)
+    (bye,) = sent(client, "disconnect")
+    assert bye["clientId"] == "c1"
+    client.receive([reply(connect)], 1.0)  # the held connect comes back: not renewed
+    assert sent(client) == []
+    client.receive([reply(bye)], 1.0)
+    assert client.events_received() == [Stopped("disconnected")]
+
+
+def test_disconnect_that_fails_still_stops() -> None:
+    client, _ = connected()
+    client.disconnect(1.0)
+    client.request_failed(1.0, "refused")
+    assert client.events_received() == [Stopped("disconnected")]
+
+
+def test_disconnect_before_handshake_stops_at_once() -> None:
+    client = started()
+    client.disconnect(0.0)
+    assert client.events_received() == [Stopped("disconnected")]
+
+
+# --- property: random server behaviour -----------------------------------------------------
+
+_ADVICE = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "reconnect": st.sampled_from(["retry", "handshake", "none"]),
+            "interval": st.integers(0, 5000),
+            "timeout": st.integers(0, 60000),
+        },
+    ),
+)
+_ERRORS = st.sampled_from([None, *UNKNOWN_CLIENT_FORMS, "500::oops", "garbage"])
+
+
+def _random_reply(data: st.DataObject, request: dict[str, Any]) -> Message:
+    ok = data.draw(st.booleans())
+    fields: dict[str, Any] = {"clientId": "c9"} if ok else {}
+    advice, error = data.draw(_ADVICE), data.draw(_ERRORS)
+    if advice is not None:
+        fields["advice"] = advice
+    if error is not None and not ok:
+        fields["error"] = error
+    return reply(request, successful=ok, **fields)
+
+
+def _step(
+    data: st.DataObject, client: BayeuxClient, pending: list[dict[str, Any]], now: float
+) -> None:
+    action = data.draw(st.sampled_from(["reply", "fail", "tick", "event", "sub", "unsub", "bye"]))
+    if action == "reply" and pending:
+        request = pending.pop(data.draw(st.integers(0, len(pending) - 1)))
+        client.receive([_random_reply(data, request), event("/x", now)], now)
+    elif action == "fail":
+        pending.clear()
+        client.request_failed(now, "boom")
+    elif action == "tick":
+        client.tick(now)
+    elif action == "event":
+        client.receive([event("/x", now)], now)
+    elif action in ("sub", "unsub"):
+        names = data.draw(st.lists(st.sampled_from(["/a", "/b/*", "/c/**"]), max_size=2))
+        (client.subscribe if action == "sub" else client.unsubscribe)(names, now)
+    elif action == "bye" and data.draw(st.integers(0, 9)) == 0:
+        client.disconnect(now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_random_inputs_never_raise_nor_overlap_connects(data: st.DataObject) -> None:
+    client = BayeuxClient(["/a"], backoff_factory=lambda: backoff(random=lambda: 0.7))
+    client.start(0.0)
+    pending: list[dict[str, Any]] = []
+    now = 0.0
+    for _ in range(data.draw(st.integers(1, 40))):
+        pending += [m for out in client.data_to_send() for m in out.messages]
+        assert sum(m["channel"] == "/meta/connect" for m in pending) <= 1
+        now += data.draw(st.floats(0, 40))
+        _step(data, client, pending, now)
+        client.events_received()
+    assert client.state is not State.IDLE
