@@ -10,103 +10,30 @@ from enum import Enum
 from typing import Any, Literal
 
 from recorder.backoff import backoff
+from recorder.events import (
+    ConnectionLost,
+    Event,
+    HandshakeFailed,
+    HandshakeSucceeded,
+    MessageDelivered,
+    Outgoing,
+    Rehandshaking,
+    ReplyUnmatched,
+    RequestKind,
+    Stopped,
+    Subscribed,
+    SubscribeFailed,
+    Unsubscribed,
+    UnsubscribeFailed,
+)
 from tape import bayeux
 from tape.bayeux import Advice, Message, Reconnect
 from tape.channel import validate_channel
 
 ConnectionType = Literal["long-polling", "websocket"]
-RequestKind = Literal["handshake", "connect", "subscribe", "unsubscribe", "disconnect"]
 WireHook = Callable[[dict[str, Any]], dict[str, Any]]
 MessageHook = Callable[[Message], Message]
 _Action = Literal["handshake", "connect"]
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One batch to send as a single JSON array. `kind` lets a long-polling transport put
-    /meta/connect on its own HTTP request while the other kinds go in parallel."""
-
-    kind: RequestKind
-    messages: tuple[dict[str, Any], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class HandshakeSucceeded:
-    client_id: str
-    advice: Advice
-
-
-@dataclass(frozen=True, slots=True)
-class HandshakeFailed:
-    """The server refused a handshake; the client retries (with backoff) unless told not to."""
-
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribed:
-    channels: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SubscribeFailed:
-    channel: str
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unsubscribed:
-    channels: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class UnsubscribeFailed:
-    channel: str
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class MessageDelivered:
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLost:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Rehandshaking:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Stopped:
-    """Terminal: the client sends nothing more."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyUnmatched:
-    """A meta reply whose id matches no pending request (or a non-meta message without data)."""
-
-    message: Message
-
-
-Event = (
-    HandshakeSucceeded
-    | HandshakeFailed
-    | Subscribed
-    | SubscribeFailed
-    | Unsubscribed
-    | UnsubscribeFailed
-    | MessageDelivered
-    | ConnectionLost
-    | Rehandshaking
-    | Stopped
-    | ReplyUnmatched
-)
 
 
 class State(Enum):
