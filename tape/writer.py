@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from tape.frame import FRAME_COLUMNS, SESSION_COLUMNS, Frame, Session
@@ -39,6 +41,7 @@ FRAMES_SCHEMA = pa.schema(
     ]
 )
 
+_RAW = FRAMES_SCHEMA.names.index("raw")
 BATCH_ROWS = 10_000
 COMMIT_INTERVAL_S = 0.2
 QUEUE_SIZE = 50_000  # >1.5 s of headroom at 30k frames/s (a checkpoint stalls <0.75 s), ~50 MB
@@ -63,10 +66,26 @@ class _Flush:
 def frames_table(frames: list[Frame]) -> pa.Table:
     """Build one Arrow batch, column by column (never a per-row INSERT)."""
     columns = list(zip(*frames, strict=True))[: len(FRAME_COLUMNS)]
-    return pa.Table.from_arrays(
-        [pa.array(col, type=t) for col, t in zip(columns, FRAMES_SCHEMA.types, strict=True)],
-        schema=FRAMES_SCHEMA,
+    arrays = [
+        pa.array(col, type=t)
+        for col, t in zip(columns, FRAMES_SCHEMA.types, strict=True)
+        if t != pa.binary()
+    ]
+    arrays.insert(_RAW, binary_array(columns[_RAW]))
+    return pa.Table.from_arrays(arrays, names=FRAMES_SCHEMA.names)
+
+
+def binary_array(values: Sequence[bytes]) -> pa.Array:
+    """One copy into an Arrow buffer: 5x faster than pa.array() over bytes objects."""
+    data = b"".join(values)
+    large = len(data) >= 2**31  # 32-bit offsets cannot address more
+    offsets = np.zeros(len(values) + 1, dtype=np.int64 if large else np.int32)
+    np.cumsum(
+        np.fromiter(map(len, values), dtype=offsets.dtype, count=len(values)), out=offsets[1:]
     )
+    kind = pa.large_binary() if large else pa.binary()
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(kind, len(values), buffers)
 
 
 def upsert_session(conn: duckdb.DuckDBPyConnection, session: Session) -> None:
