@@ -1,0 +1,52 @@
+"""How the recorder logs in the way GWS expects: HTTP basic, a cookie jar, and CSRF.
+
+GWS answers any GET with `X-CSRF-HEADER` (the name of the header to send) and `X-CSRF-TOKEN`
+(its value); every POST/PUT/DELETE without them fails with 403 (DESIGN.md, "The wire facts").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+
+@dataclass(slots=True)
+class Credentials:
+    """What the user gave: never stored in a tape (the redactor masks every header it makes)."""
+
+    user: str | None = None
+    password: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    def basic_auth(self) -> aiohttp.BasicAuth | None:
+        if self.user is None:
+            return None
+        return aiohttp.BasicAuth(self.user, self.password or "")
+
+
+@dataclass(slots=True)
+class Csrf:
+    """The CSRF header pair, learnt from the latest response that carried it."""
+
+    header: str | None = None
+    token: str | None = None
+
+    def learn(self, headers: CIMultiDictProxy[str] | Mapping[str, str]) -> None:
+        name, token = headers.get("X-CSRF-HEADER"), headers.get("X-CSRF-TOKEN")
+        if name and token:
+            self.header, self.token = name, token
+
+    def headers(self) -> dict[str, str]:
+        return {self.header: self.token} if self.header and self.token else {}
+
+    def secret_names(self) -> list[str]:
+        """Header names to redact besides the standard ones (GWS may name its own)."""
+        return [self.header] if self.header else []
+
+
+def session_headers(credentials: Credentials) -> dict[str, str]:
+    return {"Content-Type": "application/json;charset=UTF-8", **credentials.headers}

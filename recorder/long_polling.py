@@ -1,0 +1,172 @@
+"""Long-polling transport (aiohttp): each batch is an HTTP POST of a JSON array.
+
+/meta/connect travels on its own request, which the server holds until events arrive or the
+advice timeout passes; other batches go in parallel (Bayeux 1.0, "long-polling"). Every request
+and response body is logged to the tape with its HTTP fields and an exchange id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from recorder.auth import Credentials, Csrf, session_headers
+from recorder.events import Outgoing
+from recorder.wire import log_received, stored_headers
+from tape.bayeux import Message
+from tape.session import SessionLog
+
+Deliver = Callable[[list[Message]], None]
+Fail = Callable[[str, int | None], None]
+
+NETWORK_DELAY_S = 10.0  # on top of the advice timeout, as CometD's maxNetworkDelay
+
+
+class LoginError(Exception):
+    """The server refused the credentials or the login URL; the message says which."""
+
+
+class LongPollingTransport:
+    name = "long-polling"
+
+    def __init__(
+        self,
+        url: str,
+        log: SessionLog,
+        deliver: Deliver,
+        fail: Fail,
+        *,
+        credentials: Credentials,
+        url_suffix: bool = False,
+        connect_timeout_ms: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._log, self._deliver, self._fail = log, deliver, fail
+        self._credentials = credentials
+        self.csrf = Csrf()
+        self._suffix = url_suffix
+        self._connect_timeout_ms = connect_timeout_ms
+        self._exchanges = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self.bytes_in = 0
+
+    async def open(self) -> None:
+        jar = aiohttp.CookieJar(unsafe=True)  # unsafe: keep cookies for IP-address hosts too
+        jar.update_cookies(self._credentials.cookies, URL(self.url))
+        self._session = aiohttp.ClientSession(
+            cookie_jar=jar,
+            auth=self._credentials.basic_auth(),
+            headers=session_headers(self._credentials),
+            connector=aiohttp.TCPConnector(limit=8),
+        )
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    async def login(self, login_url: str) -> None:
+        """GET the login URL as GWS expects: learn the CSRF pair and the session cookies."""
+        assert self._session is not None
+        exchange = self._exchange()
+        self._log.append(
+            "out",
+            b"",
+            kind="http-request",
+            exchange_id=exchange,
+            http_method="GET",
+            http_path=URL(login_url).path_qs,
+            transport="http",
+        )
+        try:
+            async with self._session.get(login_url) as response:
+                body = await response.read()
+                self.csrf.learn(response.headers)
+                self._log.append(
+                    "in",
+                    body,
+                    kind="http-response",
+                    exchange_id=exchange,
+                    http_status=response.status,
+                    transport="http",
+                    headers=stored_headers(response.headers, self.csrf.secret_names()),
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise LoginError(f"cannot reach {login_url}: {_describe(exc)}") from exc
+        if response.status in (401, 403):
+            raise LoginError(f"{login_url} refused the credentials (HTTP {response.status})")
+        if response.status >= 400:
+            raise LoginError(f"{login_url} answered HTTP {response.status}")
+
+    def send(self, batch: Outgoing) -> None:
+        task = asyncio.get_running_loop().create_task(self._post(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _exchange(self) -> str:
+        return f"x{next(self._exchanges)}"
+
+    def _timeout(self, batch: Outgoing) -> float:
+        advice = self._connect_timeout_ms() if batch.kind == "connect" else None
+        return (advice or 0) / 1000 + NETWORK_DELAY_S
+
+    async def _post(self, batch: Outgoing) -> None:
+        assert self._session is not None
+        body = orjson.dumps(list(batch.messages))
+        url = f"{self.url}/{batch.kind}" if self._suffix else self.url
+        exchange = self._exchange()
+        headers = self.csrf.headers()
+        self._log.append(
+            "out",
+            body,
+            exchange_id=exchange,
+            http_method="POST",
+            http_path=URL(url).path_qs,
+            transport=self.name,
+            checked=True,
+            headers=stored_headers(headers.items(), self.csrf.secret_names()),
+        )
+        try:
+            await self._exchange_body(url, body, headers, exchange, batch)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._fail(f"{batch.kind} request failed: {_describe(exc)}", None)
+
+    async def _exchange_body(
+        self, url: str, body: bytes, headers: dict[str, str], exchange: str, batch: Outgoing
+    ) -> None:
+        assert self._session is not None
+        timeout = aiohttp.ClientTimeout(total=self._timeout(batch))
+        async with self._session.post(url, data=body, headers=headers, timeout=timeout) as resp:
+            raw = await resp.read()
+            self.csrf.learn(resp.headers)
+        self.bytes_in += len(raw)
+        error = None if resp.status == 200 else f"HTTP {resp.status}"
+        messages = log_received(
+            self._log,
+            raw,
+            self.name,
+            error=error,
+            exchange_id=exchange,
+            http_status=resp.status,
+            headers=stored_headers(resp.headers, self.csrf.secret_names()),
+        )
+        if error is not None:
+            self._fail(f"{batch.kind} answered {error}", resp.status)
+        elif messages:
+            self._deliver(messages)
+        elif raw.strip() not in (b"", b"[]"):
+            self._fail(f"the {batch.kind} reply is not Bayeux", resp.status)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,44 @@
+"""Where transports hand bytes to the tape: every frame sent or received is logged first,
+then decoded once (the tape is told the codec already ran, so it does not decode again)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multidict import CIMultiDictProxy
+
+from tape.bayeux import BayeuxDecodeError, Message, decode_frame
+from tape.redact import headers_json
+from tape.session import SessionLog
+
+
+def decode(raw: bytes) -> tuple[list[Message], str | None]:
+    try:
+        return decode_frame(raw), None
+    except BayeuxDecodeError as exc:
+        return [], f"{exc.kind}: {exc}"
+
+
+def header_pairs(
+    headers: CIMultiDictProxy[str] | Iterable[tuple[str, str]],
+) -> list[tuple[str, str]]:
+    items = headers.items() if isinstance(headers, CIMultiDictProxy) else headers
+    return [(str(k), str(v)) for k, v in items]
+
+
+def stored_headers(
+    headers: CIMultiDictProxy[str] | Iterable[tuple[str, str]], secret: Iterable[str] = ()
+) -> str:
+    return headers_json(header_pairs(headers), extra=secret)
+
+
+def log_received(
+    log: SessionLog, raw: bytes, transport: str, *, error: str | None = None, **http: object
+) -> list[Message]:
+    """Log one received body/frame and return its messages ([] when it did not decode)."""
+    messages, problem = decode(raw) if error is None else ([], error)
+    if error is not None and raw:
+        _, detail = decode(raw)
+        problem = f"{error}; {detail}" if detail else error
+    log.append("in", raw, transport=transport, parse_error=problem, checked=True, **http)  # type: ignore[arg-type]
+    return messages

@@ -1,0 +1,324 @@
+'use strict';
+// A real Faye (npm `faye`) Bayeux server for cometd-tape tests, driven over stdin/stdout.
+//
+//   node faye_server.js [port]      (port 0 or none = a free port; FAYE_TIMEOUT = seconds, default 60)
+//
+// Listens on 127.0.0.1 with the Bayeux endpoint mounted at /cometd, then prints one line
+// {"ready": true, "port": N}. After that every stdin line is a JSON command carrying an "id",
+// and every command gets exactly one JSON line back on stdout carrying the same "id".
+// Commands: publish, gws, blast, clients, wait_subscribed (see tests/peers/faye.py).
+// stdin EOF exits with status 0. Nothing else is ever written to stdout.
+
+const http = require('http');
+const readline = require('readline');
+
+let faye;
+try {
+  faye = require('faye');
+} catch (err) {
+  process.stderr.write(`cannot load faye (${err.message}): run \`npm ci --prefix tests\`\n`);
+  process.stdout.write(JSON.stringify({ ready: false, error: 'faye not installed' }) + '\n');
+  process.exit(3);
+}
+
+const MOUNT = '/cometd';
+const requestedPort = Number.parseInt(process.argv[2] || '0', 10);
+const timeout = Number.parseFloat(process.env.FAYE_TIMEOUT || '60');
+
+if (!Number.isInteger(requestedPort) || requestedPort < 0 || requestedPort > 65535) {
+  process.stderr.write(`bad port: ${process.argv[2]}\n`);
+  process.exit(2);
+}
+if (!(timeout > 0)) {
+  process.stderr.write(`bad FAYE_TIMEOUT: ${process.env.FAYE_TIMEOUT}\n`);
+  process.exit(2);
+}
+
+function send(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+const bayeux = new faye.NodeAdapter({ mount: MOUNT, timeout: timeout });
+const server = http.createServer((req, res) => {
+  res.writeHead(404, { 'Content-Type': 'text/plain' });
+  res.end('not found\n');
+});
+bayeux.attach(server);
+
+// ---------------------------------------------------------------------------------------------
+// Client and subscription tracking (Faye's server events). The in-process publishing client
+// (bayeux.getClient()) handshakes too; it is excluded from every count.
+
+const client = bayeux.getClient();
+let ready = false;
+let internalIdAtStart = null;
+let handshakes = 0;
+let disconnects = 0;
+const live = new Set();
+const subscriptions = new Map(); // clientId -> Set(channel)
+const waiters = new Set();
+
+function isInternal(clientId) {
+  const current = client._dispatcher && client._dispatcher.clientId;
+  return clientId === internalIdAtStart || (current && clientId === current);
+}
+
+bayeux.on('handshake', (clientId) => {
+  if (!ready && internalIdAtStart === null) {
+    internalIdAtStart = clientId;
+    return;
+  }
+  if (isInternal(clientId)) return;
+  handshakes += 1;
+  live.add(clientId);
+});
+
+bayeux.on('disconnect', (clientId) => {
+  if (isInternal(clientId)) return;
+  if (live.delete(clientId)) disconnects += 1;
+  subscriptions.delete(clientId);
+});
+
+bayeux.on('subscribe', (clientId, channel) => {
+  if (isInternal(clientId)) return;
+  if (!subscriptions.has(clientId)) subscriptions.set(clientId, new Set());
+  subscriptions.get(clientId).add(channel);
+  for (const waiter of [...waiters]) waiter.check();
+});
+
+bayeux.on('unsubscribe', (clientId, channel) => {
+  const subs = subscriptions.get(clientId);
+  if (!subs) return;
+  subs.delete(channel);
+  if (subs.size === 0) subscriptions.delete(clientId);
+});
+
+function subscriptionsSnapshot() {
+  const out = {};
+  for (const [clientId, subs] of subscriptions) out[clientId] = [...subs].sort();
+  return out;
+}
+
+function subscribedTo(channels) {
+  let n = 0;
+  for (const subs of subscriptions.values()) {
+    if (channels.every((c) => subs.has(c))) n += 1;
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publishing. Every publish is issued synchronously, in order, through one client: Faye's
+// in-process transport keeps that order, so each subscriber sees the messages in call order.
+// A Faye Publication's then() swallows failures unless given an errback, hence the wrapper.
+
+function publishOne(channel, data) {
+  return new Promise((resolve, reject) => {
+    client.publish(channel, data).then(resolve, (err) => {
+      reject(new Error(`publish to ${channel} failed: ${err && err.message ? err.message : err}`));
+    });
+  });
+}
+
+async function publishAll(pairs) {
+  // pairs: array of [channel, data]
+  const started = process.hrtime.bigint();
+  const promises = new Array(pairs.length);
+  for (let i = 0; i < pairs.length; i += 1) promises[i] = publishOne(pairs[i][0], pairs[i][1]);
+  await Promise.all(promises);
+  return Number(process.hrtime.bigint() - started) / 1e6;
+}
+
+const DEVICE_ID = 'c259da54-7c22-4a43-9440-77a92facc86b';
+const OUTBOUND = '/v2/me/outbound';
+const INTERNAL = '/me/internal';
+
+function gwsPair(i) {
+  const campaign = `Campaign${i % 7}`;
+  return [
+    [
+      OUTBOUND,
+      {
+        record: {
+          devicePath: `/devices/${DEVICE_ID}`,
+          callingList: 'CallingList1',
+          applicationId: 134,
+          recordHandle: i,
+          campaignName: campaign,
+        },
+        notificationType: 'DoNotCallAcknowledge',
+        messageType: 'OutboundRecordMessage',
+        referenceId: String(i),
+      },
+    ],
+    [
+      INTERNAL,
+      {
+        metrics: {
+          eventProcessing: {
+            serverGenerationTimestamp: Date.now(),
+            nodeProcessingTimeNanos: 4352048 + i,
+            serverProcessingTimeTotalMs: 5,
+          },
+        },
+        userData: {
+          GSW_APPLICATION_ID: 134,
+          GSW_RECORD_HANDLE: i,
+          GSW_USER_EVENT: 'DoNotCallAcknowledge',
+          GSW_CALLING_LIST: 'CallingList1',
+          GSW_CAMPAIGN_NAME: campaign,
+          GSW_PHONE: `300${i}`,
+        },
+        deviceId: DEVICE_ID,
+        messageType: 'DeviceUserEventMessage',
+      },
+    ],
+  ];
+}
+
+function requireChannel(cmd) {
+  if (typeof cmd.channel !== 'string' || !cmd.channel.startsWith('/')) {
+    throw new Error('"channel" must be a channel name starting with "/"');
+  }
+  return cmd.channel;
+}
+
+function requireCount(value, name) {
+  if (!Number.isInteger(value) || value < 0) throw new Error(`"${name}" must be an integer >= 0`);
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+const handlers = {
+  async publish(cmd) {
+    const channel = requireChannel(cmd);
+    if (!Array.isArray(cmd.data)) throw new Error('"data" must be a list of messages');
+    const elapsed = await publishAll(cmd.data.map((d) => [channel, d]));
+    return { published: cmd.data.length, elapsed_ms: elapsed };
+  },
+
+  async gws(cmd) {
+    const count = requireCount(cmd.count, 'count');
+    const start = cmd.start === undefined ? 0 : requireCount(cmd.start, 'start');
+    const pairs = [];
+    for (let i = start; i < start + count; i += 1) pairs.push(...gwsPair(i));
+    const elapsed = await publishAll(pairs);
+    return { published: pairs.length, elapsed_ms: elapsed };
+  },
+
+  async blast(cmd) {
+    const channel = requireChannel(cmd);
+    const count = requireCount(cmd.count, 'count');
+    const size = cmd.size === undefined ? 500 : requireCount(cmd.size, 'size');
+    const pairs = new Array(count);
+    for (let i = 0; i < count; i += 1) {
+      const overhead = JSON.stringify({ seq: i, pad: '' }).length;
+      pairs[i] = [channel, { seq: i, pad: 'x'.repeat(Math.max(0, size - overhead)) }];
+    }
+    const elapsed = await publishAll(pairs);
+    return {
+      published: count,
+      elapsed_ms: elapsed,
+      msg_per_s: elapsed > 0 ? Math.round((count * 1000) / elapsed) : null,
+    };
+  },
+
+  async clients() {
+    return {
+      handshakes: handshakes,
+      disconnects: disconnects,
+      clients: live.size,
+      subscriptions: subscriptionsSnapshot(),
+    };
+  },
+
+  wait_subscribed(cmd) {
+    const channels = cmd.channels;
+    if (!Array.isArray(channels) || channels.length === 0 || !channels.every((c) => typeof c === 'string')) {
+      throw new Error('"channels" must be a non-empty list of channel names');
+    }
+    const count = cmd.count === undefined ? 1 : requireCount(cmd.count, 'count');
+    const timeoutMs = cmd.timeout_ms === undefined ? 10000 : requireCount(cmd.timeout_ms, 'timeout_ms');
+    return new Promise((resolve) => {
+      const waiter = {
+        check() {
+          const n = subscribedTo(channels);
+          if (n < count) return;
+          this.finish({ ok: true, subscribed: n });
+        },
+        finish(answer) {
+          clearTimeout(this.timer);
+          waiters.delete(this);
+          resolve(answer);
+        },
+      };
+      waiter.timer = setTimeout(() => {
+        waiter.finish({
+          ok: false,
+          error: `timeout after ${timeoutMs} ms: ${subscribedTo(channels)} of ${count} clients subscribed to ${channels.join(', ')}`,
+          subscriptions: subscriptionsSnapshot(),
+        });
+      }, timeoutMs);
+      waiters.add(waiter);
+      waiter.check();
+    });
+  },
+};
+
+async function handleLine(line) {
+  if (!line.trim()) return;
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch (err) {
+    send({ id: null, ok: false, error: `bad JSON: ${err.message}` });
+    return;
+  }
+  const id = cmd && typeof cmd === 'object' && 'id' in cmd ? cmd.id : null;
+  const name = cmd && typeof cmd === 'object' ? cmd.cmd : undefined;
+  const handler = typeof name === 'string' && Object.hasOwn(handlers, name) ? handlers[name] : null;
+  if (!handler) {
+    send({ id: id, ok: false, error: `unknown command: ${JSON.stringify(name)}` });
+    return;
+  }
+  try {
+    const answer = await handler(cmd);
+    send(Object.assign({ id: id, ok: true }, answer));
+  } catch (err) {
+    send({ id: id, ok: false, error: err && err.message ? err.message : String(err) });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start: listen (retrying briefly if a restart races the old socket), warm up the in-process
+// client so its handshake is not counted, then announce readiness and read commands.
+
+function listen(attempt) {
+  server.once('error', (err) => {
+    if (err.code === 'EADDRINUSE' && requestedPort !== 0 && attempt < 40) {
+      setTimeout(() => listen(attempt + 1), 50);
+      return;
+    }
+    send({ ready: false, error: `${err.code || ''} ${err.message}`.trim() });
+    process.exit(1);
+  });
+  server.listen(requestedPort, '127.0.0.1', onListening);
+}
+
+async function onListening() {
+  server.removeAllListeners('error');
+  server.on('error', (err) => process.stderr.write(`http server error: ${err.message}\n`));
+  await publishOne('/harness/warmup', { warmup: true });
+  ready = true;
+  send({ ready: true, port: server.address().port });
+
+  const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+  rl.on('line', (line) => {
+    handleLine(line);
+  });
+  rl.on('close', () => process.exit(0));
+}
+
+listen(0);
