@@ -6,10 +6,10 @@ GWS answers any GET with `X-CSRF-HEADER` (the name of the header to send) and `X
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import aiohttp
 from multidict import CIMultiDictProxy
 
 
@@ -22,10 +22,12 @@ class Credentials:
     headers: dict[str, str] = field(default_factory=dict)
     cookies: dict[str, str] = field(default_factory=dict)
 
-    def basic_auth(self) -> aiohttp.BasicAuth | None:
+    def authorization(self) -> dict[str, str]:
+        """The HTTP basic Authorization header, or nothing without a user."""
         if self.user is None:
-            return None
-        return aiohttp.BasicAuth(self.user, self.password or "")
+            return {}
+        token = base64.b64encode(f"{self.user}:{self.password or ''}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
 
 
 @dataclass(slots=True)
@@ -49,4 +51,8 @@ class Csrf:
 
 
 def session_headers(credentials: Credentials) -> dict[str, str]:
-    return {"Content-Type": "application/json;charset=UTF-8", **credentials.headers}
+    return {
+        "Content-Type": "application/json;charset=UTF-8",
+        **credentials.authorization(),
+        **credentials.headers,
+    }

@@ -61,7 +61,6 @@ class LongPollingTransport:
         jar.update_cookies(self._credentials.cookies, URL(self.url))
         self._session = aiohttp.ClientSession(
             cookie_jar=jar,
-            auth=self._credentials.basic_auth(),
             headers=session_headers(self._credentials),
             connector=aiohttp.TCPConnector(limit=8),
         )

@@ -62,10 +62,7 @@ class WebSocketTransport:
         headers = dict(self._credentials.headers)
         if self._credentials.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self._credentials.cookies.items())
-        auth = self._credentials.basic_auth()
-        if auth is not None:
-            headers["Authorization"] = auth.encode()
-        return headers
+        return {**self._credentials.authorization(), **headers}
 
     async def _run(self) -> None:
         """Connect when there is something to send; after a loss, wait for the next batch."""

@@ -74,3 +74,6 @@ def make_frame(session_id: str, seq: int, raw: bytes, **extra: object) -> Frame:
     }
     values.update(extra)
     return Frame(**values)  # type: ignore[arg-type]
+
+
+from tests.peers.faye import faye_server  # noqa: E402, F401  (the real Faye peer, as a fixture)

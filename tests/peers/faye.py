@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -93,7 +94,9 @@ class FayeServer:
             encoding="utf-8",
             bufsize=1,
         )
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         self._proc = proc
         self._stderr.clear()
         ready: list[Json] = []
@@ -142,12 +145,9 @@ class FayeServer:
         proc = self._proc
         if proc is None:
             return
-        try:
-            if proc.stdin is not None:
-                with self._write_lock:
-                    proc.stdin.close()
-        except OSError:
-            pass
+        if proc.stdin is not None:
+            with self._write_lock, contextlib.suppress(OSError):
+                proc.stdin.close()
         try:
             proc.wait(TIMEOUT / 4)
         except subprocess.TimeoutExpired:
@@ -165,10 +165,8 @@ class FayeServer:
         self._threads = []
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
-                try:
+                with contextlib.suppress(OSError):
                     stream.close()
-                except OSError:
-                    pass
         if self._proc is proc:
             self._proc = None
 
@@ -212,7 +210,9 @@ class FayeServer:
         """Send one command and return its answer; raise FayeError unless the answer is ok."""
         answer = self.raw_command(cmd, timeout=timeout)
         if answer.get("ok") is not True:
-            raise FayeError(f"Faye command {cmd.get('cmd')!r} failed: {answer.get('error', answer)}")
+            raise FayeError(
+                f"Faye command {cmd.get('cmd')!r} failed: {answer.get('error', answer)}"
+            )
         return answer
 
     def raw_command(self, cmd: Json, *, timeout: float | None = None) -> Json:
@@ -247,9 +247,13 @@ class FayeServer:
     async def acommand(self, cmd: Json, *, timeout: float | None = None) -> Json:
         return await asyncio.to_thread(self.command, cmd, timeout=timeout)
 
-    def publish(self, channel: str, data: Iterable[object], *, timeout: float | None = None) -> Json:
+    def publish(
+        self, channel: str, data: Iterable[object], *, timeout: float | None = None
+    ) -> Json:
         """Publish each item of `data` on `channel`, in order, from Faye's in-process client."""
-        return self.command({"cmd": "publish", "channel": channel, "data": list(data)}, timeout=timeout)
+        return self.command(
+            {"cmd": "publish", "channel": channel, "data": list(data)}, timeout=timeout
+        )
 
     def publish_gws(self, count: int, start: int = 0, *, timeout: float | None = None) -> Json:
         """Publish `count` GWS pairs (ack on /v2/me/outbound, then event on /me/internal)."""
@@ -264,11 +268,15 @@ class FayeServer:
         )
 
     def clients(self) -> Json:
-        """Handshakes, disconnects, live clients and {clientId: [channels]} (excluding Faye's own)."""
+        """Handshake/disconnect counts, live clients, subscriptions; Faye's own client excluded."""
         return self.command({"cmd": "clients"})
 
     def wait_subscribed(
-        self, channels: Sequence[str] = GWS_CHANNELS, count: int = 1, *, timeout: float | None = None
+        self,
+        channels: Sequence[str] = GWS_CHANNELS,
+        count: int = 1,
+        *,
+        timeout: float | None = None,
     ) -> Json:
         """Return once at least `count` clients are subscribed to every one of `channels`."""
         wait = TIMEOUT if timeout is None else timeout
@@ -288,7 +296,9 @@ class FayeServer:
         items = list(data)
         return await asyncio.to_thread(self.publish, channel, items, timeout=timeout)
 
-    async def apublish_gws(self, count: int, start: int = 0, *, timeout: float | None = None) -> Json:
+    async def apublish_gws(
+        self, count: int, start: int = 0, *, timeout: float | None = None
+    ) -> Json:
         return await asyncio.to_thread(self.publish_gws, count, start, timeout=timeout)
 
     async def ablast(
@@ -300,7 +310,11 @@ class FayeServer:
         return await asyncio.to_thread(self.clients)
 
     async def await_subscribed(
-        self, channels: Sequence[str] = GWS_CHANNELS, count: int = 1, *, timeout: float | None = None
+        self,
+        channels: Sequence[str] = GWS_CHANNELS,
+        count: int = 1,
+        *,
+        timeout: float | None = None,
     ) -> Json:
         """The coroutine form of wait_subscribed()."""
         return await asyncio.to_thread(self.wait_subscribed, channels, count, timeout=timeout)
@@ -358,4 +372,3 @@ def faye_server() -> Iterator[FayeServer]:
         yield server
     finally:
         server.stop()
-

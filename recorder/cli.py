@@ -1,0 +1,202 @@
+"""`cometd-tape record`: record a CometD server's traffic into a tape, as a Bayeux client."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from recorder.auth import Credentials
+from recorder.record import Outcome, Recorder, RecordError, RecordOptions
+from recorder.status import Status
+from tape.frame import Session
+from tape.redact import redact_url
+from tape.schema import package_version
+from tape.session import SessionLog, new_session_id
+from tape.writer import TapeWriter
+
+DEFAULT_CHANNELS = ("/v2/me/outbound", "/me/internal")
+
+
+def _pairs(values: tuple[str, ...], sep: str, what: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, found, rest = value.partition(sep)
+        if not found or not key.strip():
+            raise click.BadParameter(f"{value!r} is not {what}")
+        out[key.strip()] = rest.strip()
+    return out
+
+
+@click.command("record")
+@click.argument("url")
+@click.option(
+    "-c",
+    "--channel",
+    "channels",
+    multiple=True,
+    help="Channel to subscribe to (repeat; wildcards /* and /** work). "
+    "Default: /v2/me/outbound and /me/internal.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Tape file to write (created if missing).",
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["long-polling", "websocket"]),
+    default="long-polling",
+    show_default=True,
+    help="Bayeux transport (GWS: long-polling).",
+)
+@click.option(
+    "--user", help="User for HTTP basic auth; the password comes from --password-env or a prompt."
+)
+@click.option("--password-env", metavar="VAR", help="Environment variable holding the password.")
+@click.option(
+    "--login-url",
+    help="URL to GET first for cookies and the CSRF pair "
+    "(default with --user: <origin>/api/v2/me).",
+)
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="NAME:VALUE",
+    help="Extra request header (repeat).",
+)
+@click.option(
+    "--cookie", "cookies", multiple=True, metavar="NAME=VALUE", help="Extra cookie (repeat)."
+)
+@click.option(
+    "--url-suffix/--no-url-suffix",
+    default=False,
+    show_default=True,
+    help="Append the message type to the URL (/handshake, /connect...).",
+)
+@click.option("--duration", type=click.FloatRange(min=0), help="Stop after this many seconds.")
+@click.option(
+    "--max-messages", type=click.IntRange(min=1), help="Stop after this many delivered messages."
+)
+@click.option(
+    "--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label the session (repeat)."
+)
+def record_command(
+    url: str,
+    channels: tuple[str, ...],
+    output: Path,
+    transport: str,
+    user: str | None,
+    password_env: str | None,
+    login_url: str | None,
+    headers: tuple[str, ...],
+    cookies: tuple[str, ...],
+    url_suffix: bool,
+    duration: float | None,
+    max_messages: int | None,
+    labels: tuple[str, ...],
+) -> None:
+    """Record a CometD server's traffic into a tape, as a Bayeux client.
+
+    Handshakes, subscribes, and records every frame sent and received until stopped by
+    Ctrl-C/SIGTERM, --duration or --max-messages. Credentials never reach the tape.
+    """
+    credentials = Credentials(
+        user=user,
+        password=_password(user, password_env),
+        headers=_pairs(headers, ":", "NAME:VALUE"),
+        cookies=_pairs(cookies, "=", "NAME=VALUE"),
+    )
+    options = RecordOptions(
+        url=url,
+        channels=channels or DEFAULT_CHANNELS,
+        transport=transport,
+        credentials=credentials,
+        login_url=login_url or _default_login(url, user),
+        url_suffix=url_suffix,
+        duration=duration,
+        max_messages=max_messages,
+    )
+    outcome = asyncio.run(record_to_tape(options, output, _pairs(labels, "=", "KEY=VALUE")))
+    if not outcome.ok:
+        raise click.ClickException(outcome.reason)
+
+
+def _password(user: str | None, env: str | None) -> str | None:
+    if env is not None:
+        if env not in os.environ:
+            raise click.BadParameter(
+                f"environment variable {env} is not set", param_hint="--password-env"
+            )
+        return os.environ[env]
+    if user is not None:
+        return getpass.getpass(f"password for {user}: ")
+    return None
+
+
+def _default_login(url: str, user: str | None) -> str | None:
+    if user is None:
+        return None
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}/api/v2/me"
+
+
+async def record_to_tape(
+    options: RecordOptions, output: Path, labels: dict[str, str] | None = None
+) -> Outcome:
+    """Record one session into `output`; returns why it stopped."""
+    writer = TapeWriter(output)
+    session = Session(
+        session_id=new_session_id(),
+        mode="record",
+        endpoint=redact_url(options.url),
+        transport=options.transport,
+        channels=options.channels,
+        recorder_version=package_version(),
+        labels=labels or {},
+    )
+    log = SessionLog(writer, session)
+    status = Status(log.session.session_id, options.transport)
+    recorder = Recorder(options, log, status)
+    _on_signals(recorder)
+    ticker = asyncio.get_running_loop().create_task(_show_status(status))
+    try:
+        outcome = await recorder.run()
+    except RecordError as exc:
+        outcome = Outcome(str(exc), ok=False)
+    finally:
+        ticker.cancel()
+    log.close(outcome.reason)
+    writer.close()
+    click.echo(
+        ("\r\x1b[2K" if sys.stderr.isatty() else "") + status.summary(outcome.reason), err=True
+    )
+    click.echo(f"tape: {output}  session {log.session.session_id}", err=True)
+    return outcome
+
+
+def _on_signals(recorder: Recorder) -> None:
+    loop = asyncio.get_running_loop()
+    for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
+        loop.add_signal_handler(sig, recorder.stop, f"stopped by {name}")
+
+
+async def _show_status(status: Status) -> None:
+    """A live line on a terminal; a log line every 5 s when stderr is a file or pipe."""
+    tty = sys.stderr.isatty()
+    while True:
+        await asyncio.sleep(0.5 if tty else 5.0)
+        if tty:
+            sys.stderr.write("\r\x1b[2K" + status.line(time.monotonic())[:200])
+        else:
+            sys.stderr.write(status.line(time.monotonic()) + "\n")
+        sys.stderr.flush()

@@ -1,0 +1,236 @@
+"""The record loop: drives the sans-I/O Bayeux client with a transport and writes the tape.
+
+It turns what the client reports into lifecycle frames (connected, disconnected, reconnecting,
+rehandshake with the gap, stopped), so analysis can tell silence from an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from recorder import events as ev
+from recorder.auth import Credentials
+from recorder.long_polling import LoginError, LongPollingTransport
+from recorder.protocol import BayeuxClient
+from recorder.status import Status
+from recorder.websocket import WebSocketTransport
+from tape.bayeux import Message
+from tape.session import SessionLog
+
+
+class RecordError(Exception):
+    """The recording could not start or was refused; the message is for the user."""
+
+
+class Transport(Protocol):
+    name: str
+    bytes_in: int
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    def send(self, batch: ev.Outgoing) -> None: ...
+
+
+@dataclass(slots=True)
+class RecordOptions:
+    url: str
+    channels: tuple[str, ...] = ("/v2/me/outbound", "/me/internal")
+    transport: str = "long-polling"
+    credentials: Credentials = field(default_factory=Credentials)
+    login_url: str | None = None
+    url_suffix: bool = False
+    duration: float | None = None
+    max_messages: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    reason: str
+    ok: bool
+
+
+class Recorder:
+    def __init__(self, options: RecordOptions, log: SessionLog, status: Status) -> None:
+        self.options, self.log, self.status = options, log, status
+        self.client = BayeuxClient(options.channels, connection_type=options.transport)  # type: ignore[arg-type]
+        self.transport = self._make_transport()
+        self._wake = asyncio.Event()
+        self._outcome: Outcome | None = None
+        self._stopping: str | None = None
+        self._stop_asked_at = 0.0
+        self._connected_once = False
+        self._lost_at: float | None = None
+
+    def _make_transport(self) -> Transport:
+        opts = self.options
+        if opts.transport == "websocket":
+            return WebSocketTransport(
+                opts.url, self.log, self._deliver, self._failed, credentials=opts.credentials
+            )
+        return LongPollingTransport(
+            opts.url,
+            self.log,
+            self._deliver,
+            self._failed,
+            credentials=opts.credentials,
+            url_suffix=opts.url_suffix,
+            connect_timeout_ms=lambda: self.client.advice.timeout,
+        )
+
+    async def run(self) -> Outcome:
+        await self.transport.open()
+        try:
+            await self._login()
+            self.client.start(time.monotonic())
+            self._pump()
+            await self._loop()
+        finally:
+            await self.transport.close()
+        assert self._outcome is not None
+        self.log.lifecycle("stopped", reason=self._outcome.reason)
+        return self._outcome
+
+    def stop(self, reason: str) -> None:
+        """Ask for a clean stop: /meta/disconnect if connected, then end (signal-safe)."""
+        if self._stopping is None:
+            self._stopping, self._stop_asked_at = reason, time.monotonic()
+            self.client.disconnect(time.monotonic())
+            self._pump()
+
+    async def _login(self) -> None:
+        if self.options.login_url and isinstance(self.transport, LongPollingTransport):
+            try:
+                await self.transport.login(self.options.login_url)
+            except LoginError as exc:
+                self._finish(str(exc), ok=False)
+                raise RecordError(str(exc)) from exc
+
+    async def _loop(self) -> None:
+        deadline = (
+            None if self.options.duration is None else time.monotonic() + self.options.duration
+        )
+        while self._outcome is None:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline and self._stopping is None:
+                self.stop(f"duration {self.options.duration:g} s reached")
+            await self._sleep(now, deadline)
+            self.client.tick(time.monotonic())
+            self._pump(wake=False)
+            if self._stopping is not None and time.monotonic() - self._stop_asked_at > 3:
+                self._finish(self._stopping, ok=True)  # the server never answered the disconnect
+
+    async def _sleep(self, now: float, deadline: float | None) -> None:
+        wakes = [t for t in (self.client.next_wakeup(), deadline) if t is not None]
+        timeout = max(0.0, min(wakes) - now) if wakes else 1.0
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), min(timeout, 1.0))
+        self._wake.clear()
+
+    def _deliver(self, messages: list[Message]) -> None:
+        now = time.monotonic()
+        if self._lost_at is not None and any(_connect_ok(m) for m in messages):
+            self.log.lifecycle("gap", gap_ms=round((now - self._lost_at) * 1000, 3), action="retry")
+            self._lost_at = None
+        self.client.receive(messages, now)
+        self._pump()
+
+    def _failed(self, reason: str, http_status: int | None) -> None:
+        if not self._connected_once and self._stopping is None:
+            self._finish(_first_failure(self.options.url, reason, http_status), ok=False)
+            return
+        self.client.request_failed(time.monotonic(), reason)
+        self._pump()
+
+    def _pump(self, *, wake: bool = True) -> None:
+        """Send what the client wants sent and act on its events; wake the loop to re-plan."""
+        for batch in self.client.data_to_send():
+            self.transport.send(batch)
+        for event in self.client.events_received():
+            self._on_event(event)
+        self.status.frames = self.log.frames
+        self.status.bytes_in = self.transport.bytes_in
+        if wake:
+            self._wake.set()
+
+    def _on_event(self, event: ev.Event) -> None:
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _finish(self, reason: str, *, ok: bool) -> None:
+        if self._outcome is None:
+            self._outcome = Outcome(reason, ok)
+            self.status.state = "stopped"
+        self._wake.set()
+
+    # --- event handlers --------------------------------------------------------------------
+
+    def _handshaken(self, event: ev.HandshakeSucceeded) -> None:
+        now = time.monotonic()
+        if not self._connected_once:
+            self.log.lifecycle(
+                "connected", client_id=event.client_id, transport=self.transport.name
+            )
+        else:
+            gap = None if self._lost_at is None else round((now - self._lost_at) * 1000, 3)
+            self.log.lifecycle("rehandshake", client_id=event.client_id, gap_ms=gap)
+        self._connected_once, self._lost_at = True, None
+        self.status.state = "connected"
+        self.log.update(client_id=event.client_id)
+
+    def _handshake_failed(self, event: ev.HandshakeFailed) -> None:
+        if not self._connected_once:
+            self._finish(f"the server refused the handshake: {event.error}", ok=False)
+
+    def _delivered(self, event: ev.MessageDelivered) -> None:
+        self.status.messages[event.message.channel] += 1
+        self.status.last_event_wall = time.time()
+        limit = self.options.max_messages
+        if limit is not None and self.status.delivered >= limit:
+            self.stop(f"{limit} messages recorded")
+
+    def _lost(self, event: ev.ConnectionLost) -> None:
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+            self.log.lifecycle("disconnected", reason=event.reason)
+        self.status.reconnects += 1
+        self.status.state = "reconnecting"
+        self.log.lifecycle("reconnecting", reason=event.reason, attempt=self.status.reconnects)
+
+    def _rehandshaking(self, event: ev.Rehandshaking) -> None:
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+        self.status.state = "rehandshaking"
+        self.log.lifecycle("reconnecting", reason=event.reason, action="handshake")
+
+    def _stopped(self, event: ev.Stopped) -> None:
+        asked = self._stopping is not None and event.reason == "disconnected"
+        self._finish(self._stopping if asked and self._stopping else event.reason, ok=asked)
+
+
+_HANDLERS: dict[type, Callable[[Recorder, ev.Event], None]] = {
+    ev.HandshakeSucceeded: Recorder._handshaken,  # type: ignore[dict-item]
+    ev.HandshakeFailed: Recorder._handshake_failed,  # type: ignore[dict-item]
+    ev.MessageDelivered: Recorder._delivered,  # type: ignore[dict-item]
+    ev.ConnectionLost: Recorder._lost,  # type: ignore[dict-item]
+    ev.Rehandshaking: Recorder._rehandshaking,  # type: ignore[dict-item]
+    ev.Stopped: Recorder._stopped,  # type: ignore[dict-item]
+}
+
+
+def _connect_ok(message: Message) -> bool:
+    return message.channel == "/meta/connect" and message.successful is True
+
+
+def _first_failure(url: str, reason: str, http_status: int | None) -> str:
+    """The one-line error for a server that never let us in."""
+    if http_status in (401, 403):
+        return f"{url} refused the credentials (HTTP {http_status}); check --user and the password"
+    if http_status is not None or "not Bayeux" in reason:
+        return f"{url} does not look like a CometD server: {reason}"
+    return f"cannot reach {url}: {reason}"

@@ -1,0 +1,171 @@
+"""The recorder against a scripted server: GWS auth and CSRF, bad input, reconnect advice,
+and the one-line errors a user sees. Interop with a real server is in test_faye_interop.py."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from recorder.auth import Credentials
+from recorder.cli import record_to_tape
+from recorder.record import RecordOptions
+from tape.reader import TapeReader
+from tests.conftest import ROOT, TIMEOUT
+from tests.recorder.scripted_server import Script, ScriptedServer
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedServer]:
+    srv = ScriptedServer(Script())
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+def event(i: int, channel: str = "/v2/me/outbound") -> dict[str, object]:
+    return {
+        "channel": channel,
+        "data": {"referenceId": str(i), "messageType": "OutboundRecordMessage"},
+    }
+
+
+async def test_gws_login_sends_cookie_and_csrf_and_stores_no_secret(tmp_path: Path) -> None:
+    script = Script(user="agent1", password="hunter2-secret")
+    script.connect_replies.append([event(1)])
+    srv = ScriptedServer(script)
+    await srv.start()
+    try:
+        tape = tmp_path / "auth.duckdb"
+        options = RecordOptions(
+            url=srv.url,
+            credentials=Credentials("agent1", "hunter2-secret"),
+            login_url=f"http://127.0.0.1:{srv.port}/api/v2/me",
+            max_messages=1,
+        )
+        outcome = await asyncio.wait_for(record_to_tape(options, tape), TIMEOUT)
+    finally:
+        await srv.stop()
+    assert outcome.ok, outcome.reason
+    posts = script.seen_headers
+    assert posts and all(h.get("X-CSRF-TOKEN") == script.csrf_token for h in posts)
+    assert all(f"JSESSIONID={script.cookie}" in h.get("Cookie", "") for h in posts)
+    with TapeReader(tape) as reader:
+        stored = b"".join(repr(f).encode() + f.raw for f in reader.frames())
+        sessions = repr(reader.sessions()).encode()
+    stored += sessions + tape.read_bytes()
+    for secret in ("hunter2-secret", script.csrf_token, script.cookie, "YWdlbnQxOmh1bnRlcjI"):
+        assert secret.encode() not in stored, secret
+    assert b"[REDACTED]" in stored
+
+
+async def test_bad_input_is_stored_raw_while_recording_goes_on(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    big = {"channel": "/v2/me/outbound", "data": {"pad": "x" * 5_000_000}}
+    server.script.connect_replies.extend(
+        [
+            (200, b'[{"channel": "/meta/connect", oops'),  # invalid JSON
+            (200, b'{"status": "ok"}'),  # an object, but not a Bayeux message
+            [big],  # a 5 MB frame (the scripted server adds the connect reply)
+            (500, b"<html>Internal Server Error</html>"),
+            [event(7)],
+        ]
+    )
+    tape = tmp_path / "bad.duckdb"
+    options = RecordOptions(url=server.url, channels=("/v2/me/outbound",), max_messages=2)
+    outcome = await asyncio.wait_for(record_to_tape(options, tape), TIMEOUT)
+    assert outcome.ok, outcome.reason
+    with TapeReader(tape) as reader:
+        frames = [f for f in reader.frames() if f.direction == "in" and f.kind == "bayeux"]
+        delivered = [m for m in reader.messages() if m.channel == "/v2/me/outbound"]
+    errors = [f.parse_error for f in frames if f.parse_error]
+    assert any(e.startswith("invalid JSON") for e in errors), errors
+    assert any(e.startswith("missing channel") for e in errors), errors
+    assert any(e.startswith("HTTP 500") for e in errors), errors
+    assert any(len(f.raw) > 5_000_000 and f.parse_error is None for f in frames)
+    assert len(delivered) == 2  # the 5 MB event and the one after the HTTP 500
+
+
+async def test_a_binary_websocket_frame_is_stored_with_a_parse_error(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    server.script.connect_replies.extend([(200, b"BINARY:\x00\x01\xff"), [event(1)]])
+    tape = tmp_path / "ws.duckdb"
+    options = RecordOptions(
+        url=server.url, transport="websocket", channels=("/v2/me/outbound",), max_messages=1
+    )
+    outcome = await asyncio.wait_for(record_to_tape(options, tape), TIMEOUT)
+    assert outcome.ok, outcome.reason
+    with TapeReader(tape) as reader:
+        binary = [f for f in reader.frames() if f.raw == b"\x00\x01\xff"]
+    assert binary
+    assert binary[0].parse_error is not None
+    assert binary[0].parse_error.startswith("binary WebSocket frame")
+
+
+def run_cli(*args: str, env_password: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "PW": env_password or ""}
+    return subprocess.run(
+        [sys.executable, "-m", "tape", "record", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 3,
+        check=False,
+    )
+
+
+async def test_reconnect_none_stops_with_that_reason(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    refusal = {"successful": False, "error": "403::Go away", "advice": {"reconnect": "none"}}
+    server.script.connect_replies.append(refusal)
+    tape = tmp_path / "none.duckdb"
+    result = await asyncio.to_thread(run_cli, server.url, "-o", str(tape))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "reconnect" in result.stderr.splitlines()[-1] or "none" in result.stderr
+    with TapeReader(tape) as reader:
+        (session,) = reader.sessions()
+    assert session.end_reason is not None
+    assert "none" in session.end_reason
+
+
+@pytest.mark.parametrize("case", ["unreachable", "wrong-password", "not-cometd"])
+async def test_first_contact_failures_are_one_line_errors(case: str, tmp_path: Path) -> None:
+    script = Script(user="agent1", password="right")
+    srv = ScriptedServer(script)
+    await srv.start()
+    url = {
+        "unreachable": "http://127.0.0.1:9/cometd",
+        "wrong-password": srv.url,
+        "not-cometd": f"http://127.0.0.1:{srv.port}/api/v2/me",
+    }[case]
+    args = [url, "-o", str(tmp_path / "t.duckdb")]
+    if case == "wrong-password":
+        args += ["--user", "agent1", "--password-env", "PW"]
+    try:
+        result = await asyncio.to_thread(run_cli, *args, env_password="wrong")
+    finally:
+        await srv.stop()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    expected = {
+        "unreachable": "cannot reach",
+        "wrong-password": "refused the credentials",
+        "not-cometd": "does not look like a CometD server",
+    }[case]
+    assert error, result.stderr
+    assert expected in error[0]
+    with TapeReader(tmp_path / "t.duckdb") as reader:
+        (session,) = reader.sessions()
+    assert session.end_reason is not None
+    assert expected in session.end_reason
