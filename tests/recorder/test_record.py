@@ -9,7 +9,6 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import orjson
 import pytest
 
 from recorder.auth import Credentials
@@ -53,7 +52,8 @@ async def test_gws_login_sends_cookie_and_csrf_and_stores_no_secret(tmp_path: Pa
         await srv.stop()
     assert outcome.ok, outcome.reason
     posts = script.seen_headers
-    assert posts and all(h.get("X-CSRF-TOKEN") == script.csrf_token for h in posts)
+    assert posts
+    assert all(h.get("X-CSRF-TOKEN") == script.csrf_token for h in posts)
     assert all(f"JSESSIONID={script.cookie}" in h.get("Cookie", "") for h in posts)
     with TapeReader(tape) as reader:
         stored = b"".join(repr(f).encode() + f.raw for f in reader.frames())
