@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import orjson
 
 from tape.frame import Frame
+from tests.constants import ROOT, SAMPLE, TIMEOUT
+from tests.peers.faye import faye_server
 
-TIMEOUT = float(os.environ.get("COMETD_TAPE_TEST_TIMEOUT", "10"))
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "samples" / "gws-dnc.jsonl"
+__all__ = ["ROOT", "SAMPLE", "TIMEOUT", "faye_server"]
 
 
 def gws_frame_raw(i: int) -> bytes:
@@ -74,6 +71,3 @@ def make_frame(session_id: str, seq: int, raw: bytes, **extra: object) -> Frame:
     }
     values.update(extra)
     return Frame(**values)  # type: ignore[arg-type]
-
-
-from tests.peers.faye import faye_server  # noqa: E402, F401  (the real Faye peer, as a fixture)

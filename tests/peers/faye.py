@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import pytest
 
-from tests.conftest import TIMEOUT
+from tests.constants import TIMEOUT
 
 PEERS = Path(__file__).resolve().parent
 TESTS = PEERS.parent

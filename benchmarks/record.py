@@ -1,0 +1,170 @@
+"""Recorder benchmark: messages/s recorded end to end (tape committed) and peak RSS.
+
+1. From a real Faye server publishing as fast as it can: our recorder (a `cometd-tape record`
+   process) and an aiocometd-ng client that only counts, against the same server in the same
+   run, with the ratio.
+2. From a fast local Bayeux source (a small aiohttp server in a child process) that pushes
+   messages over WebSocket as fast as it can, to find our own ceiling; RSS over 1M messages.
+
+    python benchmarks/record.py [--faye-messages 50000] [--fast-messages 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.peers.faye import FayeServer  # noqa: E402  (the real peer, as the tests use it)
+
+PAD = "x" * 400  # ~500-byte messages, as PEERS.md measured Faye
+
+
+def record_process(url: str, out: Path, count: int, transport: str) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "tape",
+        "record",
+        url,
+        "-o",
+        str(out),
+        "-c",
+        "/bench",
+        "--transport",
+        transport,
+        "--max-messages",
+        str(count),
+    ]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_rss(proc: subprocess.Popen[bytes], timeout: float) -> tuple[float, int]:
+    """Wait for the child; return (seconds waited, its peak RSS in MB)."""
+    start = time.monotonic()
+    while time.monotonic() < start + timeout:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # not poll(): it would reap the child
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return time.monotonic() - start, usage.ru_maxrss // 1024
+        time.sleep(0.005)
+    proc.kill()
+    raise SystemExit(
+        f"recorder did not finish: {proc.stderr.read().decode() if proc.stderr else ''}"
+    )
+
+
+def ours_from_faye(faye: FayeServer, count: int, transport: str, tmp: Path) -> tuple[float, int]:
+    proc = record_process(faye.url, tmp / f"faye-{transport}.duckdb", count, transport)
+    faye.wait_subscribed(["/bench"], timeout=30)
+    start = time.monotonic()
+    faye.blast("/bench", count, 500, timeout=120)
+    _, rss = wait_rss(proc, 120)
+    return count / (time.monotonic() - start), rss
+
+
+async def aiocometd_from_faye(faye: FayeServer, count: int, transport: str) -> float:
+    from aiocometd_ng import Client, ConnectionType
+    from aiocometd_ng.extensions import Extension
+
+    class FirstConnectAtOnce(Extension):  # PEERS.md: Faye holds the first connect otherwise
+        def __init__(self) -> None:
+            self.done = False
+
+        async def outgoing(self, payload: list[dict[str, Any]], headers: Any) -> None:
+            for message in payload:
+                if message.get("channel") == "/meta/connect" and not self.done:
+                    message["advice"] = {"timeout": 0}
+                    self.done = True
+
+        async def incoming(self, payload: list[dict[str, Any]], headers: Any = None) -> None:
+            pass
+
+    kind = ConnectionType.WEBSOCKET if transport == "websocket" else ConnectionType.LONG_POLLING
+    client = Client(
+        faye.url,
+        kind,
+        extensions=[FirstConnectAtOnce()],
+        max_pending_count=10**7,
+        json_loads=orjson.loads,
+    )
+    async with client:
+        await client.subscribe("/bench")
+        await faye.await_subscribed(["/bench"])
+        start = time.monotonic()
+        blast = asyncio.get_running_loop().create_task(
+            faye.ablast("/bench", count, 500, timeout=120)
+        )
+        received = 0
+        async for _ in client:
+            received += 1
+            if received >= count:
+                break
+        rate = count / (time.monotonic() - start)
+        await blast
+    return rate
+
+
+FAST_SOURCE = Path(__file__).resolve().parent / "fast_source.py"
+
+
+def ours_from_fast_source(count: int, batch: int, tmp: Path) -> tuple[float, int]:
+    source = subprocess.Popen(
+        [sys.executable, str(FAST_SOURCE), str(count), str(batch)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert source.stdout is not None
+        port = int(source.stdout.readline())
+        start = time.monotonic()
+        proc = record_process(
+            f"http://127.0.0.1:{port}/cometd", tmp / f"fast-{batch}.duckdb", count, "websocket"
+        )
+        _, rss = wait_rss(proc, 600)
+        return count / (time.monotonic() - start), rss
+    finally:
+        source.kill()
+        source.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faye-messages", type=int, default=50_000)
+    parser.add_argument("--fast-messages", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        faye = FayeServer()
+        faye.start()
+        try:
+            for transport in ("websocket", "long-polling"):
+                ours, rss = ours_from_faye(faye, args.faye_messages, transport, tmp)
+                peer = asyncio.run(aiocometd_from_faye(faye, args.faye_messages, transport))
+                print(
+                    f"Faye -> {transport}: ours {ours:,.0f} msg/s recorded (peak RSS {rss} MB), "
+                    f"aiocometd-ng {peer:,.0f} msg/s counted; ratio {ours / peer:.2f}x"
+                )
+        finally:
+            faye.stop()
+        for batch in (1, 10):
+            rate, rss = ours_from_fast_source(args.fast_messages, batch, tmp)
+            print(
+                f"fast source, websocket, {batch} msg/frame: ours {rate:,.0f} msg/s recorded "
+                f"over {args.fast_messages:,} messages, peak RSS {rss} MB"
+            )
+
+
+if __name__ == "__main__":
+    main()
