@@ -43,6 +43,8 @@ FRAMES_SCHEMA = pa.schema(
 
 _RAW = FRAMES_SCHEMA.names.index("raw")
 BATCH_ROWS = 10_000
+BATCH_BYTES = 8 * 2**20  # a commit's Arrow batch, and its copies, stay small
+QUEUE_BYTES = 32 * 2**20  # bound memory too: 50k frames of 5 kB would otherwise be 250 MB
 COMMIT_INTERVAL_S = 0.2
 QUEUE_SIZE = 50_000  # >1.5 s of headroom at 30k frames/s (a checkpoint stalls <0.75 s), ~50 MB
 
@@ -114,6 +116,7 @@ class TapeWriter:
         batch_rows: int = BATCH_ROWS,
         commit_interval: float = COMMIT_INTERVAL_S,
         queue_size: int = QUEUE_SIZE,
+        queue_bytes: int = QUEUE_BYTES,
     ) -> None:
         self.path = Path(path)
         self._conn = open_for_writing(self.path)
@@ -123,6 +126,8 @@ class TapeWriter:
         self._batch_rows = batch_rows
         self._interval = commit_interval
         self._limit = queue_size
+        self._byte_limit = queue_bytes
+        self._pending_bytes = 0
         self._pending: deque[object] = deque()
         self._wake = threading.Event()
         self._drained = threading.Condition()
@@ -143,19 +148,24 @@ class TapeWriter:
 
     def _put(self, item: object) -> None:
         pending = self._pending
+        size = len(item.raw) if isinstance(item, Frame) else 0
         with self._gate:
             if self._error is not None or self._closed:
                 self._check()
             pending.append(item)
-        if len(pending) >= self._batch_rows:
+            self._pending_bytes += size
+        if len(pending) >= self._batch_rows or self._pending_bytes >= self._byte_limit // 4:
             self._wake.set()
-            if len(pending) >= self._limit:
+            if self._full():
                 self._wait_for_room()
+
+    def _full(self) -> bool:
+        return len(self._pending) >= self._limit or self._pending_bytes >= self._byte_limit
 
     def _wait_for_room(self) -> None:
         """Back-pressure: only when the writer is a whole queue behind (never in a checkpoint)."""
         with self._drained:
-            while len(self._pending) >= self._limit and self._thread.is_alive():
+            while self._full() and self._thread.is_alive():
                 self._drained.wait(0.1)
 
     def flush(self) -> None:
@@ -214,8 +224,13 @@ class TapeWriter:
             sessions: list[Session] = []
             markers: list[_Flush] = []
             pending = self._pending
-            while pending and len(frames) < self._batch_rows:
-                _sort(pending.popleft(), frames, sessions, markers)
+            size = 0
+            while pending and len(frames) < self._batch_rows and size < BATCH_BYTES:
+                item = pending.popleft()
+                _sort(item, frames, sessions, markers)
+                size += len(item.raw) if isinstance(item, Frame) else 0
+            with self._gate:
+                self._pending_bytes -= size
             self._commit(frames, sessions, markers)
             with self._drained:
                 self._drained.notify_all()
