@@ -17,7 +17,7 @@ from recorder.record import Outcome, Recorder, RecordError, RecordOptions
 from recorder.status import Status
 from tape.frame import Session
 from tape.redact import redact_url
-from tape.schema import package_version
+from tape.schema import TapeError, package_version
 from tape.session import SessionLog, new_session_id
 from tape.writer import TapeWriter
 
@@ -175,8 +175,11 @@ async def record_to_tape(
         outcome = Outcome(str(exc), ok=False)
     finally:
         ticker.cancel()
-    log.close(outcome.reason)
-    writer.close()
+    try:
+        log.close(outcome.reason)
+        writer.close()
+    except TapeError as exc:
+        outcome = Outcome(str(exc), ok=False)
     click.echo(
         ("\r\x1b[2K" if sys.stderr.isatty() else "") + status.summary(outcome.reason), err=True
     )

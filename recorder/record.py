@@ -20,6 +20,7 @@ from recorder.protocol import BayeuxClient
 from recorder.status import Status
 from recorder.websocket import WebSocketTransport
 from tape.bayeux import Message
+from tape.schema import TapeError
 from tape.session import SessionLog
 
 
@@ -92,7 +93,8 @@ class Recorder:
         finally:
             await self.transport.close()
         assert self._outcome is not None
-        self.log.lifecycle("stopped", reason=self._outcome.reason)
+        with contextlib.suppress(TapeError):  # a failed tape has already said why
+            self.log.lifecycle("stopped", reason=self._outcome.reason)
         return self._outcome
 
     def stop(self, reason: str) -> None:
@@ -119,6 +121,11 @@ class Recorder:
             if deadline is not None and now >= deadline and self._stopping is None:
                 self.stop(f"duration {self.options.duration:g} s reached")
             await self._sleep(now, deadline)
+            try:
+                self.log.check()
+            except TapeError as exc:  # e.g. disk full: stop now, say why
+                self._finish(str(exc), ok=False)
+                break
             self.client.tick(time.monotonic())
             self._pump(wake=False)
             if self._stopping is not None and time.monotonic() - self._stop_asked_at > 3:

@@ -175,6 +175,9 @@ class JsonlWriter:
     def put_session(self, session: Session) -> None:
         self._file.write(session_to_line(prepare_session(session)))
 
+    def check(self) -> None:
+        """Writes happen in the caller's thread, so failures have already been raised."""
+
     def flush(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())

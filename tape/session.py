@@ -81,5 +81,9 @@ class SessionLog:
         self.session = self.session.with_changes(**changes)
         self._sink.put_session(self.session)
 
+    def check(self) -> None:
+        """Raise TapeError if the sink can no longer store frames."""
+        self._sink.check()
+
     def close(self, reason: str) -> None:
         self.update(ended_ns=time.time_ns(), end_reason=reason)

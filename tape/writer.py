@@ -54,6 +54,7 @@ class FrameSink(Protocol):
 
     def write(self, frame: Frame) -> None: ...
     def put_session(self, session: Session) -> None: ...
+    def check(self) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
 
@@ -196,6 +197,10 @@ class TapeWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def check(self) -> None:
+        """Raise TapeError if the writer thread has failed (a recorder then stops)."""
+        self._check()
 
     def _check(self) -> None:
         if self._error is not None:

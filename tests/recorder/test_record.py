@@ -169,3 +169,18 @@ async def test_first_contact_failures_are_one_line_errors(case: str, tmp_path: P
         (session,) = reader.sessions()
     assert session.end_reason is not None
     assert expected in session.end_reason
+
+
+async def test_a_failing_tape_stops_the_recording_with_the_reason(
+    server: ScriptedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tape.writer import TapeWriter
+
+    def disk_full(self: TapeWriter, *args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(TapeWriter, "_commit", disk_full)
+    options = RecordOptions(url=server.url, duration=TIMEOUT * 3)
+    outcome = await asyncio.wait_for(record_to_tape(options, tmp_path / "full.duckdb"), TIMEOUT)
+    assert not outcome.ok
+    assert "No space left on device" in outcome.reason
