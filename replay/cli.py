@@ -1,0 +1,144 @@
+"""`cometd-tape replay`: serve a tape to clients under test, with the recorded timing."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import click
+
+from replay.app import Replayer, ReplayOptions
+from replay.player import PlayOptions
+from replay.server import DEFAULT_PATHS
+from replay.timeline import TimelineOptions
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"{value!r} is not HOST:PORT", param_hint="--listen")
+    return host.strip("[]"), int(port)
+
+
+@click.command("replay")
+@click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HOST:PORT to serve on (port 0 picks a free one).",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Divide recorded offsets by this; 0 sends as fast as possible.",
+)
+@click.option(
+    "--session",
+    help="Replay this recorded session (default: the first with "
+    "deliveries; 'all' merges every session).",
+)
+@click.option(
+    "-c",
+    "--channel",
+    "channels",
+    multiple=True,
+    help="Only replay messages on channels matching this pattern (repeat).",
+)
+@click.option("--from", "start", type=float, help="Start this many seconds into the timeline.")
+@click.option("--to", "end", type=float, help="Stop this many seconds into the timeline.")
+@click.option("--loop/--no-loop", default=False, show_default=True, help="Repeat the timeline.")
+@click.option(
+    "--clock",
+    type=click.Choice(["per-client", "shared"]),
+    default="per-client",
+    show_default=True,
+    help="Each client gets its own timeline, or one broadcast.",
+)
+@click.option(
+    "--start-at",
+    type=click.Choice(["first-delivery", "session-start"]),
+    default="first-delivery",
+    show_default=True,
+    help="Where offsets run from.",
+)
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    help=f"Bayeux path to serve (repeat; default {' and '.join(DEFAULT_PATHS)}).",
+)
+@click.option(
+    "--unknown-client-error",
+    default="402::Unknown client",
+    show_default=True,
+    help="Error text for unknown clientIds (CometD 4: 402::session_unknown).",
+)
+def replay_command(
+    tape: Path,
+    listen: str,
+    speed: float,
+    session: str | None,
+    channels: tuple[str, ...],
+    start: float | None,
+    end: float | None,
+    loop: bool,
+    clock: str,
+    start_at: str,
+    paths: tuple[str, ...],
+    unknown_client_error: str,
+) -> None:
+    """Serve a tape's recorded deliveries to CometD clients under test.
+
+    Clients connect over long-polling or WebSocket, handshake and subscribe; each then gets
+    the recorded messages on its channels at the recorded offsets divided by --speed.
+    """
+    options = ReplayOptions(
+        timeline=TimelineOptions(session, channels, start, end, start_at == "session-start"),
+        play=PlayOptions(speed=speed, clock=clock, loop=loop),
+        paths=paths or DEFAULT_PATHS,
+        unknown_client_error=unknown_client_error,
+    )
+    host, port = _listen(listen)
+    asyncio.run(_serve(tape, options, host, port))
+
+
+async def _serve(tape: Path, options: ReplayOptions, host: str, port: int) -> None:
+    def log(line: str) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True)
+
+    replayer = await Replayer.start(tape, options, host=host, port=port, log=log)
+    total = len(replayer.player.timeline)
+    for path in replayer.server.paths:
+        click.echo(
+            f"replaying {total} messages from {tape} on {replayer.server.url(path)} "
+            f"(WebSocket: {replayer.server.url(path, 'ws')})"
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    reporter = loop.create_task(_progress(replayer, total, log))
+    await stop.wait()
+    reporter.cancel()
+    await replayer.stop()
+    clients = replayer.clients
+    click.echo(
+        f"served {len(clients)} clients, {replayer.player.emitted} messages emitted "
+        f"({total} in the timeline)",
+        err=True,
+    )
+
+
+async def _progress(replayer: Replayer, total: int, log: object) -> None:
+    last = -1
+    while True:
+        await asyncio.sleep(5)
+        if replayer.player.emitted != last:
+            last = replayer.player.emitted
+            for seen in replayer.clients:
+                click.echo(f"  {seen.client_id}: {seen.emitted}/{total} emitted", err=True)

@@ -1,0 +1,95 @@
+"""The timeline: the recorded deliveries of a tape, as offsets from a start, ready to re-emit.
+
+Each message keeps its recorded `data` bytes (an orjson.Fragment), so clients receive exactly
+what was recorded; only the envelope (channel, a fresh id) is rebuilt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from replay.spans import elements, member
+from tape.channel import matches
+from tape.reader import TapeReader
+from tape.schema import TapeError
+
+_DELIVERIES = """
+SELECT m.session_id, m.seq, m.idx, m.t_mono_ns, m.channel, f.raw
+FROM messages m JOIN frames f USING (session_id, seq)
+WHERE m.direction = 'in' AND NOT starts_with(m.channel, '/meta/')
+  AND NOT starts_with(m.channel, '/service/') {where}
+ORDER BY m.session_id, m.seq, m.idx
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    offset: float  # seconds after the timeline's start, at speed 1
+    channel: str
+    message: dict[str, Any]  # wire form; `data` is the recorded bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineOptions:
+    session: str | None = None  # None: the first session with deliveries; "all": every one
+    channels: tuple[str, ...] = ()  # patterns; empty means every channel
+    start: float | None = None  # --from, seconds
+    end: float | None = None  # --to, seconds
+    from_session_start: bool = False
+
+
+def load(path: Path, options: TimelineOptions) -> list[Emission]:
+    with TapeReader(path) as reader:
+        rows = _rows(reader, options.session)
+    if not rows:
+        raise TapeError(
+            f"{path} has no recorded deliveries to replay"
+            + (f" in session {options.session}" if options.session else "")
+        )
+    emissions = _emissions(rows, options.from_session_start)
+    shift = options.start or 0.0  # --from 30 starts emitting at once, not after 30 s
+    return [replace(e, offset=e.offset - shift) for e in emissions if _kept(e, options)]
+
+
+def _rows(reader: TapeReader, session: str | None) -> list[tuple[Any, ...]]:
+    if session in (None, "all"):
+        rows = reader.conn.execute(_DELIVERIES.format(where="")).fetchall()
+        if session is None and rows:
+            first = rows[0][0]
+            rows = [r for r in rows if r[0] == first]
+        return rows
+    return reader.conn.execute(
+        _DELIVERIES.format(where="AND m.session_id = ?"), [session]
+    ).fetchall()
+
+
+def _emissions(rows: list[tuple[Any, ...]], from_session_start: bool) -> list[Emission]:
+    base: dict[str, int] = {}
+    out = []
+    for session_id, _seq, idx, t_mono_ns, channel, raw in rows:
+        start = 0 if from_session_start else base.setdefault(session_id, t_mono_ns)
+        out.append(Emission((t_mono_ns - start) / 1e9, channel, _message(bytes(raw), idx, channel)))
+    out.sort(key=lambda e: e.offset)  # stable: recorded order is kept for equal offsets
+    return out
+
+
+def _message(raw: bytes, idx: int, channel: str) -> dict[str, Any]:
+    span = elements(raw)[idx]
+    message: dict[str, Any] = {"channel": channel}
+    for key in (b"data", b"ext"):
+        found = member(raw, span, key)
+        if found is not None:
+            message[key.decode()] = orjson.Fragment(raw[found[0] : found[1]])
+    return message
+
+
+def _kept(emission: Emission, options: TimelineOptions) -> bool:
+    if options.start is not None and emission.offset < options.start:
+        return False
+    if options.end is not None and emission.offset > options.end:
+        return False
+    return not options.channels or any(matches(p, emission.channel) for p in options.channels)
