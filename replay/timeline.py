@@ -6,6 +6,7 @@ what was recorded; only the envelope (channel, a fresh id) is rebuilt.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ import orjson
 
 from replay.spans import elements, member
 from tape.channel import matches
+from tape.jsonl import JsonlReader
 from tape.reader import TapeReader
 from tape.schema import TapeError
+from tape.tapeio import import_items
 
 _DELIVERIES = """
 SELECT m.session_id, m.seq, m.idx, m.t_mono_ns, m.channel, f.raw
@@ -43,7 +46,17 @@ class TimelineOptions:
 
 
 def load(path: Path, options: TimelineOptions) -> list[Emission]:
-    with TapeReader(path) as reader:
+    """Read the deliveries of a tape: a DuckDB file, or a JSONL tape (imported on the fly)."""
+    if path.suffix == ".jsonl":
+        with tempfile.TemporaryDirectory() as tmp:
+            tape = Path(tmp) / "tape.duckdb"
+            import_items(JsonlReader(path).items(), tape)
+            return _load(tape, options, path)
+    return _load(path, options, path)
+
+
+def _load(tape: Path, options: TimelineOptions, path: Path) -> list[Emission]:
+    with TapeReader(tape) as reader:
         rows = _rows(reader, options.session)
     if not rows:
         raise TapeError(
