@@ -50,6 +50,7 @@ class ReplayServer:
         self._listener = listener
         self._waiting: dict[Hashable, asyncio.Future[list[dict[str, Any]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._sockets: set[_Socket] = set()
         self.app = web.Application(client_max_size=64 * 2**20)
         for path in paths:
             for route in (path, path + "/{suffix:.*}"):
@@ -60,7 +61,7 @@ class ReplayServer:
         self.host = "127.0.0.1"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, handle_signals=False)
+        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -69,8 +70,14 @@ class ReplayServer:
         self.host, self.port = host, server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
+        """Answer held long-polls and close sockets first, so shutdown never waits on them."""
         if self._timer is not None:
             self._timer.cancel()
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_result([])
+        for sock in list(self._sockets):
+            await sock.ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -147,12 +154,14 @@ class ReplayServer:
             return web.Response(status=400, text="expected a WebSocket upgrade or a POST")
         await ws.prepare(request)
         sock = _Socket(ws)
+        self._sockets.add(sock)
         writer = asyncio.get_running_loop().create_task(sock.run_writer())
         try:
             async for frame in ws:
                 if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     self._on_frame(sock, frame.data)
         finally:
+            self._sockets.discard(sock)
             self.protocol.connection_closed(sock, time.monotonic())
             self.pump()
             sock.queue.put_nowait(None)

@@ -7,8 +7,9 @@ import orjson
 from tape.frame import Frame
 from tests.constants import ROOT, SAMPLE, TIMEOUT
 from tests.peers.faye import faye_server
+from tests.peers.faye_client import faye_client
 
-__all__ = ["ROOT", "SAMPLE", "TIMEOUT", "faye_server"]
+__all__ = ["ROOT", "SAMPLE", "TIMEOUT", "faye_client", "faye_server"]
 
 
 def gws_frame_raw(i: int) -> bytes:
