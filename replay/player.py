@@ -129,14 +129,16 @@ class Player:
                 delay = start + emission.offset / speed - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            elif n % YIELD_EVERY == 0:
+            elif n % YIELD_EVERY == 0:  # as fast as possible: send in chunks, let I/O run
+                self.server.pump()
                 await asyncio.sleep(0)
-            self._emit(key, emission)
+            self._emit(key, emission, pump=speed > 0)
+        self.server.pump()
         if not self.timeline or speed == 0:
             return None
         return (self.timeline[-1].offset + 0.001) / speed
 
-    def _emit(self, key: str, emission: Emission) -> None:
+    def _emit(self, key: str, emission: Emission, *, pump: bool = True) -> None:
         now = time.monotonic()
         protocol = self.server.protocol
         for seen in self._targets(key):
@@ -144,7 +146,8 @@ class Player:
             if wanted and protocol.deliver_to(seen.client_id, emission.message, now):
                 seen.emitted += 1
                 self.emitted += 1
-        self.server.pump()
+        if pump:
+            self.server.pump()
         self._changed.set()
 
     def _targets(self, key: str) -> list[ClientSeen]:

@@ -1,0 +1,149 @@
+"""Replay benchmark: messages/s delivered from our replayer (at --speed 0) to 1 and 10 WebSocket
+clients and to 10 long-polling clients, against a Faye server fanning the same messages out to
+the same clients in the same run; and our p99 lateness at --speed 1.
+
+    python benchmarks/replay.py [--messages 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tape.frame import Frame, Session  # noqa: E402
+from tape.writer import TapeWriter  # noqa: E402
+from tests.peers.faye import FayeServer  # noqa: E402
+
+COUNTER = ROOT / "benchmarks" / "count_clients.py"
+PAD = "x" * 400
+
+
+def write_tape(path: Path, count: int, spacing_s: float) -> None:
+    with TapeWriter(path) as writer:
+        writer.put_session(Session(session_id="bench", transport="websocket", started_ns=0))
+        for i in range(count):
+            raw = orjson.dumps([{"channel": "/bench", "data": {"seq": i, "pad": PAD}}])
+            offset = int(i * spacing_s * 1e9)
+            writer.write(Frame("bench", i + 1, offset, offset, "in", "websocket", "bayeux", raw))
+
+
+def start_counters(
+    url: str, transport: str, clients: int, per_client: int
+) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(COUNTER), url, transport, str(clients), str(per_client)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "ready":
+        raise SystemExit(f"counting clients failed to start: {line}")
+    return proc
+
+
+def finish(proc: subprocess.Popen[str]) -> float:
+    out, _ = proc.communicate(timeout=300)
+    result = orjson.loads(out.strip().splitlines()[-1])
+    return float(result["count"] / max(result["last"] - result["first"], 1e-9))
+
+
+def ours(tape: Path, transport: str, clients: int, count: int) -> float:
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tape",
+            "replay",
+            str(tape),
+            "--listen",
+            "127.0.0.1:0",
+            "--speed",
+            "0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = re.search(r"on (http://\S+)", server.stdout.readline())
+        assert url, "the replayer did not print its URL"
+        return finish(start_counters(url.group(1), transport, clients, count))
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def faye(server: FayeServer, transport: str, clients: int, count: int) -> float:
+    counters = start_counters(server.url, transport, clients, count)
+    server.wait_subscribed(["/bench"], clients, timeout=60)
+    server.blast("/bench", count, 500, timeout=300)
+    return finish(counters)
+
+
+def lateness(tmp: Path) -> tuple[float, float]:
+    from replay.app import Replayer, ReplayOptions
+    from replay.player import PlayOptions
+    from tests.replay.test_timing import COUNT, SPACING, lateness_ms, receive_ws
+
+    tape = tmp / "timing.duckdb"
+    from tests.replay.tapes import write_tape as write_timed
+
+    write_timed(tape, COUNT, SPACING)
+
+    async def run() -> list[float]:
+        replayer = await Replayer.start(tape, ReplayOptions(play=PlayOptions(speed=1)))
+        try:
+            return await receive_ws(replayer.ws_url, COUNT)
+        finally:
+            await replayer.stop()
+
+    late = sorted(lateness_ms(asyncio.run(run())))
+    return statistics.median(late), late[int(0.99 * len(late)) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        tape = tmp / "bench.duckdb"
+        write_tape(tape, args.messages, 0.0)
+        server = FayeServer()
+        server.start()
+        try:
+            for transport, clients in (("websocket", 1), ("websocket", 10), ("long-polling", 10)):
+                mine = ours(tape, transport, clients, args.messages)
+                theirs = faye(server, transport, clients, args.messages)
+                print(
+                    f"{transport}, {clients} client(s), {args.messages:,} messages each: "
+                    f"ours {mine:,.0f} msg/s, Faye {theirs:,.0f} msg/s; ratio {mine / theirs:.2f}x",
+                    flush=True,
+                )
+        finally:
+            server.stop()
+        median, p99 = lateness(tmp)
+        print(
+            f"lateness at --speed 1 over WebSocket (2,000 events over 10 s): "
+            f"median {median:.2f} ms, p99 {p99:.2f} ms"
+        )
+    _ = time
+
+
+if __name__ == "__main__":
+    main()
