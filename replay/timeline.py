@@ -65,7 +65,13 @@ def _load(tape: Path, options: TimelineOptions, path: Path) -> list[Emission]:
         )
     emissions = _emissions(rows, options.from_session_start)
     shift = options.start or 0.0  # --from 30 starts emitting at once, not after 30 s
-    return [replace(e, offset=e.offset - shift) for e in emissions if _kept(e, options)]
+    kept = [replace(e, offset=e.offset - shift) for e in emissions if _kept(e, options)]
+    if not kept:
+        raise TapeError(
+            f"none of the {len(emissions)} recorded deliveries in {path} is left after the "
+            "--channel/--from/--to filters; widen them"
+        )
+    return kept
 
 
 def _rows(reader: TapeReader, session: str | None) -> list[tuple[Any, ...]]:

@@ -139,3 +139,31 @@ async def test_a_shared_clock_broadcasts_one_stream(tmp_path: Path) -> None:
     options = ReplayOptions(play=PlayOptions(speed=1, clock="shared", settle=0.1))
     first, second = await play(tape, options, 2, 30)
     assert first == second == [str(i) for i in range(30)]
+
+
+def test_filters_that_leave_nothing_are_a_clear_error(tmp_path: Path) -> None:
+    tape = tmp_path / "t.duckdb"
+    write_tape(tape, 5, 0.01)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tape",
+            "replay",
+            str(tape),
+            "--listen",
+            "127.0.0.1:0",
+            "--from",
+            "5",
+            "--to",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "is left after the --channel/--from/--to filters" in result.stderr
+    assert "Traceback" not in result.stderr
