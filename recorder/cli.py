@@ -180,10 +180,12 @@ async def record_to_tape(
         writer.close()
     except TapeError as exc:
         outcome = Outcome(str(exc), ok=False)
-    click.echo(
-        ("\r\x1b[2K" if sys.stderr.isatty() else "") + status.summary(outcome.reason), err=True
-    )
-    click.echo(f"tape: {output}  session {log.session.session_id}", err=True)
+    status.frames = log.frames  # the final `stopped` lifecycle frame too
+    clear = "\r\x1b[2K" if sys.stderr.isatty() else ""
+    if outcome.ok:  # on failure the error line says why; do not say it twice
+        click.echo(clear + status.summary(outcome.reason), err=True)
+        clear = ""
+    click.echo(f"{clear}tape: {output}  session {log.session.session_id}", err=True)
     return outcome
 
 

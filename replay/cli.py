@@ -17,8 +17,10 @@ from replay.timeline import TimelineOptions
 
 def _listen(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise click.BadParameter(f"{value!r} is not HOST:PORT", param_hint="--listen")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(
+            f"{value!r} is not HOST:PORT with a port from 0 to 65535", param_hint="--listen"
+        )
     return host.strip("[]"), int(port)
 
 
