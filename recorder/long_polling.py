@@ -159,6 +159,11 @@ class LongPollingTransport:
         )
         if error is not None:
             self._fail(f"{batch.kind} answered {error}", resp.status)
+        elif batch.kind == "connect" and not any(m.channel == "/meta/connect" for m in messages):
+            # Without its reply the client would wait for this connect forever.
+            if messages:
+                self._deliver(messages)
+            self._fail("the connect got no /meta/connect reply", resp.status)
         elif messages:
             self._deliver(messages)
         elif raw.strip() not in (b"", b"[]"):

@@ -87,9 +87,10 @@ class Recorder:
         await self.transport.open()
         try:
             await self._login()
-            self.client.start(time.monotonic())
-            self._pump()
-            await self._loop()
+            if self._outcome is None:  # a signal during the login already ended it
+                self.client.start(time.monotonic())
+                self._pump()
+                await self._loop()
         finally:
             await self.transport.close()
         assert self._outcome is not None
@@ -132,6 +133,8 @@ class Recorder:
                 self._finish(self._stopping, ok=True)  # the server never answered the disconnect
 
     async def _sleep(self, now: float, deadline: float | None) -> None:
+        if self._stopping is not None:  # the deadline has passed: wait for the cut-off instead
+            deadline = self._stop_asked_at + 3
         wakes = [t for t in (self.client.next_wakeup(), deadline) if t is not None]
         timeout = max(0.0, min(wakes) - now) if wakes else 1.0
         with contextlib.suppress(TimeoutError):

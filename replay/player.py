@@ -83,6 +83,9 @@ class Player:
         task = self._tasks.pop(client_id, None)
         if task is not None:
             task.cancel()
+        seen = self.clients.get(client_id)
+        if seen is not None:  # nothing more will go to it: wait_emitted() must not wait for it
+            seen.finished = True
         self._log(f"client {client_id} {how}")
 
     async def close(self) -> None:

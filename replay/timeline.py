@@ -21,7 +21,7 @@ from tape.schema import TapeError
 from tape.tapeio import import_items
 
 _DELIVERIES = """
-SELECT m.session_id, m.seq, m.idx, m.t_mono_ns, m.channel, f.raw
+SELECT m.session_id, m.seq, m.idx, m.t_mono_ns, m.t_wall_ns, m.channel, f.raw
 FROM messages m JOIN frames f USING (session_id, seq)
 WHERE m.direction = 'in' AND NOT starts_with(m.channel, '/meta/')
   AND NOT starts_with(m.channel, '/service/') {where}
@@ -87,11 +87,20 @@ def _rows(reader: TapeReader, session: str | None) -> list[tuple[Any, ...]]:
 
 
 def _emissions(rows: list[tuple[Any, ...]], from_session_start: bool) -> list[Emission]:
+    """Offsets on one clock. Several sessions ("all") keep their places on the wall clock,
+    so sessions recorded one after another play one after another."""
     base: dict[str, int] = {}
+    several = len({row[0] for row in rows}) > 1
+    first_wall = min(row[4] for row in rows)
     out = []
-    for session_id, _seq, idx, t_mono_ns, channel, raw in rows:
-        start = 0 if from_session_start else base.setdefault(session_id, t_mono_ns)
-        out.append(Emission((t_mono_ns - start) / 1e9, channel, _message(bytes(raw), idx, channel)))
+    for session_id, _seq, idx, t_mono_ns, t_wall_ns, channel, raw in rows:
+        if several:
+            offset_ns = t_wall_ns - first_wall
+        else:
+            offset_ns = t_mono_ns - (
+                0 if from_session_start else base.setdefault(session_id, t_mono_ns)
+            )
+        out.append(Emission(offset_ns / 1e9, channel, _message(bytes(raw), idx, channel)))
     out.sort(key=lambda e: e.offset)  # stable: recorded order is kept for equal offsets
     return out
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import orjson
+from hypothesis import settings
 
 from tape.frame import Frame
 from tests.constants import ROOT, SAMPLE, TIMEOUT
@@ -10,6 +13,12 @@ from tests.peers.faye import faye_server
 from tests.peers.faye_client import faye_client
 
 __all__ = ["ROOT", "SAMPLE", "TIMEOUT", "faye_client", "faye_server"]
+
+# CI explores the same examples every run, so a red CI is a real regression, not a new draw;
+# local runs keep exploring new ones.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def gws_frame_raw(i: int) -> bytes:

@@ -184,3 +184,12 @@ async def test_a_failing_tape_stops_the_recording_with_the_reason(
     outcome = await asyncio.wait_for(record_to_tape(options, tmp_path / "full.duckdb"), TIMEOUT)
     assert not outcome.ok
     assert "No space left on device" in outcome.reason
+
+
+async def test_a_connect_answered_without_its_reply_is_retried_not_awaited_forever(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    server.script.connect_replies.extend([(200, b"[]"), [event(1)]])
+    options = RecordOptions(url=server.url, channels=("/v2/me/outbound",), max_messages=1)
+    outcome = await asyncio.wait_for(record_to_tape(options, tmp_path / "e.duckdb"), TIMEOUT)
+    assert outcome.ok, outcome.reason

@@ -606,14 +606,25 @@ def run(
     elif action == "tick":
         server.tick(now)
     elif action == "close":
-        close(server, outstanding.get(client.client_id, set()), now)
+        close(server, outstanding, client.client_id, now)
     else:
         assert server.handle(b"[{", now, transport=client.transport, connection=0).bad_request
     return None
 
 
-def close(server: BayeuxServer, holds: set[HeldConnect], now: float) -> None:
-    """The transport drops a held connect's connection (or the WebSocket, if none is held)."""
+def close(
+    server: BayeuxServer,
+    outstanding: dict[str, set[HeldConnect]],
+    client_id: str | None,
+    now: float,
+) -> None:
+    """The transport drops a held connect's connection (or the WebSocket, if none is held).
+
+    Every hold on that connection goes with it, whichever client it belongs to: the test's
+    WebSocket clients all share the connection "ws".
+    """
+    holds = outstanding.get(client_id, set()) if client_id is not None else set()
     connection = next(iter(holds)).connection if holds else "ws"
     server.connection_closed(connection, now)
-    holds.difference_update({held for held in holds if held.connection == connection})
+    for client_holds in outstanding.values():
+        client_holds.difference_update({h for h in client_holds if h.connection == connection})
