@@ -55,6 +55,11 @@ class Poller:
         return self.received
 
 
+def replay_cmd(tape: Path, *options: str) -> list[str]:
+    """`cometd-tape replay TAPE` on a free loopback port, as a user would start it."""
+    return [sys.executable, "-m", "tape", "replay", str(tape), "--listen", "127.0.0.1:0", *options]
+
+
 def refs(messages: list[dict[str, Any]]) -> list[str]:
     return [m["data"]["referenceId"] for m in messages]
 
@@ -63,17 +68,7 @@ async def test_the_cli_serves_logs_and_summarises(tmp_path: Path) -> None:
     tape = tmp_path / "t.duckdb"
     write_tape(tape, 20, 0.001)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tape",
-            "replay",
-            str(tape),
-            "--listen",
-            "127.0.0.1:0",
-            "--speed",
-            "0",
-        ],
+        replay_cmd(tape, "--speed", "0"),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -145,19 +140,7 @@ def test_filters_that_leave_nothing_are_a_clear_error(tmp_path: Path) -> None:
     tape = tmp_path / "t.duckdb"
     write_tape(tape, 5, 0.01)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tape",
-            "replay",
-            str(tape),
-            "--listen",
-            "127.0.0.1:0",
-            "--from",
-            "5",
-            "--to",
-            "1",
-        ],
+        replay_cmd(tape, "--from", "5", "--to", "1"),
         cwd=ROOT,
         capture_output=True,
         text=True,
