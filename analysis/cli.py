@@ -1,103 +1,198 @@
-"""`cometd-tape analyze`: latency and SQL over tapes (the rest of issue 5 is not built yet)."""
+"""`cometd-tape analyze`: latency, summary, unmatched requests, SQL, exports and an HTML report,
+over one or more tapes or Parquet export folders analysed as one."""
 
 from __future__ import annotations
 
-import csv
+import datetime as dt
+import functools
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+import duckdb
 import orjson
 
-from analysis.latency import GROUPS, STATS, LatencyRow, latency
-from analysis.views import open_tapes
+from analysis.export import export
+from analysis.latency import GROUPS, STATS, latency
+from analysis.output import FORMATS, render
+from analysis.report import build_report
+from analysis.summary import summary
+from analysis.views import Filters, open_tapes
+from tape.schema import TapeError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _TAPES = click.argument(
-    "tapes", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    "tapes", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
 )
+_FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+    help="Output format.",
+)  # fmt: skip
+
+
+def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """An ISO 8601 date or time (UTC unless it names a zone) -> ns since the epoch."""
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time; write e.g. 2026-11-26 or 2026-11-26T09:30:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1_000_000) * 1000
+
+
+def _filters(command: F) -> F:
+    """--since/--until/--session/--campaign, handed to the command as `filters`."""
+
+    @click.option("--since", callback=_moment, help="Only from this time (ISO 8601, UTC default).")
+    @click.option("--until", callback=_moment, help="Only before this time (ISO 8601).")
+    @click.option("--session", "sessions", multiple=True, help="Only this session (repeatable).")
+    @click.option("--campaign", help="Only requests (and their acks) of this campaign.")
+    @functools.wraps(command)
+    def wrapper(
+        since: int | None,
+        until: int | None,
+        sessions: tuple[str, ...],
+        campaign: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        if since is not None and until is not None and since >= until:
+            raise click.BadParameter("--since must be before --until", param_hint="--since")
+        return command(filters=Filters(since, until, sessions, campaign), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @click.group("analyze")
 def analyze_group() -> None:
-    """Analyse tapes: request -> acknowledgement latency, and plain SQL."""
+    """Analyse tapes: request -> ack latency, summaries, SQL, exports and an HTML report.
+
+    Every command takes several tapes, or folders written by `analyze export --format
+    parquet`, and analyses them as one.
+    """
 
 
 @analyze_group.command("latency")
 @_TAPES
 @click.option(
-    "--by",
-    "by",
-    multiple=True,
-    type=click.Choice(sorted(GROUPS)),
-    default=("operation",),
-    show_default=True,
-    help="Group by (repeat to nest).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
-def latency_command(tapes: tuple[Path, ...], by: tuple[str, ...], fmt: str) -> None:
+    "--by", "by", multiple=True, type=click.Choice(sorted(GROUPS)), default=("operation",),
+    show_default=True, help="Group by (repeat to nest).",
+)  # fmt: skip
+@_FORMAT
+@_filters
+def latency_command(
+    tapes: tuple[Path, ...], by: tuple[str, ...], fmt: str, filters: Filters
+) -> None:
     """Request -> ack latency: count, p50, p90, p99, p99.9, max, mean per part (ms).
 
     Parts: http_ms (request -> HTTP response), ack_ms (request -> ack, as the client saw it),
     server_ms (serverProcessingTimeTotalMs), node_ms (nodeProcessingTimeNanos / 1e6), and
-    rest_ms (ack_ms - server_ms). Percentiles interpolate linearly, as numpy's default.
+    rest_ms (ack_ms - server_ms). Percentiles interpolate linearly between the two nearest
+    ranks, as numpy.percentile's default method.
     """
-    conn = open_tapes(list(tapes))
+    conn = open_tapes(tapes, filters)
     rows = latency(conn, by)
+    columns = [*by, "part", *STATS]
+    click.echo(render(columns, [(*r.group, r.part, *r.values) for r in rows], fmt))
+
+
+@analyze_group.command("summary")
+@_TAPES
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")  # fmt: skip
+@_filters
+def summary_command(tapes: tuple[Path, ...], fmt: str, filters: Filters) -> None:
+    """Sessions, messages per channel, request/ack match rate, errors, gaps, clock offset."""
+    sections = summary(open_tapes(tapes, filters))
     if fmt == "json":
-        click.echo(orjson.dumps([_record(r, by) for r in rows], option=orjson.OPT_INDENT_2))
-    elif fmt == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow([*by, "part", *STATS])
-        writer.writerows([*r.group, r.part, *r.values] for r in rows)
-    else:
-        click.echo(_table(rows, by))
+        data = {
+            key: [dict(zip(s.columns, row, strict=True)) for row in s.rows]
+            for key, s in sections.items()
+        }
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str))
+        return
+    parts = []
+    for section in sections.values():
+        text = render(section.columns, section.rows, "table") if section.rows else "  none"
+        parts.append(f"{section.title}\n{text}")
+    click.echo("\n\n".join(parts))
+
+
+@analyze_group.command("unmatched")
+@_TAPES
+@_FORMAT
+@_filters
+def unmatched_command(tapes: tuple[Path, ...], fmt: str, filters: Filters) -> None:
+    """Requests with no ack, an HTTP error or a non-zero statusCode, and why."""
+    conn = open_tapes(tapes, filters)
+    _query(
+        conn,
+        "SELECT session_id, seq, make_timestamp(request_ns // 1000) AS sent, operation_name, "
+        "reference_id, record_handle, campaign_name, status, status_code, reason "
+        "FROM unmatched_requests ORDER BY request_ns, session_id, seq",
+        fmt,
+    )
 
 
 @analyze_group.command("sql")
-@click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_TAPES
 @click.argument("query")
-def sql_command(tape: Path, query: str) -> None:
-    """Run SQL over a tape and its views (requests, acks, request_latency); - reads stdin."""
-    conn = open_tapes([tape])
-    text = sys.stdin.read() if query == "-" else query
-    result = conn.execute(text)
-    names = [d[0] for d in result.description or []]
-    click.echo("\t".join(names))
-    for row in result.fetchall():
-        click.echo("\t".join("" if v is None else str(v) for v in row))
+@_FORMAT
+@_filters
+def sql_command(tapes: tuple[Path, ...], query: str, fmt: str, filters: Filters) -> None:
+    """Run SQL over the tapes and their views; QUERY `-` reads it from stdin.
+
+    Tables: frames, messages, sessions. Views: requests, acks, request_latency,
+    unmatched_requests, clock_offsets, delivery_latency, channel_rates, gaps.
+    """
+    conn = open_tapes(tapes, filters)
+    _query(conn, sys.stdin.read() if query == "-" else query, fmt)
 
 
-def _record(row: LatencyRow, by: tuple[str, ...]) -> dict[str, object]:
-    return {
-        **dict(zip(by, row.group, strict=False)),
-        "part": row.part,
-        **dict(zip(STATS, row.values, strict=True)),
-    }
+@analyze_group.command("export")
+@_TAPES
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "json"]),
+              default="parquet", show_default=True, help="File format.")  # fmt: skip
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write into.")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace what the folder already holds.")
+@_filters
+def export_command(
+    tapes: tuple[Path, ...], fmt: str, output: Path, overwrite: bool, filters: Filters
+) -> None:
+    """Write frames, messages, sessions and every view (Parquet: Hive-partitioned by date)."""
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise TapeError(f"{output} is not empty; give a new folder, or add --overwrite")
+        shutil.rmtree(output)
+    counts = export(open_tapes(tapes, filters), output, fmt)
+    width = max(len(n) for n in counts)
+    for name, count in counts.items():
+        click.echo(f"{name.ljust(width)}  {count:>10} rows")
+    click.echo(f"wrote {fmt} to {output}")
 
 
-def _table(rows: list[LatencyRow], by: tuple[str, ...]) -> str:
-    head = [*by, "part", *STATS]
-    body = [[*(str(g) for g in r.group), r.part, *(_num(v) for v in r.values)] for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
-    lines += [
-        "  ".join(
-            c.rjust(w) if i >= len(by) + 1 else c.ljust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in body
-    ]
-    return "\n".join(lines)
+@analyze_group.command("report")
+@_TAPES
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The HTML file to write.")  # fmt: skip
+@_filters
+def report_command(tapes: tuple[Path, ...], output: Path, filters: Filters) -> None:
+    """One self-contained HTML file (no scripts, no CDN): charts and the summary tables."""
+    title = "cometd-tape report: " + ", ".join(p.name for p in tapes)
+    output.write_text(build_report(open_tapes(tapes, filters), title), encoding="utf-8")
+    click.echo(f"wrote {output}")
 
 
-def _num(value: float | int | None) -> str:
-    if value is None:
-        return "-"
-    return str(value) if isinstance(value, int) else f"{value:.3f}"
+def _query(conn: duckdb.DuckDBPyConnection, sql: str, fmt: str) -> None:
+    result = conn.execute(sql)
+    columns = [d[0] for d in result.description or []]
+    click.echo(render(columns, result.fetchall(), fmt))

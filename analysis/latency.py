@@ -1,6 +1,6 @@
 """Latency statistics over the request_latency view: count, p50, p90, p99, p99.9, max, mean
-for each part. Percentiles are DuckDB's quantile_cont: linear interpolation, the same as
-numpy.percentile's default method."""
+for each part. Percentiles are DuckDB's quantile_cont: linear interpolation between the two
+nearest ranks, the same as numpy.percentile's default method ("linear")."""
 
 from __future__ import annotations
 
@@ -29,17 +29,30 @@ class LatencyRow:
 def latency(
     conn: duckdb.DuckDBPyConnection, by: tuple[str, ...] = ("operation",)
 ) -> list[LatencyRow]:
-    keys = [GROUPS[b] for b in by]
-    select_keys = ", ".join(f"{k} AS g{i}" for i, k in enumerate(keys)) or "'all' AS g0"
+    """One row per group and part, groups in order, parts in PARTS order."""
+    keys = [GROUPS[b] for b in by] or ["'all'"]
+    width = len(keys)
+    select_keys = ", ".join(f"{k} AS g{i}" for i, k in enumerate(keys))
+    # One pass over the view (it joins requests to acks), then every part from that table.
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE latency_input AS SELECT {select_keys}, "
+        f"{', '.join(PARTS)} FROM request_latency"
+    )
+    group_keys = ", ".join(f"g{i}" for i in range(width))
+    stats = ", ".join(
+        f"count({p}), quantile_cont({p}, [0.5, 0.9, 0.99, 0.999]), max({p}), avg({p})"
+        for p in PARTS
+    )
+    sql = (
+        f"SELECT {group_keys}, {stats} FROM latency_input GROUP BY {group_keys} "
+        f"ORDER BY {group_keys} NULLS LAST"
+    )
     rows: list[LatencyRow] = []
-    for part in PARTS:
-        stats = (
-            f"count({part}), quantile_cont({part}, 0.5), quantile_cont({part}, 0.9), "
-            f"quantile_cont({part}, 0.99), quantile_cont({part}, 0.999), max({part}), "
-            f"avg({part})"
-        )
-        sql = f"SELECT {select_keys}, {stats} FROM request_latency GROUP BY ALL ORDER BY ALL"
-        width = max(len(keys), 1)
-        for record in conn.execute(sql).fetchall():
-            rows.append(LatencyRow(tuple(record[:width]), part, tuple(record[width:])))
+    for record in conn.execute(sql).fetchall():
+        group = tuple(record[:width])
+        for n, part in enumerate(PARTS):
+            count, quantiles, top, mean = record[width + 4 * n : width + 4 * n + 4]
+            quantiles = quantiles or [None] * 4
+            rows.append(LatencyRow(group, part, (count, *quantiles, top, mean)))
+    conn.execute("DROP TABLE latency_input")
     return rows

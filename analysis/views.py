@@ -1,38 +1,132 @@
-"""Open one or more tapes for analysis: attached read-only to an in-memory DuckDB, with the
-tables unioned across tapes and the SQL views of analysis/sql/ defined on top."""
+"""Open tapes for analysis: one or more tapes (attached read-only) or folders of Parquet
+exports, unioned into one in-memory DuckDB, with the SQL views of analysis/sql/ on top and the
+user's filters applied.
+
+Layout of the connection: schema `tape_all` holds the base tables (`frames`, `messages`,
+`sessions`, session filter applied) and every view, unfiltered; the default schema holds the
+same names again with the time window and campaign filters applied. Views bind names in their
+own schema, so the request <-> ack matching always sees every ack, and a request sent just
+before `--until` still finds the ack that came after it.
+"""
 
 from __future__ import annotations
 
-from importlib import resources
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from analysis.cache import BASE_TABLES, materialized
+from analysis.definitions import sql_files, view_names
 from tape.schema import TapeError, check_version, connect
 
-BASE_TABLES = ("frames", "messages", "sessions")
+# The time each relation is filtered on by --since/--until (nanoseconds since the epoch).
+TIME_COLUMN = {
+    "frames": "t_wall_ns",
+    "messages": "t_wall_ns",
+    "requests": "request_ns",
+    "acks": "ack_ns",
+    "request_latency": "request_ns",
+    "unmatched_requests": "request_ns",
+    "delivery_latency": "receipt_ns",
+    "channel_rates": "epoch_ns(second)",
+    "gaps": "start_ns",
+}
+# The relations --campaign narrows: those about requests.
+CAMPAIGN_FILTERED = ("requests", "acks", "request_latency", "unmatched_requests")
 
 
-def sql_files() -> list[str]:
-    folder = resources.files("analysis") / "sql"
-    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
-    return [(folder / name).read_text() for name in names]
+@dataclass(frozen=True, slots=True)
+class Filters:
+    since_ns: int | None = None
+    until_ns: int | None = None
+    sessions: tuple[str, ...] = ()
+    campaign: str | None = None
+
+    def where(self, name: str) -> str:
+        """The WHERE clause (or '') that narrows relation `name`."""
+        terms = []
+        column = TIME_COLUMN.get(name)
+        if name == "sessions":
+            if self.until_ns is not None:
+                terms.append(f"started_ns < {self.until_ns}")
+            if self.since_ns is not None:
+                terms.append(f"coalesce(ended_ns, started_ns, {self.since_ns}) >= {self.since_ns}")
+        elif column is not None:
+            if self.since_ns is not None:
+                terms.append(f"{column} >= {self.since_ns}")
+            if self.until_ns is not None:
+                terms.append(f"{column} < {self.until_ns}")
+        if self.campaign is not None and name in CAMPAIGN_FILTERED:
+            terms.append(f"campaign_name = {_literal(self.campaign)}")
+        return f" WHERE {' AND '.join(terms)}" if terms else ""
 
 
-def open_tapes(paths: list[Path]) -> duckdb.DuckDBPyConnection:
-    """Every tape attached read-only; `frames`, `messages`, `sessions` span them all."""
+def open_tapes(
+    paths: Sequence[Path], filters: Filters | None = None, *, cache: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """Every tape (or Parquet export folder) as one; see the module docstring.
+
+    Every view partitions by session, so each source's views are computed (or read from its
+    cache, see analysis/cache.py) on their own and unioned: the same rows as computing them
+    over the union.
+    """
     if not paths:
         raise TapeError("give at least one tape")
+    filters = filters or Filters()
     conn = duckdb.connect()
+    names = view_names()
+    keep = ""
+    if filters.sessions:
+        keep = f" WHERE session_id IN ({', '.join(_literal(s) for s in filters.sessions)})"
     for n, path in enumerate(paths):
-        _check(path)
-        conn.execute(f"ATTACH '{_quoted(path)}' AS tape{n} (READ_ONLY)")
-    for table in BASE_TABLES:
-        union = " UNION ALL ".join(f"SELECT * FROM tape{n}.{table}" for n in range(len(paths)))
-        conn.execute(f"CREATE TEMP VIEW {table} AS {union}")
-    for sql in sql_files():
-        conn.execute(sql.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
+        schema = f"source{n}"
+        conn.execute(f"CREATE SCHEMA {schema}")
+        cached = None
+        if path.is_dir():
+            tables = {t: _parquet(path, t) for t in BASE_TABLES}
+        else:
+            _check(path)
+            conn.execute(f"ATTACH {_literal(str(path))} AS tape{n} (READ_ONLY)")
+            tables = {t: f"SELECT * FROM tape{n}.main.{t}" for t in BASE_TABLES}
+            if cache:
+                cached = materialized(path)
+        for table, select in tables.items():
+            conn.execute(f"CREATE VIEW {schema}.{table} AS SELECT * FROM ({select}){keep}")
+        if cached is not None:
+            conn.execute(f"ATTACH {_literal(str(cached))} AS cache{n} (READ_ONLY)")
+            for name in names:
+                conn.execute(
+                    f"CREATE VIEW {schema}.{name} AS SELECT * FROM cache{n}.main.{name}{keep}"
+                )
+        else:
+            conn.execute(f"SET schema = '{schema}'")
+            for sql in sql_files():
+                conn.execute(sql)
+            conn.execute("SET schema = 'main'")
+    conn.execute("CREATE SCHEMA tape_all")
+    for name in (*BASE_TABLES, *names):
+        union = " UNION ALL BY NAME ".join(
+            f"SELECT * FROM source{n}.{name}" for n in range(len(paths))
+        )
+        conn.execute(f"CREATE VIEW tape_all.{name} AS {union}")
+        conn.execute(
+            f"CREATE VIEW main.{name} AS SELECT * FROM tape_all.{name}{filters.where(name)}"
+        )
     return conn
+
+
+def _parquet(folder: Path, table: str) -> str:
+    """A table of a Parquet export (analyze export --format parquet), minus its partition key."""
+    files = folder / table
+    if not files.is_dir():
+        raise TapeError(
+            f"{folder} is a folder but not a Parquet export: it has no {table}/ inside. "
+            "Give tape files, or folders written by `cometd-tape analyze export --format parquet`."
+        )
+    pattern = _literal(str(files / "**" / "*.parquet"))
+    return f"SELECT * EXCLUDE (date) FROM read_parquet({pattern}, hive_partitioning = true)"
 
 
 def _check(path: Path) -> None:
@@ -43,5 +137,5 @@ def _check(path: Path) -> None:
         probe.close()
 
 
-def _quoted(path: Path) -> str:
-    return str(path).replace("'", "''")
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

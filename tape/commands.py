@@ -11,7 +11,7 @@ from tape.info import render_info, tape_info
 from tape.jsonl import JsonlReader, write_jsonl
 from tape.projection import rebuild
 from tape.reader import TapeReader
-from tape.schema import TapeError, open_for_reading, open_for_writing
+from tape.schema import TapeError, install_views, open_for_reading, open_for_writing
 from tape.tapeio import import_items
 
 _TAPE = click.Path(dir_okay=False, path_type=Path)
@@ -69,11 +69,13 @@ def info_command(tape: Path) -> None:
 @click.command("rebuild")
 @click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def rebuild_command(tape: Path) -> None:
-    """Derive the messages table again from the frames (the log is the truth)."""
+    """Derive the messages table again from the frames (the log is the truth), and
+    (re)install the analysis views."""
     open_for_reading(tape).close()  # refuse anything that is not already a tape
     conn = open_for_writing(tape)
     try:
         count = rebuild(conn)
+        install_views(conn)
     finally:
         conn.close()
     click.echo(f"rebuilt messages: {count} rows from the frames of {tape}")

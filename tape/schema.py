@@ -137,6 +137,7 @@ def create(conn: duckdb.DuckDBPyConnection) -> None:
     """Create every table of an empty tape, and stamp who made it."""
     for ddl in (FRAMES_DDL, MESSAGES_DDL, SESSIONS_DDL, META_DDL, MESSAGE_DATA_VIEW):
         conn.execute(ddl)
+    install_views(conn)
     meta = {
         "schema_version": str(SCHEMA_VERSION),
         "created_by": f"cometd-tape {package_version()} ({_user()}@{os.uname().nodename})",
@@ -144,6 +145,13 @@ def create(conn: duckdb.DuckDBPyConnection) -> None:
     }
     for key, value in meta.items():
         conn.execute("INSERT OR IGNORE INTO tape_meta VALUES (?, ?)", [key, value])
+
+
+def install_views(conn: duckdb.DuckDBPyConnection) -> None:
+    """Define in the tape the views other packages provide (entry point group
+    `cometd_tape.views`: analysis's latency views), so any DuckDB client can query them."""
+    for entry in metadata.entry_points(group="cometd_tape.views"):
+        entry.load()(conn)
 
 
 def open_for_writing(path: Path | str) -> duckdb.DuckDBPyConnection:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import orjson
 from hypothesis import settings
@@ -13,6 +14,10 @@ from tests.peers.faye import faye_server
 from tests.peers.faye_client import faye_client
 
 __all__ = ["ROOT", "SAMPLE", "TIMEOUT", "faye_client", "faye_server"]
+
+# The analysis cache goes to a folder of this test run's own (subprocesses inherit it), never to
+# the user's ~/.cache.
+os.environ["COMETD_TAPE_CACHE"] = tempfile.mkdtemp(prefix="cometd-tape-cache-")
 
 # CI explores the same examples every run, so a red CI is a real regression, not a new draw;
 # local runs keep exploring new ones.

@@ -1,5 +1,8 @@
--- request_latency: one row per request, matched to the first ack with its referenceId that
--- arrived after it in the same session. Times in milliseconds.
+-- request_latency: one row per request, joined to the first ack that answers it (see acks).
+-- Times in milliseconds: http_ms = request -> HTTP response; ack_ms = request -> ack receipt, as
+-- the client saw it; server_ms = serverProcessingTimeTotalMs; node_ms = nodeProcessingTimeNanos
+-- / 1e6; rest_ms = ack_ms - server_ms. ack_as_expected: the ack's notificationType is the one
+-- DESIGN.md expects for the operation.
 CREATE OR REPLACE VIEW request_latency AS
 WITH expected(operation_name, expected_ack) AS (
     VALUES ('DoNotCallRecord', 'DoNotCallAcknowledge'),
@@ -8,25 +11,20 @@ WITH expected(operation_name, expected_ack) AS (
            ('RejectRecord', 'RecordRejectAcknowledge'),
            ('UpdateRecord', 'UpdateCallCompletionStatsAcknowledge'),
            ('GetPreviewRecord', 'PreviewRecord')
-), matched AS (
-    SELECT r.*, a.ack_ns, a.notification_type, a.server_processing_ms, a.node_processing_ns,
-           row_number() OVER (PARTITION BY r.session_id, r.seq ORDER BY a.ack_ns) AS rank
-    FROM requests r
-    LEFT JOIN acks a
-      ON a.session_id = r.session_id AND a.reference_id = r.reference_id
-     AND a.ack_ns >= r.request_ns
+), first_ack AS (
+    SELECT * FROM acks WHERE request_seq IS NOT NULL AND NOT duplicate
 )
-SELECT m.session_id, m.seq, m.method, m.path, m.operation_name, m.reference_id,
-       m.record_handle, m.campaign_name, m.calling_list, m.application_id, m.status,
-       m.status_code, m.notification_type,
+SELECT r.session_id, r.seq, r.method, r.path, r.operation_name, r.reference_id,
+       r.record_handle, r.campaign_name, r.calling_list, r.application_id, r.status,
+       r.status_code, a.notification_type,
        e.expected_ack,
-       m.notification_type IS NOT DISTINCT FROM e.expected_ack AS ack_as_expected,
-       m.request_ns,
-       (m.response_ns - m.request_ns) / 1e6 AS http_ms,
-       (m.ack_ns - m.request_ns) / 1e6 AS ack_ms,
-       m.server_processing_ms AS server_ms,
-       m.node_processing_ns / 1e6 AS node_ms,
-       (m.ack_ns - m.request_ns) / 1e6 - m.server_processing_ms AS rest_ms
-FROM matched m
-LEFT JOIN expected e USING (operation_name)
-WHERE m.rank = 1;
+       a.notification_type IS NOT DISTINCT FROM e.expected_ack AS ack_as_expected,
+       r.request_ns, r.response_ns, a.ack_ns, a.server_generation_ts,
+       (r.response_ns - r.request_ns) / 1e6 AS http_ms,
+       (a.ack_ns - r.request_ns) / 1e6 AS ack_ms,
+       a.server_processing_ms AS server_ms,
+       a.node_processing_ns / 1e6 AS node_ms,
+       (a.ack_ns - r.request_ns) / 1e6 - a.server_processing_ms AS rest_ms
+FROM requests r
+LEFT JOIN first_ack a ON a.session_id = r.session_id AND a.request_seq = r.seq
+LEFT JOIN expected e ON e.operation_name = r.operation_name;

@@ -3,7 +3,6 @@ percentiles equal numpy's; metrics in a separate frame still join."""
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +10,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from analysis.latency import latency
+from analysis.generate import OPERATIONS, generate
 from analysis.views import open_tapes
-from tape.frame import Frame, Session
 from tape.jsonl import JsonlReader
 from tape.tapeio import import_items
-from tape.writer import TapeWriter
 from tests.constants import ROOT, SAMPLE, TIMEOUT
 
 
@@ -57,85 +54,56 @@ def test_the_sample_has_one_matched_do_not_call_record(tmp_path: Path) -> None:
     assert "DoNotCallRecord  ack_ms         1" in result.stdout
 
 
-def _generated(path: Path, count: int, seed: int) -> list[float]:
-    """Requests with known ack latencies; every third ack's metrics come in a later frame."""
-    rng = random.Random(seed)
-    latencies, seq, frames = [], 0, []
-    for i in range(count):
-        t = 1_700_000_000_000_000_000 + i * 10_000_000
-        ms = round(rng.lognormvariate(2.5, 0.6), 3)
-        latencies.append(ms)
-        body = orjson.dumps(
-            {"operationName": "DoNotCallRecord", "referenceId": f"r{i}", "campaignName": "C1"}
-        )
-        ack = {
-            "channel": "/v2/me/outbound",
-            "data": {
-                "notificationType": "DoNotCallAcknowledge",
-                "referenceId": f"r{i}",
-                "record": {"recordHandle": i},
-            },
-        }
-        metrics = {
-            "channel": "/me/internal",
-            "data": {
-                "metrics": {
-                    "eventProcessing": {
-                        "serverGenerationTimestamp": 1,
-                        "nodeProcessingTimeNanos": 7,
-                        "serverProcessingTimeTotalMs": 2,
-                    }
-                },
-                "userData": {"GSW_RECORD_HANDLE": i, "GSW_USER_EVENT": "DoNotCallAcknowledge"},
-            },
-        }
-        ack_ns = t + int(ms * 1e6)
-        batches = [[ack], [metrics]] if i % 3 == 0 else [[ack, metrics]]
-        seq += 1
-        frames.append(
-            Frame(
-                "g",
-                seq,
-                t,
-                t,
-                "out",
-                "http",
-                "http-request",
-                body,
-                exchange_id=f"x{i}",
-                http_method="POST",
-                http_path=f"/api/v2/me/outbound-records/{i}",
-            )
-        )
-        for n, batch in enumerate(batches):
-            seq += 1
-            frames.append(
-                Frame(
-                    "g",
-                    seq,
-                    ack_ns + n * 1000,
-                    ack_ns + n * 1000,
-                    "in",
-                    "long-polling",
-                    "bayeux",
-                    orjson.dumps(batch),
-                )
-            )
-    frames.sort(key=lambda f: f.t_wall_ns)
-    with TapeWriter(path) as writer:
-        writer.put_session(Session(session_id="g"))
-        for n, frame in enumerate(frames, start=1):
-            writer.write(frame.with_changes(seq=n))
-    return latencies
+def _cli_json(*args: str) -> list[dict[str, object]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tape", "analyze", *args, "--format", "json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT * 12, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return list(orjson.loads(done.stdout))
 
 
-def test_percentiles_equal_numpys_and_split_metrics_join(tmp_path: Path) -> None:
+def test_100k_requests_percentiles_equal_numpys_unmatched_exact(tmp_path: Path) -> None:
+    """The committed generator (seeded) draws known latencies; `analyze latency` must give
+    numpy's percentiles of exactly those numbers (linear interpolation on both sides)."""
     tape = tmp_path / "g.duckdb"
-    latencies = _generated(tape, 3000, seed=7)
+    drawn = generate(tape, 100_000, seed=2026)
+    acked = drawn.acked
+    parts = {
+        "http_ms": (np.ones_like(acked), drawn.http_us / 1e3),
+        "ack_ms": (acked, drawn.ack_us / 1e3),
+        "server_ms": (acked, drawn.server_ms.astype(float)),
+        "rest_ms": (acked, drawn.ack_us / 1e3 - drawn.server_ms),
+    }
+
+    def check(record: dict[str, object], chosen: np.ndarray) -> None:
+        having, values = parts[str(record["part"])]
+        mine = values[chosen & having]
+        assert record["count"] == len(mine)
+        got = [record[k] for k in ("p50", "p90", "p99", "p99.9", "max", "mean")]
+        want = [*np.percentile(mine, [50, 90, 99, 99.9]), mine.max(), mine.mean()]
+        assert np.allclose(got, want, rtol=0, atol=1e-9), (record, want)
+
+    records = _cli_json("latency", str(tape), "--by", "operation")
+    names = [name for name, _ in OPERATIONS]
+    for record in (r for r in records if r["part"] in parts):
+        check(record, drawn.operation == names.index(str(record["operation"])))
+
+    records = _cli_json("latency", str(tape), "--by", "campaign", "--campaign", "Campaign3")
+    assert {r["campaign"] for r in records} == {"Campaign3"}
+    for record in (r for r in records if r["part"] in parts):
+        check(record, drawn.campaign == 3)
+
+    unmatched = _cli_json("unmatched", str(tape))
+    assert len(unmatched) == drawn.unmatched
+    assert {r["reason"] for r in unmatched} == {"statusCode 1", "no ack"}
+    assert sum(r["reason"] == "statusCode 1" for r in unmatched) == int(drawn.refused.sum())
+
+    # every third ack's metrics came in a separate frame, and every ack still found them
     conn = open_tapes([tape])
-    (ack,) = [r for r in latency(conn, ("operation",)) if r.part == "ack_ms"]
-    expected = np.percentile(latencies, [50, 90, 99, 99.9])  # numpy's default: linear
-    assert ack.values[0] == len(latencies)
-    assert np.allclose(ack.values[1:5], expected, atol=1e-6)
-    (server,) = [r for r in latency(conn, ("operation",)) if r.part == "server_ms"]
-    assert server.values[0] == len(latencies)  # every ack found its metrics, split or not
+    split, joined = conn.execute(
+        "SELECT count(*) FILTER (WHERE NOT metrics_in_same_frame), count(server_generation_ts) "
+        "FROM acks"
+    ).fetchall()[0]
+    assert split > 30_000
+    assert joined == int(acked.sum())

@@ -1,0 +1,33 @@
+"""The SQL views of analysis/sql/: their text, their names, and installing them in a tape."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib import resources
+
+import duckdb
+
+_VIEW = re.compile(r"CREATE OR REPLACE VIEW (\w+) AS", re.IGNORECASE)
+
+
+def sql_files() -> list[str]:
+    """The view definitions, in dependency order (file name order)."""
+    folder = resources.files("analysis") / "sql"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(folder / name).read_text() for name in names]
+
+
+def view_names() -> list[str]:
+    return [m.group(1) for sql in sql_files() for m in _VIEW.finditer(sql)]
+
+
+def install(conn: duckdb.DuckDBPyConnection) -> None:
+    """Define every view in a tape's own database, so any DuckDB client can query them."""
+    for sql in sql_files():
+        conn.execute(sql)
+
+
+def fingerprint() -> str:
+    """Changes whenever any view's SQL does."""
+    return hashlib.sha256("\n".join(sql_files()).encode()).hexdigest()[:16]
