@@ -29,9 +29,13 @@ _TAPES = click.argument(
     "tapes", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
 )
 _FORMAT = click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
     help="Output format.",
-)  # fmt: skip
+)
 
 
 def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -50,23 +54,32 @@ def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> in
 
 
 def _filters(command: F) -> F:
-    """--since/--until/--session/--campaign, handed to the command as `filters`."""
+    """--since/--until/--session/--campaign and --no-cache: the command gets `conn`, the
+    tapes opened as one with the filters applied."""
 
     @click.option("--since", callback=_moment, help="Only from this time (ISO 8601, UTC default).")
     @click.option("--until", callback=_moment, help="Only before this time (ISO 8601).")
     @click.option("--session", "sessions", multiple=True, help="Only this session (repeatable).")
     @click.option("--campaign", help="Only requests (and their acks) of this campaign.")
+    @click.option(
+        "--no-cache",
+        is_flag=True,
+        help="Compute the views afresh; neither read nor write the cache.",
+    )
     @functools.wraps(command)
     def wrapper(
         since: int | None,
         until: int | None,
         sessions: tuple[str, ...],
         campaign: str | None,
+        no_cache: bool,
+        tapes: tuple[Path, ...],
         **kwargs: Any,
     ) -> Any:
         if since is not None and until is not None and since >= until:
             raise click.BadParameter("--since must be before --until", param_hint="--since")
-        return command(filters=Filters(since, until, sessions, campaign), **kwargs)
+        filters = Filters(since, until, sessions, campaign)
+        return command(conn=open_tapes(tapes, filters, cache=not no_cache), tapes=tapes, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -83,13 +96,18 @@ def analyze_group() -> None:
 @analyze_group.command("latency")
 @_TAPES
 @click.option(
-    "--by", "by", multiple=True, type=click.Choice(sorted(GROUPS)), default=("operation",),
-    show_default=True, help="Group by (repeat to nest).",
-)  # fmt: skip
+    "--by",
+    "by",
+    multiple=True,
+    type=click.Choice(sorted(GROUPS)),
+    default=("operation",),
+    show_default=True,
+    help="Group by (repeat to nest).",
+)
 @_FORMAT
 @_filters
 def latency_command(
-    tapes: tuple[Path, ...], by: tuple[str, ...], fmt: str, filters: Filters
+    conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], by: tuple[str, ...], fmt: str
 ) -> None:
     """Request -> ack latency: count, p50, p90, p99, p99.9, max, mean per part (ms).
 
@@ -98,7 +116,6 @@ def latency_command(
     rest_ms (ack_ms - server_ms). Percentiles interpolate linearly between the two nearest
     ranks, as numpy.percentile's default method.
     """
-    conn = open_tapes(tapes, filters)
     rows = latency(conn, by)
     columns = [*by, "part", *STATS]
     click.echo(render(columns, [(*r.group, r.part, *r.values) for r in rows], fmt))
@@ -106,12 +123,18 @@ def latency_command(
 
 @analyze_group.command("summary")
 @_TAPES
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="Output format.")  # fmt: skip
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
 @_filters
-def summary_command(tapes: tuple[Path, ...], fmt: str, filters: Filters) -> None:
+def summary_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], fmt: str) -> None:
     """Sessions, messages per channel, request/ack match rate, errors, gaps, clock offset."""
-    sections = summary(open_tapes(tapes, filters))
+    sections = summary(conn)
     if fmt == "json":
         data = {
             key: [dict(zip(s.columns, row, strict=True)) for row in s.rows]
@@ -130,9 +153,8 @@ def summary_command(tapes: tuple[Path, ...], fmt: str, filters: Filters) -> None
 @_TAPES
 @_FORMAT
 @_filters
-def unmatched_command(tapes: tuple[Path, ...], fmt: str, filters: Filters) -> None:
+def unmatched_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], fmt: str) -> None:
     """Requests with no ack, an HTTP error or a non-zero statusCode, and why."""
-    conn = open_tapes(tapes, filters)
     _query(
         conn,
         "SELECT session_id, seq, make_timestamp(request_ns // 1000) AS sent, operation_name, "
@@ -147,33 +169,49 @@ def unmatched_command(tapes: tuple[Path, ...], fmt: str, filters: Filters) -> No
 @click.argument("query")
 @_FORMAT
 @_filters
-def sql_command(tapes: tuple[Path, ...], query: str, fmt: str, filters: Filters) -> None:
+def sql_command(
+    conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], query: str, fmt: str
+) -> None:
     """Run SQL over the tapes and their views; QUERY `-` reads it from stdin.
 
     Tables: frames, messages, sessions. Views: requests, acks, request_latency,
     unmatched_requests, clock_offsets, delivery_latency, channel_rates, gaps.
     """
-    conn = open_tapes(tapes, filters)
     _query(conn, sys.stdin.read() if query == "-" else query, fmt)
 
 
 @analyze_group.command("export")
 @_TAPES
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "json"]),
-              default="parquet", show_default=True, help="File format.")  # fmt: skip
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder to write into.")  # fmt: skip
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "csv", "json"]),
+    default="parquet",
+    show_default=True,
+    help="File format.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write into.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace what the folder already holds.")
 @_filters
 def export_command(
-    tapes: tuple[Path, ...], fmt: str, output: Path, overwrite: bool, filters: Filters
+    conn: duckdb.DuckDBPyConnection,
+    tapes: tuple[Path, ...],
+    fmt: str,
+    output: Path,
+    overwrite: bool,
 ) -> None:
     """Write frames, messages, sessions and every view (Parquet: Hive-partitioned by date)."""
     if output.exists() and any(output.iterdir()):
         if not overwrite:
             raise TapeError(f"{output} is not empty; give a new folder, or add --overwrite")
         shutil.rmtree(output)
-    counts = export(open_tapes(tapes, filters), output, fmt)
+    counts = export(conn, output, fmt)
     width = max(len(n) for n in counts)
     for name, count in counts.items():
         click.echo(f"{name.ljust(width)}  {count:>10} rows")
@@ -182,13 +220,18 @@ def export_command(
 
 @analyze_group.command("report")
 @_TAPES
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The HTML file to write.")  # fmt: skip
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The HTML file to write.",
+)
 @_filters
-def report_command(tapes: tuple[Path, ...], output: Path, filters: Filters) -> None:
+def report_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], output: Path) -> None:
     """One self-contained HTML file (no scripts, no CDN): charts and the summary tables."""
     title = "cometd-tape report: " + ", ".join(p.name for p in tapes)
-    output.write_text(build_report(open_tapes(tapes, filters), title), encoding="utf-8")
+    output.write_text(build_report(conn, title), encoding="utf-8")
     click.echo(f"wrote {output}")
 
 

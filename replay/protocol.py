@@ -96,6 +96,11 @@ class BayeuxServer:
         found = self._sessions.get(client_id)
         return () if found is None else tuple(found.patterns)
 
+    def is_subscribed(self, client_id: str, channel: str) -> bool:
+        """Whether a live client's subscriptions match `channel`."""
+        found = self._sessions.get(client_id)
+        return found is not None and subscribed(found, channel)
+
     # --- outputs ---------------------------------------------------------------------------
 
     def data_to_send(self) -> list[Outbound]:

@@ -21,13 +21,17 @@ from replay.protocol import BayeuxServer
 
 DEFAULT_PATHS = ("/api/v2/notifications", "/cometd")
 Listener = Callable[[Event], None]
+# Told of each successful handshake with the HTTP request it came on (the WebSocket upgrade, or
+# the long-polling POST), so an application can tie the new clientId to cookies or auth.
+HandshakeHook = Callable[[web.Request, str], None]
 
 
 class _Socket:
     """A WebSocket connection: sends go through one queue so their order is kept."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self.ws = ws
+        self.request = request
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     async def run_writer(self) -> None:
@@ -44,10 +48,12 @@ class ReplayServer:
         *,
         paths: tuple[str, ...] = DEFAULT_PATHS,
         listener: Listener | None = None,
+        on_handshake: HandshakeHook | None = None,
     ) -> None:
         self.protocol = protocol
         self.paths = paths
         self._listener = listener
+        self._on_handshake = on_handshake
         self._waiting: dict[Hashable, asyncio.Future[list[dict[str, Any]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._sockets: set[_Socket] = set()
@@ -129,6 +135,7 @@ class ReplayServer:
             body, time.monotonic(), transport="long-polling", connection=token
         )
         messages = reply.messages
+        self._handshaken(request, messages)
         if reply.hold is not None:
             future: asyncio.Future[list[dict[str, Any]]] = (
                 asyncio.get_running_loop().create_future()
@@ -153,7 +160,7 @@ class ReplayServer:
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="expected a WebSocket upgrade or a POST")
         await ws.prepare(request)
-        sock = _Socket(ws)
+        sock = _Socket(ws, request)
         self._sockets.add(sock)
         writer = asyncio.get_running_loop().create_task(sock.run_writer())
         try:
@@ -173,5 +180,13 @@ class ReplayServer:
         raw = data.encode() if isinstance(data, str) else data
         reply = self.protocol.handle(raw, time.monotonic(), transport="websocket", connection=sock)
         if reply.messages:
+            self._handshaken(sock.request, reply.messages)
             sock.queue.put_nowait(orjson.dumps(reply.messages))
         self.pump()
+
+    def _handshaken(self, request: web.Request, messages: list[dict[str, Any]]) -> None:
+        if self._on_handshake is None:
+            return
+        for message in messages:
+            if message.get("channel") == "/meta/handshake" and message.get("successful"):
+                self._on_handshake(request, str(message.get("clientId")))

@@ -57,8 +57,12 @@ def test_the_sample_has_one_matched_do_not_call_record(tmp_path: Path) -> None:
 def _cli_json(*args: str) -> list[dict[str, object]]:
     done = subprocess.run(
         [sys.executable, "-m", "tape", "analyze", *args, "--format", "json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT * 12, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 12,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return list(orjson.loads(done.stdout))
 

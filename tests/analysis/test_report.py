@@ -51,8 +51,12 @@ def test_the_report_loads_offline_with_every_chart_drawn(tmp_path: Path) -> None
     report = tmp_path / "report.html"
     done = subprocess.run(
         [sys.executable, "-m", "tape", "analyze", "report", str(tape), "-o", str(report)],
-        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT * 6, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 6,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert f"wrote {report}" in done.stdout
 
