@@ -13,15 +13,7 @@ from replay.app import Replayer, ReplayOptions
 from replay.player import PlayOptions
 from replay.server import DEFAULT_PATHS
 from replay.timeline import TimelineOptions
-
-
-def _listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise click.BadParameter(
-            f"{value!r} is not HOST:PORT with a port from 0 to 65535", param_hint="--listen"
-        )
-    return host.strip("[]"), int(port)
+from tape.cli import listen_address
 
 
 @click.command("replay")
@@ -105,7 +97,7 @@ def replay_command(
         paths=paths or DEFAULT_PATHS,
         unknown_client_error=unknown_client_error,
     )
-    host, port = _listen(listen)
+    host, port = listen_address(listen)
     asyncio.run(_serve(tape, options, host, port))
 
 

@@ -7,8 +7,8 @@ import signal
 
 import click
 
-from replay.cli import _listen
 from replay.simulator import Simulator, SimulatorOptions
+from tape.cli import listen_address
 
 
 def _user(value: tuple[str, ...]) -> dict[str, str]:
@@ -85,7 +85,7 @@ def simulate_command(
         missing_ack_rate=missing_ack_rate,
         users=_user(users),
     )
-    host, port = _listen(listen)
+    host, port = listen_address(listen)
     asyncio.run(_serve(Simulator(options), host, port))
 
 

@@ -223,10 +223,9 @@ class Simulator:
         delay_ms = self.latency.sample_ms()
         self.stats.delays_ms.append(delay_ms)
         session: _WebSession = request[SESSION]
-        received = time.time()
         key = self.stats.requests
         self._timers[key] = asyncio.get_running_loop().call_later(
-            delay_ms / 1000, self._publish, key, session, body, ack, handle, received
+            delay_ms / 1000, self._publish, key, session, body, ack, handle, delay_ms
         )
         return _json({"statusCode": 0})
 
@@ -237,11 +236,13 @@ class Simulator:
         body: dict[str, Any],
         ack: str,
         handle: Any,
-        received: float,
+        delay_ms: float,
     ) -> None:
+        """The ack and its metrics, in one batch. serverProcessingTimeTotalMs is the sampled
+        delay (what the simulated server spent), whole ms as GWS reports it."""
         self._timers.pop(key, None)
         now = time.time()
-        server_ms = max(0, round((now - received) * 1000))
+        server_ms = round(delay_ms)
         record = {
             "devicePath": f"/devices/{self.options.device_id}",
             "callingList": body.get("callingList", "CallingList1"),
@@ -264,7 +265,7 @@ class Simulator:
                 "metrics": {
                     "eventProcessing": {
                         "serverGenerationTimestamp": int(now * 1000),
-                        "nodeProcessingTimeNanos": int(server_ms * 870_000),
+                        "nodeProcessingTimeNanos": int(delay_ms * 870_000),
                         "serverProcessingTimeTotalMs": server_ms,
                     }
                 },

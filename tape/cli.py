@@ -46,6 +46,16 @@ class CommandGroup(click.Group):
             raise click.ClickException(f"the tape could not be read: {exc}") from None
 
 
+def listen_address(value: str) -> tuple[str, int]:
+    """A --listen HOST:PORT value (IPv6 in brackets) -> (host, port), or a usage error."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(
+            f"{value!r} is not HOST:PORT with a port from 0 to 65535", param_hint="--listen"
+        )
+    return host.strip("[]"), int(port)
+
+
 def _os_error(exc: OSError) -> str:
     where = f"{exc.filename}: " if exc.filename else ""
     return f"{where}{exc.strerror or exc}"

@@ -21,10 +21,11 @@ def new_session_id() -> str:
 
 
 class SessionLog:
-    def __init__(self, sink: FrameSink, session: Session) -> None:
+    def __init__(self, sink: FrameSink, session: Session, *, mono0_ns: int | None = None) -> None:
+        """`mono0_ns` (time.monotonic_ns()) is when the session began, if before now."""
         self._sink = sink
         self._seq = 0
-        self._mono0 = time.monotonic_ns()
+        self._mono0 = time.monotonic_ns() if mono0_ns is None else mono0_ns
         started = session.started_ns if session.started_ns is not None else time.time_ns()
         self.session = session.with_changes(started_ns=started)
         self._session_id = session.session_id
@@ -49,14 +50,17 @@ class SessionLog:
         headers: str | None = None,
         parse_error: str | None = None,
         checked: bool = False,
+        at: tuple[int, int] | None = None,
     ) -> Frame:
-        """Record one frame. Pass `checked=True` when the codec already decoded `raw`."""
+        """Record one frame. Pass `checked=True` when the codec already decoded `raw`, and
+        `at=(time.time_ns(), time.monotonic_ns())` when it was seen earlier than now."""
         self._seq += 1
+        wall, mono = at if at is not None else (time.time_ns(), time.monotonic_ns())
         frame = Frame(
             self._session_id,
             self._seq,
-            time.time_ns(),
-            time.monotonic_ns() - self._mono0,
+            wall,
+            mono - self._mono0,
             direction,
             transport or self._transport,
             kind,

@@ -54,12 +54,16 @@ class Agent:
             else:
                 self.internal.append(message["data"])
 
-    async def wait_acks(self, refs: list[str], timeout: float) -> None:
+    async def wait_acks(self, refs: list[str], timeout: float, *, metrics: int = 0) -> None:
+        """Until every ref has its ack, and at least `metrics` /me/internal messages came."""
         deadline = time.monotonic() + timeout
-        while not all(r in self.acks for r in refs):
+        while not all(r in self.acks for r in refs) or len(self.internal) < metrics:
             if time.monotonic() > deadline:
                 missing = [r for r in refs if r not in self.acks]
-                raise AssertionError(f"{len(missing)} acks never came, e.g. {missing[:3]}")
+                raise AssertionError(
+                    f"{len(missing)} acks never came, e.g. {missing[:3]}; "
+                    f"{len(self.internal)} of {metrics} metrics messages"
+                )
             await asyncio.sleep(0.01)
 
 

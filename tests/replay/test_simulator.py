@@ -42,7 +42,7 @@ async def test_every_operation_is_acked_with_its_reference_id(
             {"operationName": "GetPreviewRecord", "referenceId": "preview-1"},
         )
         assert (status, body) == (200, {"statusCode": 0})
-        await desk.wait_acks([*refs, "preview-1"], TIMEOUT)
+        await desk.wait_acks([*refs, "preview-1"], TIMEOUT, metrics=11)
     for n, operation in enumerate([*ACKS, *ACKS]):
         ack = desk.acks[f"{kind.value}-{n}"]
         assert ack["notificationType"] == ACKS[operation]

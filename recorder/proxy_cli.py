@@ -1,0 +1,109 @@
+"""`cometd-tape proxy`: a capture proxy in front of a CometD/GWS server."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from recorder.cli import _pairs
+from recorder.proxy import DEFAULT_BAYEUX_PATHS, CaptureProxy, ProxyOptions
+from tape.cli import listen_address
+from tape.writer import TapeWriter
+
+
+@click.command("proxy")
+@click.option("--upstream", required=True, help="The server to forward to: http://host:port.")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HOST:PORT to listen on (port 0 picks a free one).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The tape to write (created, or appended to).",
+)
+@click.option(
+    "--bayeux-path",
+    "bayeux_paths",
+    multiple=True,
+    help=f"Path of the Bayeux endpoint (repeat; default {' and '.join(DEFAULT_BAYEUX_PATHS)}).",
+)
+@click.option(
+    "--session-cookie",
+    default="JSESSIONID",
+    show_default=True,
+    help="The cookie that ties a client's REST calls to its Bayeux session.",
+)
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label sessions.")
+def proxy_command(
+    upstream: str,
+    listen: str,
+    output: Path,
+    bayeux_paths: tuple[str, ...],
+    session_cookie: str,
+    labels: tuple[str, ...],
+) -> None:
+    """Forward clients to --upstream unchanged, recording every HTTP exchange and WebSocket
+    frame both ways; each client becomes its own tape session. Ctrl-C stops it."""
+    if not upstream.startswith(("http://", "https://")):
+        raise click.BadParameter(
+            f"{upstream!r} is not an http:// or https:// URL", param_hint="--upstream"
+        )
+    options = ProxyOptions(
+        upstream=upstream,
+        bayeux_paths=bayeux_paths or DEFAULT_BAYEUX_PATHS,
+        cookie=session_cookie,
+        labels=_pairs(labels, "=", "KEY=VALUE"),
+    )
+    host, port = listen_address(listen)
+    asyncio.run(_serve(options, output, host, port))
+
+
+async def _serve(options: ProxyOptions, output: Path, host: str, port: int) -> None:
+    writer = TapeWriter(output)
+    proxy = CaptureProxy(options, writer)
+    try:
+        await proxy.start(host, port)
+    except OSError as exc:
+        writer.close()
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    click.echo(f"proxy {proxy.origin} -> {options.upstream}, recording into {output}", err=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    reporter = loop.create_task(_status(proxy))
+    await stop.wait()
+    reporter.cancel()
+    await proxy.stop()
+    writer.close()
+    s = proxy.stats
+    click.echo(
+        f"\nstopped: {s.exchanges} HTTP exchanges, {s.ws_frames} WebSocket frames, "
+        f"{proxy.sessions} sessions, {s.upstream_errors} upstream errors; tape: {output}",
+        err=True,
+    )
+
+
+async def _status(proxy: CaptureProxy) -> None:
+    tty = sys.stderr.isatty()
+    while True:
+        await asyncio.sleep(1 if tty else 5)
+        s = proxy.stats
+        line = (
+            f"{time.strftime('%H:%M:%S')} {s.exchanges} exchanges, {s.ws_frames} ws frames, "
+            f"{proxy.sessions} sessions, {s.upstream_errors} upstream errors, "
+            f"{(s.bytes_up + s.bytes_down) / 1e6:.1f} MB"
+        )
+        click.echo(("\r\x1b[2K" + line) if tty else line, err=True, nl=not tty)
