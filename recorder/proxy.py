@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import aiohttp
@@ -86,6 +86,16 @@ class _Client:
         self.keys: set[str] = set()
         self.channels: list[str] = []
         self.closed = False
+
+
+@dataclass(slots=True)
+class _Socket:
+    """A proxied WebSocket: the keys its upgrade carried, and its frames until it has a client."""
+
+    keys: list[str]
+    own_key: str
+    client: _Client | None = None
+    pending: list[_Seen] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -312,9 +322,7 @@ class CaptureProxy:
         )
         await downstream.prepare(request)
         self._ws.add(downstream)
-        base_keys = [*self._keys_of(request.headers, [], []), socket_key]
-        client = self._resolve(base_keys, transport="websocket")
-        client.log.lifecycle("websocket-opened", path=request.path)
+        link = _Socket(self._keys_of(request.headers, [], []), socket_key)
 
         async def pump(
             source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
@@ -330,7 +338,7 @@ class CaptureProxy:
                     await target.send_bytes(message.data)
                 else:
                     break
-                self._ws_frame(client, direction, raw)
+                self._ws_frame(link, direction, raw)
             await target.close()
 
         up = asyncio.ensure_future(pump(downstream, upstream, "out"))
@@ -344,27 +352,49 @@ class CaptureProxy:
             await upstream.close()
             await downstream.close()
             self._ws.discard(downstream)
-            client.log.lifecycle("websocket-closed")
+            owner = self._ws_client(link, [], final=True)
+            assert owner is not None
+            owner.log.lifecycle("websocket-closed", path=request.path)
         return downstream
 
-    def _ws_frame(self, client: _Client, direction: str, raw: bytes) -> None:
+    def _ws_frame(self, link: _Socket, direction: str, raw: bytes) -> None:
         self.stats.ws_frames += 1
         if direction == "out":
             self.stats.bytes_up += len(raw)
         else:
             self.stats.bytes_down += len(raw)
         messages, problem = decode(raw)
-        client.log.append(
+        seen = _Seen(
             direction,
             raw,
-            kind=Kind.BAYEUX,
-            transport="websocket",
-            parse_error=problem,
-            checked=True,
+            _now(),
+            {
+                "kind": Kind.BAYEUX,
+                "transport": "websocket",
+                "parse_error": problem,
+                "checked": True,
+            },
         )
-        if direction == "in":
-            self._register(client, [f"client:{m.client_id}" for m in messages if m.client_id])
+        link.pending.append(seen)
+        client = self._ws_client(link, [f"client:{m.client_id}" for m in messages if m.client_id])
+        if client is not None and direction == "in":
             self._after_replies(client, messages)
+
+    def _ws_client(self, link: _Socket, ids: list[str], *, final: bool = False) -> _Client | None:
+        """The socket's client, once a cookie or a clientId names it (or at its end, when
+        nothing did: then the socket is its own session); its pending frames are written."""
+        if link.client is None:
+            keys = [*link.keys, *ids]
+            known = next((self._clients[k] for k in keys if k in self._clients), None)
+            if known is not None or ids or final:
+                link.client = self._resolve([*keys, link.own_key], transport="websocket")
+        elif ids:
+            self._register(link.client, ids)
+        if link.client is not None:
+            for seen in link.pending:
+                self._write(link.client, seen)
+            link.pending.clear()
+        return link.client
 
     # --- sessions ---------------------------------------------------------------------------
 
@@ -467,13 +497,20 @@ def _forwarded(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 
 
 def _cookie(headers: Iterable[str], name: str) -> str | None:
+    """The value of cookie `name` in Cookie or Set-Cookie header values (a regex: the stdlib's
+    SimpleCookie measured as 4% of the proxy's time)."""
+    pattern = _COOKIE_PATTERNS.get(name)
+    if pattern is None:
+        pattern = re.compile(rf"(?:^|[;,]\s*){re.escape(name)}=\s*\"?([^\";,\s]*)")
+        _COOKIE_PATTERNS[name] = pattern
     for header in headers:
-        jar: SimpleCookie = SimpleCookie()
-        with contextlib.suppress(CookieError):
-            jar.load(header)
-            if name in jar:
-                return jar[name].value
+        found = pattern.search(header)
+        if found:
+            return found.group(1)
     return None
+
+
+_COOKIE_PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
 def _decoded(body: bytes, encoding: str | None) -> bytes:

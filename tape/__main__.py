@@ -2,4 +2,5 @@
 
 from tape.cli import main
 
-main()
+if __name__ == "__main__":  # a spawned child process (the tape writer) imports this too
+    main()

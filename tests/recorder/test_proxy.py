@@ -20,7 +20,7 @@ from aiocometd_ng import ConnectionType
 from analysis.views import open_tapes
 from recorder.proxy import CaptureProxy, ProxyOptions
 from replay.simulator import Simulator, SimulatorOptions
-from tape.writer import TapeWriter
+from tape.process_writer import ProcessTapeWriter
 from tests.agent import agent, basic
 from tests.constants import TIMEOUT
 from tests.peers.faye import GWS_CHANNELS, FayeServer
@@ -31,7 +31,7 @@ MEDIAN_MS, P99_MS = 20.0, 60.0
 
 @contextlib.asynccontextmanager
 async def proxied(upstream: str, tape: Path) -> AsyncIterator[CaptureProxy]:
-    writer = TapeWriter(tape)
+    writer = ProcessTapeWriter(tape)
     proxy = CaptureProxy(ProxyOptions(upstream=upstream), writer)
     await proxy.start()
     try:
@@ -53,6 +53,7 @@ async def test_2000_requests_through_the_proxy_are_all_recorded_and_matched(
             gate = asyncio.Semaphore(16)
 
             async def one(n: int) -> None:
+                await asyncio.sleep(n / 400)  # 400 requests/s, as a busy desktop pool
                 async with gate:
                     status, body = await desk.post(
                         f"/api/v2/me/outbound-records/{n}",
@@ -106,7 +107,6 @@ async def test_2000_requests_through_the_proxy_are_all_recorded_and_matched(
 
 async def test_faye_traffic_passes_unchanged(faye_client: FayeClients, tmp_path: Path) -> None:
     with FayeServer() as faye:
-        faye.start()
         direct = await faye_client(faye.url, "long-polling", list(GWS_CHANNELS))
         async with proxied(f"http://127.0.0.1:{faye.port}", tmp_path / "f.duckdb") as proxy:
             via_lp = await faye_client(proxy.origin + "/cometd", "long-polling", list(GWS_CHANNELS))
@@ -121,8 +121,8 @@ async def test_faye_traffic_passes_unchanged(faye_client: FayeClients, tmp_path:
     conn = duckdb.connect(str(tmp_path / "f.duckdb"), read_only=True)
     transports = dict(
         conn.execute(
-            "SELECT transport, count(*) FROM messages WHERE channel IN "
-            "('/v2/me/outbound', '/me/internal') GROUP BY ALL"
+            "SELECT f.transport, count(*) FROM messages m JOIN frames f USING (session_id, seq) "
+            "WHERE m.channel IN ('/v2/me/outbound', '/me/internal') GROUP BY ALL"
         ).fetchall()
     )
     assert transports == {"long-polling": 600, "websocket": 600}  # all recorded, each once
@@ -131,14 +131,17 @@ async def test_faye_traffic_passes_unchanged(faye_client: FayeClients, tmp_path:
 
 async def test_an_unreachable_upstream_gives_502_and_is_recorded(tmp_path: Path) -> None:
     tape = tmp_path / "down.duckdb"
-    async with proxied("http://127.0.0.1:9", tape) as proxy, aiohttp.ClientSession() as http:
-        async with http.post(
+    async with (
+        proxied("http://127.0.0.1:9", tape) as proxy,
+        aiohttp.ClientSession() as http,
+        http.post(
             proxy.origin + "/cometd",
             data=b'[{"channel":"/meta/handshake"}]',
             headers=basic("a", "b"),
-        ) as response:
-            assert response.status == 502
-            assert "unreachable" in (await response.json())["error"]
+        ) as response,
+    ):
+        assert response.status == 502
+        assert "unreachable" in (await response.json())["error"]
     conn = duckdb.connect(str(tape), read_only=True)
     rows = conn.execute("SELECT direction, http_status FROM frames ORDER BY seq").fetchall()
     assert rows == [("out", None), ("in", 502)]
