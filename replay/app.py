@@ -7,11 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiohttp import web
+
 from replay.events import Event
 from replay.player import ClientSeen, Player, PlayOptions
 from replay.protocol import BayeuxServer
+from replay.reactive import ReactiveFront
+from replay.responder import DEFAULT_MATCHERS, Matcher, Responder, Unmatched, load_exchanges
 from replay.server import DEFAULT_PATHS, ReplayServer
-from replay.timeline import TimelineOptions, load
+from replay.timeline import TimelineOptions, as_duckdb, load
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,13 +25,18 @@ class ReplayOptions:
     paths: tuple[str, ...] = DEFAULT_PATHS
     unknown_client_error: str = "402::Unknown client"
     timeout_ms: int = 30_000
+    # Reactive replay: answer REST requests from the tape and deliver what they caused.
+    reactive: bool = True
+    matchers: tuple[Matcher, ...] = DEFAULT_MATCHERS
 
 
 class Replayer:
     """Start with `await Replayer.start(tape, options)`; stop with `await replayer.stop()`."""
 
-    def __init__(self, server: ReplayServer, player: Player) -> None:
-        self.server, self.player = server, player
+    def __init__(
+        self, server: ReplayServer, player: Player, front: ReactiveFront | None = None
+    ) -> None:
+        self.server, self.player, self.front = server, player, front
 
     @classmethod
     async def start(
@@ -40,22 +49,49 @@ class Replayer:
         log: Callable[[str], None] | None = None,
     ) -> Replayer:
         options = options or ReplayOptions()
-        timeline = load(Path(tape), options.timeline)
+        with as_duckdb(Path(tape)) as path:
+            responder = None
+            if options.reactive:
+                responder = Responder(load_exchanges(path), options.matchers)
+            skip = responder.follow_up_keys if responder else frozenset()
+            timeline = load(
+                path,
+                options.timeline,
+                skip=skip,
+                allow_empty=bool(responder and skip),
+                shown=Path(tape),
+            )
         protocol = BayeuxServer(
             timeout_ms=options.timeout_ms, unknown_client_error=options.unknown_client_error
         )
         holder: list[Player] = []
+        fronts: list[ReactiveFront] = []
 
         def listener(event: Event) -> None:
             holder[0].on_event(event)
 
-        server = ReplayServer(protocol, paths=options.paths, listener=listener)
+        def handshaken(request: web.Request, client_id: str) -> None:
+            for front in fronts:
+                front.handshaken(request, client_id)
+
+        server = ReplayServer(
+            protocol, paths=options.paths, listener=listener, on_handshake=handshaken
+        )
         player = Player(server, timeline, options.play, log)
         holder.append(player)
+        if responder is not None:
+            fronts.append(ReactiveFront(server, responder, options.play.speed))
         await server.start(host, port)
-        return cls(server, player)
+        return cls(server, player, fronts[0] if fronts else None)
+
+    @property
+    def unmatched(self) -> list[Unmatched]:
+        """REST requests no recorded request matched (each was answered 404)."""
+        return [] if self.front is None else list(self.front.responder.unmatched)
 
     async def stop(self) -> None:
+        if self.front is not None:
+            self.front.close()
         await self.player.close()
         await self.server.stop()
 

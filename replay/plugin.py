@@ -23,6 +23,7 @@ import pytest
 
 from replay.app import ReplayOptions
 from replay.player import PlayOptions
+from replay.responder import DEFAULT_MATCHERS, body_field
 from replay.threaded import ThreadedReplayer
 from replay.timeline import TimelineOptions
 
@@ -32,8 +33,9 @@ MARKER = "cometd_tape"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(tape, speed=1.0, clock='per-client', session=None, channels=(), loop=False): "
-        "the tape the cometd_replay fixture serves, and how",
+        f"{MARKER}(tape, speed=1.0, clock='per-client', session=None, channels=(), loop=False, "
+        "reactive=True, match_on=(), fail_on_unmatched=True): the tape the cometd_replay "
+        "fixture serves, and how",
     )
 
 
@@ -48,6 +50,9 @@ def replay_options(kwargs: dict[str, Any]) -> ReplayOptions:
         "end",
         "settle",
         "unknown_client_error",
+        "reactive",
+        "match_on",
+        "fail_on_unmatched",
     }
     unknown = set(kwargs) - known
     if unknown:
@@ -68,6 +73,8 @@ def replay_options(kwargs: dict[str, Any]) -> ReplayOptions:
         timeline=timeline,
         play=play,
         unknown_client_error=kwargs.get("unknown_client_error", "402::Unknown client"),
+        reactive=kwargs.get("reactive", True),
+        matchers=(*DEFAULT_MATCHERS, *(body_field(f) for f in kwargs.get("match_on", ()))),
     )
 
 
@@ -100,3 +107,14 @@ def cometd_replay(request: pytest.FixtureRequest) -> Iterator[ThreadedReplayer]:
         yield replayer
     finally:
         replayer.stop()
+    if replayer.unmatched and kwargs.get("fail_on_unmatched", True):
+        lines = [
+            f"  {u.request['method']} {u.request['path']} "
+            f"(operationName {u.request['operationName']!r}): " + "; ".join(u.differences)
+            for u in replayer.unmatched
+        ]
+        pytest.fail(
+            f"cometd_replay: {len(lines)} request(s) matched no recorded request "
+            "(fail_on_unmatched=False allows it):\n" + "\n".join(lines),
+            pytrace=False,
+        )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from replay.app import Replayer, ReplayOptions
 from replay.player import ClientSeen
+from replay.responder import Unmatched
 
 
 class ThreadedReplayer:
@@ -41,6 +42,11 @@ class ThreadedReplayer:
     def clients(self) -> list[ClientSeen]:
         """The client sessions seen so far: id, subscriptions, messages emitted."""
         return list(self.replayer.player.clients.values())
+
+    @property
+    def unmatched(self) -> list[Unmatched]:
+        """REST requests that matched no recorded request (each got a 404 naming the closest)."""
+        return self.replayer.unmatched
 
     @property
     def emitted(self) -> int:

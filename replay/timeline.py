@@ -6,7 +6,9 @@ what was recorded; only the envelope (channel, a fresh id) is rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,19 +47,44 @@ class TimelineOptions:
     from_session_start: bool = False
 
 
-def load(path: Path, options: TimelineOptions) -> list[Emission]:
-    """Read the deliveries of a tape: a DuckDB file, or a JSONL tape (imported on the fly)."""
-    if path.suffix == ".jsonl":
-        with tempfile.TemporaryDirectory() as tmp:
-            tape = Path(tmp) / "tape.duckdb"
-            import_items(JsonlReader(path).items(), tape)
-            return _load(tape, options, path)
-    return _load(path, options, path)
+@contextlib.contextmanager
+def as_duckdb(path: Path) -> Iterator[Path]:
+    """The tape as a DuckDB file: itself, or a JSONL tape imported into a temporary one."""
+    if path.suffix != ".jsonl":
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tape = Path(tmp) / "tape.duckdb"
+        import_items(JsonlReader(path).items(), tape)
+        yield tape
 
 
-def _load(tape: Path, options: TimelineOptions, path: Path) -> list[Emission]:
+def load(
+    path: Path,
+    options: TimelineOptions,
+    *,
+    skip: frozenset[tuple[str, int, int]] = frozenset(),
+    allow_empty: bool = False,
+    shown: Path | None = None,
+) -> list[Emission]:
+    """Read the deliveries of a tape (DuckDB, or JSONL imported on the fly), less `skip`
+    ((session_id, seq, idx) of messages that reactive replay delivers instead)."""
+    with as_duckdb(path) as tape:
+        return _load(tape, options, shown or path, skip, allow_empty)
+
+
+def _load(
+    tape: Path,
+    options: TimelineOptions,
+    path: Path,
+    skip: frozenset[tuple[str, int, int]],
+    allow_empty: bool,
+) -> list[Emission]:
     with TapeReader(tape) as reader:
         rows = _rows(reader, options.session)
+    rows = [r for r in rows if (r[0], r[1], r[2]) not in skip]
+    if not rows and allow_empty:
+        return []
     if not rows:
         raise TapeError(
             f"{path} has no recorded deliveries to replay"

@@ -1,0 +1,101 @@
+"""The HTTP side of reactive replay: every request that is not Bayeux is answered by the
+Responder (replay/responder.py), and what the recorded request caused is delivered to the
+client's Bayeux session after the recorded delay.
+
+The client's session: the Bayeux clients that handshook with the same `JSESSIONID` cookie as
+the REST request (the replayer hands out one when a request has none, as GWS does at login);
+when there are none, every client subscribed to the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import defaultdict
+
+import orjson
+from aiohttp import web
+
+from replay.protocol import BayeuxServer
+from replay.responder import Incoming, Responder, Served, Unmatched
+from replay.server import ReplayServer
+
+COOKIE = "JSESSIONID"
+
+
+class ReactiveFront:
+    def __init__(self, server: ReplayServer, responder: Responder, speed: float = 1.0) -> None:
+        self.server, self.responder, self.speed = server, responder, speed
+        self.protocol: BayeuxServer = server.protocol
+        self.delivered = 0
+        self._clients: dict[str, set[str]] = defaultdict(set)  # cookie -> Bayeux clientIds
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._next = 0
+        server.app.router.add_route("*", "/{tail:.*}", self.handle)
+
+    def handshaken(self, request: web.Request, client_id: str) -> None:
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            self._clients[cookie].add(client_id)
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        incoming = Incoming(
+            request.method, request.path_qs, body if isinstance(body, dict) else None
+        )
+        result = self.responder.answer(incoming)
+        cookie = request.cookies.get(COOKIE)
+        if isinstance(result, Unmatched):
+            return web.Response(
+                body=orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2),
+                status=404,
+                content_type="application/json",
+            )
+        self._schedule(result, cookie)
+        recorded = result.exchange
+        response = web.Response(body=recorded.response, status=recorded.status)
+        for name, value in recorded.headers:
+            response.headers.add(name, value)
+        if cookie is None:
+            response.set_cookie(COOKIE, secrets.token_hex(16), path="/", httponly=True)
+        return response
+
+    def _schedule(self, served: Served, cookie: str | None) -> None:
+        by_delay: dict[float, list[tuple[str, bytes]]] = defaultdict(list)
+        for delay, channel, data in served.follow_ups:
+            by_delay[delay].append((channel, data))
+        loop = asyncio.get_running_loop()
+        for delay, messages in by_delay.items():
+            wait = delay / self.speed if self.speed > 0 else 0.0
+            self._next += 1
+            self._timers[self._next] = loop.call_later(
+                max(wait, 0.0), self._fire, self._next, messages, cookie
+            )
+
+    def _fire(self, key: int, messages: list[tuple[str, bytes]], cookie: str | None) -> None:
+        self._timers.pop(key, None)
+        self._deliver(messages, cookie)
+
+    def _deliver(self, messages: list[tuple[str, bytes]], cookie: str | None) -> None:
+        live = set(self.protocol.client_ids)
+        mine = [c for c in self._clients.get(cookie or "", ()) if c in live]
+        targets = mine or list(live)
+        now = time.monotonic()
+        for client_id in targets:
+            for channel, data in messages:
+                if self.protocol.is_subscribed(client_id, channel):
+                    self.protocol.deliver_to(
+                        client_id, {"channel": channel, "data": orjson.Fragment(data)}, now
+                    )
+                    self.delivered += 1
+        self.server.pump()
