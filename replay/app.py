@@ -25,8 +25,9 @@ class ReplayOptions:
     paths: tuple[str, ...] = DEFAULT_PATHS
     unknown_client_error: str = "402::Unknown client"
     timeout_ms: int = 30_000
-    # Reactive replay: answer REST requests from the tape and deliver what they caused.
-    reactive: bool = True
+    # Reactive replay: answer REST requests from the tape and deliver what they caused (their
+    # follow-up messages then leave the timeline).
+    reactive: bool = False
     matchers: tuple[Matcher, ...] = DEFAULT_MATCHERS
 
 

@@ -11,6 +11,7 @@ import click
 
 from replay.app import Replayer, ReplayOptions
 from replay.player import PlayOptions
+from replay.responder import DEFAULT_MATCHERS, body_field
 from replay.server import DEFAULT_PATHS
 from replay.timeline import TimelineOptions
 from tape.cli import listen_address
@@ -72,6 +73,19 @@ from tape.cli import listen_address
     show_default=True,
     help="Error text for unknown clientIds (CometD 4: 402::session_unknown).",
 )
+@click.option(
+    "--reactive",
+    is_flag=True,
+    help="Answer REST requests from the tape's recorded ones, and deliver the acks they caused "
+    "with the recorded delay and the new referenceId (they leave the timeline).",
+)
+@click.option(
+    "--match-on",
+    "match_on",
+    multiple=True,
+    metavar="FIELD",
+    help="With --reactive, also match this JSON body field (repeat).",
+)
 def replay_command(
     tape: Path,
     listen: str,
@@ -85,6 +99,8 @@ def replay_command(
     start_at: str,
     paths: tuple[str, ...],
     unknown_client_error: str,
+    reactive: bool,
+    match_on: tuple[str, ...],
 ) -> None:
     """Serve a tape's recorded deliveries to CometD clients under test.
 
@@ -96,6 +112,8 @@ def replay_command(
         play=PlayOptions(speed=speed, clock=clock, loop=loop),
         paths=paths or DEFAULT_PATHS,
         unknown_client_error=unknown_client_error,
+        reactive=reactive,
+        matchers=(*DEFAULT_MATCHERS, *(body_field(f) for f in match_on)),
     )
     host, port = listen_address(listen)
     asyncio.run(_serve(tape, options, host, port))

@@ -34,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(tape, speed=1.0, clock='per-client', session=None, channels=(), loop=False, "
-        "reactive=True, match_on=(), fail_on_unmatched=True): the tape the cometd_replay "
+        "reactive=False, match_on=(), fail_on_unmatched=True): the tape the cometd_replay "
         "fixture serves, and how",
     )
 
@@ -73,7 +73,7 @@ def replay_options(kwargs: dict[str, Any]) -> ReplayOptions:
         timeline=timeline,
         play=play,
         unknown_client_error=kwargs.get("unknown_client_error", "402::Unknown client"),
-        reactive=kwargs.get("reactive", True),
+        reactive=kwargs.get("reactive", False),
         matchers=(*DEFAULT_MATCHERS, *(body_field(f) for f in kwargs.get("match_on", ()))),
     )
 

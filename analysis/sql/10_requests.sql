@@ -1,4 +1,5 @@
--- requests: one row per REST request (an outbound http-request frame), with its HTTP response.
+-- requests: one row per REST request that acts (an outbound http-request frame other than GET,
+-- HEAD or OPTIONS: those read, and no ack ever answers them), with its HTTP response.
 -- record_handle comes from the path (/outbound-records/<handle>); operationName, referenceId,
 -- campaignName, callingList and applicationId from the JSON body, parsed once. A body that is
 -- not JSON leaves those columns NULL. The response is the http-response frame of the same
@@ -11,6 +12,7 @@ WITH req AS (
                AS body
     FROM frames
     WHERE kind = 'http-request' AND direction = 'out'
+      AND coalesce(http_method, 'POST') NOT IN ('GET', 'HEAD', 'OPTIONS')
 ), resp AS (
     SELECT session_id, exchange_id, t_wall_ns, http_status,
            try(json_transform(decode(raw), '{"statusCode": "VARCHAR"}')) AS body

@@ -18,7 +18,7 @@ import pytest
 from aiocometd_ng import ConnectionType
 
 from recorder.proxy import CaptureProxy, ProxyOptions
-from replay.app import Replayer
+from replay.app import Replayer, ReplayOptions
 from replay.responder import path_pattern
 from replay.simulator import Simulator, SimulatorOptions
 from tape.process_writer import ProcessTapeWriter
@@ -73,7 +73,7 @@ async def test_new_reference_ids_get_their_own_acks_with_recorded_delays(
 ) -> None:
     recorded = recorded_delays(proxy_tape)
     assert len(recorded) == COUNT
-    replayer = await Replayer.start(proxy_tape)
+    replayer = await Replayer.start(proxy_tape, ReplayOptions(reactive=True))
     try:
         async with agent(replayer.server.url("/").rstrip("/"), kind) as desk:
             sent: dict[str, float] = {}
@@ -107,7 +107,7 @@ async def test_new_reference_ids_get_their_own_acks_with_recorded_delays(
 
 
 async def test_an_unmatched_request_gets_a_404_naming_the_closest(proxy_tape: Path) -> None:
-    replayer = await Replayer.start(proxy_tape)
+    replayer = await Replayer.start(proxy_tape, ReplayOptions(reactive=True))
     try:
         async with aiohttp.ClientSession() as http:
             url = replayer.server.url("/api/v2/me/outbound-records/5")
@@ -138,10 +138,11 @@ def test_the_pytest_fixture_fails_a_test_on_an_unmatched_request(
         "        urllib.request.urlopen(urllib.request.Request(url, data=body, method='POST'))\n"
         "    assert error.value.code == 404\n"
         "    assert len(cometd_replay.unmatched) == 1\n\n"
-        f"@pytest.mark.cometd_tape({str(proxy_tape)!r}, speed=0)\n"
+        f"@pytest.mark.cometd_tape({str(proxy_tape)!r}, speed=0, reactive=True)\n"
         "def test_fails(cometd_replay):\n"
         "    reject(cometd_replay)\n\n"
-        f"@pytest.mark.cometd_tape({str(proxy_tape)!r}, speed=0, fail_on_unmatched=False)\n"
+        f"@pytest.mark.cometd_tape({str(proxy_tape)!r}, speed=0, reactive=True, "
+        "fail_on_unmatched=False)\n"
         "def test_allowed(cometd_replay):\n"
         "    reject(cometd_replay)\n"
     )

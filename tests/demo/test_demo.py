@@ -1,0 +1,57 @@
+"""`cometd-tape demo`, the README's first command, as a user runs it: it finishes quickly,
+prints the latency table and summary, and leaves a tape and an HTML report that agree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+from tests.constants import TIMEOUT
+
+
+def demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tape", "demo", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 12,
+        check=False,
+    )
+
+
+def test_the_demo_captures_analyses_and_reports(tmp_path: Path) -> None:
+    start = time.monotonic()
+    done = demo("-n", "300", "--rate", "200", cwd=tmp_path)
+    took = time.monotonic() - start
+    assert done.returncode == 0, done.stderr
+    assert took < 60
+    assert "sent 300/300" in done.stderr  # the progress line
+    assert "Request -> ack latency by operation (ms)" in done.stdout
+    assert "DoNotCallRecord" in done.stdout
+    tape, report = tmp_path / "demo.duckdb", tmp_path / "demo.html"
+    assert report.read_text().startswith("<!DOCTYPE html>")
+    conn = duckdb.connect(str(tape), read_only=True)
+    requests, acked, refused = conn.execute(
+        "SELECT count(*), count(ack_ms), count(*) FILTER (WHERE status_code <> 0) "
+        "FROM request_latency"
+    ).fetchall()[0]
+    assert requests == 300
+    assert acked + refused == 300  # every request not refused was acked, and matched
+    assert "\nRequests\n" in done.stdout
+    assert f"report: {report.name}" in done.stdout
+    leaked = conn.execute(
+        "SELECT count(*) FROM frames WHERE headers LIKE '%Basic %' "
+        "OR regexp_matches(headers, 'JSESSIONID=[0-9a-f]')"
+    ).fetchall()[0][0]
+    assert leaked == 0
+
+    again = demo(cwd=tmp_path)
+    assert again.returncode == 1
+    assert "demo.duckdb exists" in again.stderr
+    assert "--overwrite" in again.stderr
+    assert "Traceback" not in again.stderr
