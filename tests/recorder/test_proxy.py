@@ -93,8 +93,11 @@ async def test_2000_requests_through_the_proxy_are_all_recorded_and_matched(
     p50, p99 = np.percentile(server, [50, 99])
     assert p50 == pytest.approx(MEDIAN_MS, rel=0.08)
     assert p99 == pytest.approx(P99_MS, rel=0.2)
-    ack_p50 = conn.execute("SELECT median(ack_ms) FROM request_latency").fetchall()[0][0]
-    assert MEDIAN_MS <= ack_p50 <= MEDIAN_MS + 15  # the ack can only come after the delay
+    early, ack_p50 = conn.execute(
+        "SELECT count(*) FILTER (WHERE ack_ms < server_ms - 1), median(ack_ms) FROM request_latency"
+    ).fetchall()[0]
+    assert early == 0  # no ack is seen before the server's drawn delay has passed
+    assert ack_p50 < MEDIAN_MS + 100  # and the path through the proxy adds little
     secrets = conn.execute(
         "SELECT count(*) FROM frames WHERE headers LIKE '%Basic %' OR "
         "regexp_matches(headers, 'JSESSIONID=[0-9a-f]') OR "
