@@ -118,9 +118,13 @@ class TapeWriter:
         commit_interval: float = COMMIT_INTERVAL_S,
         queue_size: int = QUEUE_SIZE,
         queue_bytes: int = QUEUE_BYTES,
+        threads: int | None = None,
     ) -> None:
+        """`threads` caps DuckDB's worker threads (default: one per core)."""
         self.path = Path(path)
         self._conn = open_for_writing(self.path)
+        if threads is not None:
+            self._conn.execute(f"SET threads = {int(threads)}")
         # Fewer, larger checkpoints: each one stalls the writer, not the producers.
         self._conn.execute("SET checkpoint_threshold = '256MB'")
         self._conn.execute("SET memory_limit = '128MB'")

@@ -1,0 +1,93 @@
+"""Reading WebSocket frames out of a byte stream (RFC 6455), sans I/O, for the capture proxy,
+which passes the bytes on untouched and records the messages they carry.
+
+Messages are reassembled from fragments; masked (client) payloads are unmasked; with
+permessage-deflate (RSV1) the message is inflated, keeping the window across messages (which
+also reads senders that reset it). Control frames are not messages: a close is reported.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+
+TEXT, BINARY, CLOSE = 0x1, 0x2, 0x8
+_TAIL = b"\x00\x00\xff\xff"
+
+
+class FrameError(Exception):
+    """The bytes are not WebSocket frames."""
+
+
+class WsReader:
+    def __init__(
+        self,
+        on_message: Callable[[int, bytes], None],
+        on_close: Callable[[], None] = lambda: None,
+        *,
+        max_size: int = 64 * 2**20,
+    ) -> None:
+        self._on_message, self._on_close = on_message, on_close
+        self._buffer = bytearray()
+        self._parts: list[bytes] = []
+        self._opcode = 0
+        self._compressed = False
+        self._inflater: zlib._Decompress | None = None
+        self._max = max_size
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while self._one():
+            pass
+
+    def _one(self) -> bool:
+        buf = self._buffer
+        if len(buf) < 2:
+            return False
+        first, second = buf[0], buf[1]
+        length, pos = second & 0x7F, 2
+        if length == 126:
+            if len(buf) < 4:
+                return False
+            length, pos = int.from_bytes(buf[2:4], "big"), 4
+        elif length == 127:
+            if len(buf) < 10:
+                return False
+            length, pos = int.from_bytes(buf[2:10], "big"), 10
+        if length > self._max:
+            raise FrameError(f"a frame of {length} bytes is over the {self._max}-byte limit")
+        mask = None
+        if second & 0x80:
+            if len(buf) < pos + 4:
+                return False
+            mask, pos = bytes(buf[pos : pos + 4]), pos + 4
+        if len(buf) < pos + length:
+            return False
+        payload = bytes(buf[pos : pos + length])
+        del buf[: pos + length]
+        if mask is not None and payload:
+            payload = unmask(payload, mask)
+        opcode = first & 0x0F
+        if opcode >= 0x8:
+            if opcode == CLOSE:
+                self._on_close()
+            return True
+        if opcode != 0:
+            self._opcode, self._compressed, self._parts = opcode, bool(first & 0x40), []
+        self._parts.append(payload)
+        if first & 0x80:  # FIN
+            message = b"".join(self._parts)
+            self._parts = []
+            if self._compressed:
+                if self._inflater is None:
+                    self._inflater = zlib.decompressobj(-15)
+                message = self._inflater.decompress(message + _TAIL)
+            self._on_message(self._opcode, message)
+        return True
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR with the repeating 4-byte mask, as one big-integer operation (no per-byte loop)."""
+    n = len(payload)
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")

@@ -1,0 +1,84 @@
+"""The proxy's WebSocket frame reader, sans I/O: frames built here byte by byte, fed in every
+possible split; masked, fragmented, long, compressed and control frames."""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recorder.wsframes import BINARY, TEXT, FrameError, WsReader, unmask
+
+
+def frame(
+    payload: bytes,
+    opcode: int = TEXT,
+    *,
+    fin: bool = True,
+    mask: bytes | None = None,
+    rsv1: bool = False,
+) -> bytes:
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if mask:
+        return head + mask + unmask(payload, mask)
+    return head + payload
+
+
+def read(data: bytes, cuts: list[int] = ()) -> tuple[list[tuple[int, bytes]], int]:  # type: ignore[assignment]
+    got: list[tuple[int, bytes]] = []
+    closes: list[int] = []
+    reader = WsReader(lambda op, raw: got.append((op, raw)), lambda: closes.append(1))
+    last = 0
+    for cut in sorted(cuts):
+        reader.feed(data[last:cut])
+        last = cut
+    reader.feed(data[last:])
+    return got, len(closes)
+
+
+@given(
+    st.lists(st.binary(max_size=300), min_size=1, max_size=5),
+    st.lists(st.integers(min_value=0, max_value=2000), max_size=6),
+    st.booleans(),
+)
+def test_messages_survive_any_split(payloads: list[bytes], cuts: list[int], masked: bool) -> None:
+    mask = b"\x12\x34\x56\x78" if masked else None
+    data = b"".join(frame(p, BINARY, mask=mask) for p in payloads)
+    got, _ = read(data, [c for c in cuts if c <= len(data)])
+    assert got == [(BINARY, p) for p in payloads]
+
+
+def test_fragments_long_frames_compression_and_close() -> None:
+    big = os.urandom(70_000)
+    compressor = zlib.compressobj(wbits=-15)
+    text = b'[{"channel":"/meta/connect","successful":true}]'
+    deflated = compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    data = (
+        frame(b"hel", TEXT, fin=False, mask=b"abcd")
+        + frame(b"", 0x9)  # a ping between fragments is not a message
+        + frame(b"lo", 0, mask=b"wxyz")
+        + frame(big, BINARY)
+        + frame(b"x" * 300, TEXT)
+        + frame(deflated[:-4], TEXT, rsv1=True)
+        + frame(b"\x03\xe8", 0x8)
+    )
+    got, closes = read(data, [1, 5, 200, 70_100])
+    assert got == [(TEXT, b"hello"), (BINARY, big), (TEXT, b"x" * 300), (TEXT, text)]
+    assert closes == 1
+
+
+def test_an_absurd_length_is_an_error_not_a_wait() -> None:
+    reader = WsReader(lambda op, raw: None)
+    with pytest.raises(FrameError, match="over the"):
+        reader.feed(bytes([0x81, 127]) + (2**40).to_bytes(8, "big"))
