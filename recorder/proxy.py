@@ -23,21 +23,25 @@ Traffic that never identifies itself goes to one `unattributed` session.
 Secrets: Authorization, Cookie, Set-Cookie and the CSRF token header are redacted before
 anything is stored (the writer also redacts password fields in bodies).
 
-Limits: HTTP/1.1 and 1.0 only (no HTTP/2, no TLS termination: put it behind one); a HEAD
-request's response is assumed to have no body; 1xx interim responses other than 101 are not
-supported.
+If the tape fails (the writer process died, the disk is full), forwarding goes on and
+`tape_error` says why; `cometd-tape proxy` then stops with that error.
+
+Limits: HTTP/1.1 and 1.0 only (no HTTP/2, no TLS termination: put it behind one). Upgrades other
+than WebSocket (`Upgrade: h2c`) and HEAD requests are forwarded, but recording stops for the rest
+of that connection, since the parser cannot frame what follows them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import re
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -49,7 +53,7 @@ from recorder.wire import decode, stored_headers
 from recorder.wsframes import FrameError, WsReader
 from tape.frame import Kind, Session
 from tape.redact import redact_url
-from tape.schema import package_version
+from tape.schema import TapeError, package_version
 from tape.session import SessionLog, new_session_id
 from tape.writer import FrameSink
 
@@ -136,7 +140,9 @@ class CaptureProxy:
         self.upstream = options.upstream.rstrip("/")
         self.up_host, self.up_port = parts.hostname, parts.port or 80
         self.up_prefix = parts.path.rstrip("/")
-        self.up_authority = parts.netloc
+        self.up_authority = parts.hostname + (f":{parts.port}" if parts.port else "")
+        if ":" in parts.hostname:
+            self.up_authority = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
         self.sink = sink
         self.stats = ProxyStats()
         self._clients: dict[str, _Client] = {}
@@ -147,6 +153,7 @@ class CaptureProxy:
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Downstream] = set()
         self._stopping = False
+        self.tape_error: str | None = None  # the first tape failure; forwarding goes on
         self.host, self.port = "127.0.0.1", 0
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -224,7 +231,7 @@ class CaptureProxy:
     def upstream_failed(self, request: _Request, reason: str) -> bytes:
         """The 502 a client gets when the upstream cannot be reached; recorded too."""
         self.stats.upstream_errors += 1
-        text = f"cometd-tape proxy: upstream {self.upstream} unreachable: {reason}"
+        text = f"cometd-tape proxy: upstream {redact_url(self.upstream)} unreachable: {reason}"
         payload = orjson.dumps({"error": text})
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
         self._respond_frames(request, payload, 502, headers, [])
@@ -236,12 +243,14 @@ class CaptureProxy:
         self.stats.client_gone += 1
         client = request.client
         if client is None:
-            client = self._resolve(self._keys_of(request.headers, [], []), transport="http")
+            keys = self._keys_of(request.headers, [], [])
+            client = self._resolve(keys, transport="http", since=request.at)
             for seen in request.pending:
                 self._write(client, seen)
             request.pending.clear()
         event = "proxy-stopped" if self._stopping else "client-gone"
-        client.log.lifecycle(event, exchange_id=request.exchange)
+        owner = client
+        self._tape(lambda: owner.log.lifecycle(event, exchange_id=request.exchange))
 
     def _respond_frames(
         self,
@@ -268,7 +277,7 @@ class CaptureProxy:
         client = request.client
         if client is None:
             transport = "long-polling" if request.bayeux else "http"
-            client = request.client = self._resolve(keys, transport=transport)
+            client = request.client = self._resolve(keys, transport=transport, since=request.at)
         else:
             self._register(client, keys)
         for seen in request.pending:
@@ -309,7 +318,8 @@ class CaptureProxy:
     def websocket_closed(self, link: _Socket, path: str, why: str) -> None:
         client = self._ws_client(link, [], final=True)
         assert client is not None
-        client.log.lifecycle("websocket-closed", path=path, by=why)
+        shown = redact_url(path) or ""
+        self._tape(lambda: client.log.lifecycle("websocket-closed", path=shown, by=why))
 
     def _ws_client(self, link: _Socket, ids: list[str], *, final: bool = False) -> _Client | None:
         """The socket's client, once a cookie or a clientId names it (or at its end, when
@@ -318,7 +328,10 @@ class CaptureProxy:
             keys = [*link.keys, *ids]
             known = next((self._clients[k] for k in keys if k in self._clients), None)
             if known is not None or ids or final:
-                link.client = self._resolve([*keys, link.own_key], transport="websocket")
+                since = link.pending[0].at if link.pending else None
+                link.client = self._resolve(
+                    [*keys, link.own_key], transport="websocket", since=since
+                )
         elif ids:
             self._register(link.client, ids)
         if link.client is not None:
@@ -357,7 +370,12 @@ class CaptureProxy:
                 return found
         return None
 
-    def _resolve(self, keys: list[str], *, transport: str) -> _Client:
+    def _resolve(
+        self, keys: list[str], *, transport: str, since: tuple[int, int] | None = None
+    ) -> _Client:
+        """The client these keys name, or a new session for it; `since` is when its first
+        frame was seen, if that was before now."""
+        keys = keys or ["unattributed"]
         for key in keys:
             found = self._clients.get(key)
             if found is not None:
@@ -370,10 +388,12 @@ class CaptureProxy:
             transport=transport,
             recorder_version=package_version(),
             labels=dict(self.options.labels),
+            started_ns=since[0] if since else None,
         )
-        client = _Client(SessionLog(self.sink, session))
+        log = SessionLog(self.sink, session, mono0_ns=since[1] if since else None)
+        client = _Client(log)
         self._all.append(client)
-        self._register(client, keys or ["unattributed"])
+        self._register(client, keys)
         return client
 
     def _register(self, client: _Client, keys: Iterable[str]) -> None:
@@ -382,7 +402,7 @@ class CaptureProxy:
                 self._clients[key] = client
                 client.keys.add(key)
                 if key.startswith("client:") and client.log.session.client_id is None:
-                    client.log.update(client_id=key[7:])
+                    self._tape(functools.partial(client.log.update, client_id=key[7:]))
 
     def _after_replies(self, client: _Client, replies: Iterable[Any]) -> None:
         for reply in replies:
@@ -391,17 +411,27 @@ class CaptureProxy:
                 for name in [names] if isinstance(names, str) else list(names or ()):
                     if name not in client.channels:
                         client.channels.append(name)
-                client.log.update(channels=tuple(client.channels))
+                self._tape(lambda: client.log.update(channels=tuple(client.channels)))
             elif reply.channel == "/meta/disconnect" and reply.successful:
                 self._close(client, "disconnected")
 
     def _close(self, client: _Client, reason: str) -> None:
         if not client.closed:
             client.closed = True
-            client.log.close(reason)
+            self._tape(lambda: client.log.close(reason))
 
     def _write(self, client: _Client, seen: _Seen) -> None:
-        client.log.append(seen.direction, seen.raw, at=seen.at, **seen.fields)
+        self._tape(lambda: client.log.append(seen.direction, seen.raw, at=seen.at, **seen.fields))
+
+    def _tape(self, action: Callable[[], object]) -> None:
+        """Every write to the tape goes through here: a failing tape must not stop forwarding
+        (nor turn a forwarded request into an error for the client)."""
+        if self.tape_error is not None:
+            return
+        try:
+            action()
+        except TapeError as exc:
+            self.tape_error = str(exc)
 
     def _is_bayeux(self, path: str) -> bool:
         return any(path == p or path.startswith(p + "/") for p in self.options.bayeux_paths)
@@ -423,6 +453,7 @@ class _Downstream(asyncio.Protocol):
         self.awaiting: deque[_Request] = deque()  # sent, not yet answered, in order
         self.current: _Request | None = None
         self.tunnel: WsReader | None = None
+        self.spliced = False  # after an upgrade: bytes pass through, read by `tunnel` if any
         self.link: _Socket | None = None
         self.ws_path = ""
         self.early = b""  # WebSocket bytes that came with the upgrade request
@@ -453,9 +484,10 @@ class _Downstream(asyncio.Protocol):
         self.backlog.clear()
 
     def data_received(self, data: bytes) -> None:
-        if self.tunnel is not None:
+        if self.spliced:
             self._to_upstream(data)
-            self._read_ws(self.tunnel, data)
+            if self.tunnel is not None:
+                self._read_ws(self.tunnel, data)
             return
         try:
             self.parser.feed_data(data)
@@ -463,6 +495,7 @@ class _Downstream(asyncio.Protocol):
             if self.current is not None:  # complete, whether or not the parser said so
                 self.awaiting.append(self.current)
                 self.current = None
+            self.spliced = True  # from here on, bytes pass through (read once a 101 comes)
             rest = data[upgrade.args[0] :]
             if rest:
                 self._to_upstream(rest)
@@ -480,6 +513,14 @@ class _Downstream(asyncio.Protocol):
         if self.link is not None:
             self.proxy.websocket_closed(self.link, self.ws_path, "client")
             self.link = None
+
+    def eof_received(self) -> bool:
+        """The client is done sending (a half-close): pass that on, keep the connection open
+        for the answers still to come."""
+        if self.upstream is not None and self.upstream.transport is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                self.upstream.transport.write_eof()
+        return True
 
     def pause_writing(self) -> None:
         if self.upstream is not None:
@@ -557,9 +598,15 @@ class _Downstream(asyncio.Protocol):
             self.transport.write(data)
 
     def response_done(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        if not self.awaiting:
+        if 100 <= status < 200 and status != 101:
+            return  # interim (100 Continue): the final answer follows
+        if self.awaiting:
+            request = self.awaiting.popleft()
+        elif self.current is not None:  # answered before its body was all in (e.g. a 413)
+            request, self.current = self.current, None
+            self.proxy.request_complete(request)
+        else:
             return
-        request = self.awaiting.popleft()
         if status != 101:
             self.proxy.response_complete(request, status, headers, body)
         else:
@@ -612,6 +659,7 @@ class _Upstream(asyncio.Protocol):
         self.body: list[bytes] = []
         self.tunnel: WsReader | None = None
         self.opaque = False  # after an upgrade, or bytes we cannot parse: pass them on only
+        self.in_message = False  # headers seen, end not yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -646,6 +694,9 @@ class _Upstream(asyncio.Protocol):
             self.tunnel = None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.in_message and not self.opaque:  # a body delimited by the connection's end
+            self.in_message = False
+            self._done()
         if self.down.link is not None:
             self.down.proxy.websocket_closed(self.down.link, self.down.ws_path, "upstream")
             self.down.link = None
@@ -669,13 +720,16 @@ class _Upstream(asyncio.Protocol):
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        self.in_message = True
         if self.parser.get_status_code() == 101:
+            self.in_message = False
             self._done()
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.in_message = False
         if self.parser.get_status_code() != 101:
             self._done()
 

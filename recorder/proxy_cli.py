@@ -16,6 +16,7 @@ from recorder.cli import _pairs
 from recorder.proxy import DEFAULT_BAYEUX_PATHS, CaptureProxy, ProxyOptions
 from tape.cli import listen_address
 from tape.process_writer import ProcessTapeWriter
+from tape.schema import TapeError
 
 
 @click.command("proxy")
@@ -85,11 +86,16 @@ async def _serve(options: ProxyOptions, output: Path, host: str, port: int) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    reporter = loop.create_task(_status(proxy))
+    reporter = loop.create_task(_status(proxy, stop))
     await stop.wait()
     reporter.cancel()
     await proxy.stop()
-    writer.close()
+    try:
+        writer.close()
+    except TapeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if proxy.tape_error is not None:
+        raise click.ClickException(f"recording failed, so the proxy stopped: {proxy.tape_error}")
     s = proxy.stats
     click.echo(
         f"\nstopped: {s.exchanges} HTTP exchanges, {s.ws_frames} WebSocket frames, "
@@ -108,10 +114,17 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-async def _status(proxy: CaptureProxy) -> None:
+async def _status(proxy: CaptureProxy, stop: asyncio.Event) -> None:
     tty = sys.stderr.isatty()
+    ticks = 0
     while True:
-        await asyncio.sleep(1 if tty else 5)
+        await asyncio.sleep(1)
+        if proxy.tape_error is not None:
+            stop.set()  # forwarding without recording is not what was asked for
+            return
+        ticks += 1
+        if not tty and ticks % 5:
+            continue
         s = proxy.stats
         line = (
             f"{time.strftime('%H:%M:%S')} {s.exchanges} exchanges, {s.ws_frames} ws frames, "

@@ -49,10 +49,14 @@ WITH req AS (
      AND e.t_wall_ns >= r.t_wall_ns
     QUALIFY row_number() OVER (PARTITION BY e.session_id, r.seq ORDER BY e.seq, e.idx) = 1
 ), same_frame AS (
+    -- the ack, and the messages of the same event in its frame: same record handle, and no
+    -- referenceId of their own (another request's ack may share the frame and the handle)
     SELECT a.request_seq, e.session_id, e.seq, e.idx
     FROM answered a JOIN events e
       ON e.session_id = a.session_id AND e.seq = a.seq
-     AND (e.idx = a.idx OR e.record_handle = a.record_handle)
+     AND (e.idx = a.idx OR (e.record_handle = a.record_handle
+          AND (e.reference_id IS NULL OR e.reference_id = a.reference_id)
+          AND (e.user_event IS NULL OR e.user_event = a.notification_type)))
 ), later_frame AS (
     SELECT a.request_seq, e.session_id, e.seq, e.idx
     FROM answered a JOIN events e
@@ -295,7 +299,9 @@ def substitute(
                 ):
                     value = (
                         int(new_handle)
-                        if isinstance(value, int) and new_handle.isdigit()
+                        if isinstance(value, int)
+                        and new_handle.isascii()
+                        and new_handle.isdecimal()
                         else new_handle
                     )
                 out[key] = walk(value)

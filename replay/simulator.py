@@ -168,7 +168,7 @@ class Simulator:
             return None
         try:
             user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII; covers UnicodeDecodeError
             return None
         return user if self.options.users.get(user) == password else None
 
@@ -300,7 +300,7 @@ class Simulator:
 
 
 def _handle(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isascii() and text.isdecimal() else text
 
 
 async def _body(request: web.Request) -> dict[str, Any] | None:

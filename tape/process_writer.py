@@ -18,6 +18,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import signal
 import threading
 import time
 import traceback
@@ -60,16 +61,18 @@ class ProcessTapeWriter:
     # --- FrameSink --------------------------------------------------------------------------
 
     def write(self, frame: Frame) -> None:
-        if self._error is not None:
+        if self._error is not None or self._closed:
             self.check()
         self._items.append(frame)
 
     def put_session(self, session: Session) -> None:
-        if self._error is not None:
+        if self._error is not None or self._closed:
             self.check()
         self._items.append(session)
 
     def check(self) -> None:
+        if self._closed:
+            raise TapeError(f"{self.path} is closed")
         if self._error is not None:
             raise TapeError(f"writing {self.path} failed: {self._error}")
         if not self._proc.is_alive() and not self._closed:
@@ -79,9 +82,12 @@ class ProcessTapeWriter:
     def flush(self) -> None:
         """Block until everything written so far is committed."""
         with self._lock:
-            self._send_gathered()
-            self._conn.send_bytes(pickle.dumps(_FLUSH))
-            answer = self._receive(timeout=120)
+            try:
+                self._send_gathered()
+                self._conn.send_bytes(pickle.dumps(_FLUSH))
+                answer = self._receive(timeout=120)
+            except (OSError, EOFError) as exc:
+                answer = f"the writer process is gone ({exc})"
         if answer != "flushed":
             self._error = str(answer)
         self.check()
@@ -92,8 +98,8 @@ class ProcessTapeWriter:
         self._stop.set()
         self._thread.join()
         with self._lock:
-            self._send_gathered()
             try:
+                self._send_gathered()
                 self._conn.send_bytes(pickle.dumps(None))
                 answer = self._receive(timeout=300)
             except (OSError, EOFError) as exc:
@@ -147,6 +153,11 @@ class ProcessTapeWriter:
 def _child(path: str, conn: Connection) -> None:
     """The writer process: a TapeWriter fed from the pipe until None, or the pipe closes."""
     from tape.writer import TapeWriter  # imported here: the parent need not load DuckDB
+
+    # Ctrl-C reaches the whole process group: the child must not die of it before it has
+    # committed. It stops when told (None) or when the pipe closes.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
     with contextlib.suppress(OSError, AttributeError):  # AttributeError: no nice() on Windows
         os.nice(NICE)  # forwarding first: the writer catches up in the gaps

@@ -10,12 +10,12 @@
 -- taken to have taken 0 ms (method 'min-one-way-delay'). S has 1 ms resolution.
 CREATE OR REPLACE VIEW clock_offsets AS
 WITH low AS (
-    SELECT session_id, max(server_generation_ts * 1000000 - t_wall_ns) / 1e6 AS low_ms, count(*) AS samples
+    SELECT session_id, max(server_generation_ts::HUGEINT * 1000000 - t_wall_ns) / 1e6 AS low_ms, count(*) AS samples
     FROM messages
     WHERE direction = 'in' AND server_generation_ts IS NOT NULL
     GROUP BY session_id
 ), high AS (
-    SELECT session_id, min(server_generation_ts * 1000000 - request_ns) / 1e6 AS high_ms
+    SELECT session_id, min(server_generation_ts::HUGEINT * 1000000 - request_ns) / 1e6 AS high_ms
     FROM request_latency
     WHERE server_generation_ts IS NOT NULL
     GROUP BY session_id
@@ -35,9 +35,9 @@ FROM low LEFT JOIN high USING (session_id);
 CREATE OR REPLACE VIEW delivery_latency AS
 SELECT m.session_id, m.seq, m.idx, m.channel, m.user_event, m.record_handle,
        m.server_generation_ts, m.t_wall_ns AS receipt_ns,
-       (m.t_wall_ns - m.server_generation_ts * 1000000) / 1e6 AS raw_ms,
+       (m.t_wall_ns - m.server_generation_ts::HUGEINT * 1000000) / 1e6 AS raw_ms,
        o.offset_ms, o.method AS offset_method,
-       (m.t_wall_ns - m.server_generation_ts * 1000000) / 1e6 + o.offset_ms AS delivery_ms
+       (m.t_wall_ns - m.server_generation_ts::HUGEINT * 1000000) / 1e6 + o.offset_ms AS delivery_ms
 FROM messages m
 JOIN clock_offsets o USING (session_id)
 WHERE m.direction = 'in' AND m.server_generation_ts IS NOT NULL;

@@ -1,0 +1,183 @@
+"""The capture proxy at its edges: Ctrl-C on the CLI keeps every frame, a response delimited by
+the upstream closing, a client half-close, an interim 100 Continue, and credentials in the
+upstream URL never reaching the client or the tape."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import duckdb
+
+from recorder.proxy import CaptureProxy, ProxyOptions
+from tape.process_writer import ProcessTapeWriter
+from tests.agent import basic
+from tests.constants import ROOT, TIMEOUT
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_upstream(handler: Handler) -> AsyncIterator[int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def proxied(upstream: str, tape: Path) -> AsyncIterator[CaptureProxy]:
+    writer = ProcessTapeWriter(tape)
+    proxy = CaptureProxy(ProxyOptions(upstream=upstream), writer)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+        writer.close()
+
+
+async def exchange(port: int, request: bytes, *, half_close: bool = False) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    if half_close:
+        writer.write_eof()
+    data = await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    return data
+
+
+def frames(tape: Path) -> list[tuple[str, str, int | None, bytes]]:
+    conn = duckdb.connect(str(tape), read_only=True)
+    rows = conn.execute(
+        "SELECT direction, kind, http_status, raw FROM frames WHERE kind <> 'lifecycle' "
+        "ORDER BY session_id, seq"
+    ).fetchall()
+    return [(d, k, s, bytes(r)) for d, k, s, r in rows]
+
+
+async def test_a_body_ended_by_the_upstream_closing_and_a_half_close(tmp_path: Path) -> None:
+    async def http10(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello, world")
+        await writer.drain()
+        writer.close()
+
+    tape = tmp_path / "t.duckdb"
+    async with raw_upstream(http10) as port, proxied(f"http://127.0.0.1:{port}", tape) as proxy:
+        got = await exchange(proxy.port, b"GET /x HTTP/1.0\r\n\r\n", half_close=True)
+    assert got.endswith(b"hello, world")
+    assert frames(tape) == [
+        ("out", "http-request", None, b""),
+        ("in", "http-response", 200, b"hello, world"),
+    ]
+
+
+async def test_an_interim_100_continue_is_not_taken_for_the_answer(tmp_path: Path) -> None:
+    async def continues(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = await reader.readexactly(4)
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\nConnection: close\r\n\r\n")
+        writer.write(body[::-1])
+        await writer.drain()
+        writer.close()
+
+    tape = tmp_path / "c.duckdb"
+    async with raw_upstream(continues) as port, proxied(f"http://127.0.0.1:{port}", tape) as p:
+        got = await exchange(
+            p.port,
+            b"POST /y HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nabcd",
+        )
+    assert got.endswith(b"dcba")
+    assert frames(tape) == [
+        ("out", "http-request", None, b"abcd"),
+        ("in", "http-response", 201, b"dcba"),
+    ]
+
+
+async def test_credentials_in_the_upstream_url_go_nowhere(tmp_path: Path) -> None:
+    tape = tmp_path / "creds.duckdb"
+    async with (
+        proxied("http://admin:s3cr3t@127.0.0.1:9", tape) as proxy,
+        aiohttp.ClientSession() as http,
+        http.get(proxy.origin + "/api/v2/me", headers=basic("agent", "pw")) as response,
+    ):
+        assert response.status == 502
+        text = await response.text()
+    assert "s3cr3t" not in text
+    assert b"s3cr3t" not in tape.read_bytes()
+    assert all(b"s3cr3t" not in raw for *_, raw in frames(tape))
+
+
+def test_ctrl_c_on_the_cli_keeps_every_frame(tmp_path: Path) -> None:
+    """Ctrl-C at a terminal signals the whole process group, the tape writer's child too."""
+    tape = tmp_path / "cli.duckdb"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "tape", "simulate", "--listen", "127.0.0.1:0", "--seed", "1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    proxy = None
+    try:
+        assert sim.stdout is not None
+        line = sim.stdout.readline()
+        origin = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+        assert origin, line
+        proxy = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tape",
+                "proxy",
+                "--upstream",
+                origin.group(1),
+                "--listen",
+                "127.0.0.1:0",
+                "-o",
+                str(tape),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert proxy.stderr is not None
+        line = proxy.stderr.readline()
+        found = re.search(r"proxy (http://127\.0\.0\.1:\d+)", line)
+        assert found, line
+
+        async def traffic() -> None:
+            async with aiohttp.ClientSession(headers=basic("agent", "agent")) as http:
+                for _ in range(50):
+                    async with http.get(found.group(1) + "/api/v2/me") as response:
+                        assert response.status == 200
+
+        asyncio.run(traffic())
+        os.killpg(proxy.pid, signal.SIGINT)
+        _, err = proxy.communicate(timeout=TIMEOUT * 3)
+        assert proxy.returncode == 0, err
+        assert "stopped: 50 HTTP exchanges" in err
+    finally:
+        for proc in (p for p in (proxy, sim) if p is not None):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(TIMEOUT)
+    conn = duckdb.connect(str(tape), read_only=True)
+    kinds = dict(conn.execute("SELECT kind, count(*) FROM frames GROUP BY kind").fetchall())
+    assert kinds == {"http-request": 50, "http-response": 50}
+    ended = conn.execute("SELECT count(*) FROM sessions WHERE ended_ns IS NULL").fetchall()[0][0]
+    assert ended == 0  # every session was closed, after the signal
