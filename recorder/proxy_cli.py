@@ -9,6 +9,7 @@ import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -57,10 +58,22 @@ def proxy_command(
 ) -> None:
     """Forward clients to --upstream unchanged, recording every HTTP exchange and WebSocket
     frame both ways; each client becomes its own tape session. Ctrl-C stops it."""
-    if not upstream.startswith(("http://", "https://")):
+    if upstream.startswith("https://"):
         raise click.BadParameter(
-            f"{upstream!r} is not an http:// or https:// URL", param_hint="--upstream"
+            "TLS upstreams are not supported; point --upstream at the plain-HTTP side",
+            param_hint="--upstream",
         )
+    if not upstream.startswith("http://") or len(upstream) <= len("http://"):
+        raise click.BadParameter(
+            f"{upstream!r} is not an http://host:port URL", param_hint="--upstream"
+        )
+    parts = urlsplit(upstream)
+    try:
+        parts.port  # noqa: B018 - it raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise click.BadParameter(f"{upstream!r}: {exc}", param_hint="--upstream") from None
+    if not parts.hostname:
+        raise click.BadParameter(f"{upstream!r} names no host", param_hint="--upstream")
     options = ProxyOptions(
         upstream=upstream,
         bayeux_paths=bayeux_paths or DEFAULT_BAYEUX_PATHS,
