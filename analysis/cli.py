@@ -79,7 +79,10 @@ def _filters(command: F) -> F:
         if since is not None and until is not None and since >= until:
             raise click.BadParameter("--since must be before --until", param_hint="--since")
         filters = Filters(since, until, sessions, campaign)
-        return command(conn=open_tapes(tapes, filters, cache=not no_cache), tapes=tapes, **kwargs)
+        conn = open_tapes(tapes, filters, cache=not no_cache)
+        if sessions:
+            _check_sessions(conn, sessions)
+        return command(conn=conn, tapes=tapes, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -177,7 +180,14 @@ def sql_command(
     Tables: frames, messages, sessions. Views: requests, acks, request_latency,
     unmatched_requests, clock_offsets, delivery_latency, channel_rates, gaps.
     """
-    _query(conn, sys.stdin.read() if query == "-" else query, fmt)
+    text = sys.stdin.read() if query == "-" else query
+    try:
+        result = conn.execute(text)
+    except (duckdb.ParserException, duckdb.CatalogException, duckdb.BinderException) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise click.ClickException(f"the query failed: {first}") from None
+    columns = [d[0] for d in result.description or []]
+    click.echo(render(columns, result.fetchall(), fmt))
 
 
 @analyze_group.command("export")
@@ -233,6 +243,18 @@ def report_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], out
     title = "cometd-tape report: " + ", ".join(p.name for p in tapes)
     output.write_text(build_report(conn, title), encoding="utf-8")
     click.echo(f"wrote {output}")
+
+
+def _check_sessions(conn: duckdb.DuckDBPyConnection, wanted: tuple[str, ...]) -> None:
+    rows = conn.execute("SELECT DISTINCT session_id FROM session_ids").fetchall()
+    known = {r[0] for r in rows}
+    missing = [s for s in wanted if s not in known]
+    if missing:
+        shown = ", ".join(sorted(known)[:10]) or "none"
+        raise click.BadParameter(
+            f"no session {', '.join(missing)} in these tapes; they hold: {shown}",
+            param_hint="--session",
+        )
 
 
 def _query(conn: duckdb.DuckDBPyConnection, sql: str, fmt: str) -> None:

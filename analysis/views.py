@@ -94,6 +94,9 @@ def open_tapes(
                 cached = materialized(path)
         for table, select in tables.items():
             conn.execute(f"CREATE VIEW {schema}.{table} AS SELECT * FROM ({select}){keep}")
+        conn.execute(  # every session, whatever --session says: to check what it names
+            f"CREATE VIEW {schema}.session_ids AS SELECT session_id FROM ({tables['sessions']})"
+        )
         if cached is not None:
             conn.execute(f"ATTACH {_literal(str(cached))} AS cache{n} (READ_ONLY)")
             for name in names:
@@ -105,6 +108,10 @@ def open_tapes(
             for sql in sql_files():
                 conn.execute(sql)
             conn.execute("SET schema = 'main'")
+    conn.execute(
+        "CREATE VIEW main.session_ids AS "
+        + " UNION ALL ".join(f"SELECT * FROM source{n}.session_ids" for n in range(len(paths)))
+    )
     conn.execute("CREATE SCHEMA tape_all")
     for name in (*BASE_TABLES, *names):
         union = " UNION ALL BY NAME ".join(

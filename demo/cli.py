@@ -158,11 +158,7 @@ def demo_command(
     click.echo(
         render(
             ["operation", "part", *STATS],
-            [
-                (*r.group, r.part, *r.values)
-                for r in rows
-                if r.part in ("http_ms", "ack_ms", "server_ms", "rest_ms")
-            ],
+            [(*r.group, r.part, *r.values) for r in rows],
             "table",
         )
     )

@@ -421,6 +421,10 @@ class CaptureProxy:
             self._tape(lambda: client.log.close(reason))
 
     def _write(self, client: _Client, seen: _Seen) -> None:
+        transport = seen.fields.get("transport")
+        if transport in ("long-polling", "websocket") and client.log.session.transport != transport:
+            # the session's transport is its Bayeux one, not that of the login that opened it
+            self._tape(lambda: client.log.update(transport=transport))
         self._tape(lambda: client.log.append(seen.direction, seen.raw, at=seen.at, **seen.fields))
 
     def _tape(self, action: Callable[[], object]) -> None:

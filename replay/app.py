@@ -81,7 +81,7 @@ class Replayer:
         player = Player(server, timeline, options.play, log)
         holder.append(player)
         if responder is not None:
-            fronts.append(ReactiveFront(server, responder, options.play.speed))
+            fronts.append(ReactiveFront(server, responder, options.play.speed, log))
         await server.start(host, port)
         return cls(server, player, fronts[0] if fronts else None)
 

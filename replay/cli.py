@@ -130,6 +130,14 @@ async def _serve(tape: Path, options: ReplayOptions, host: str, port: int) -> No
             f"replaying {total} messages from {tape} on {replayer.server.url(path)} "
             f"(WebSocket: {replayer.server.url(path, 'ws')})"
         )
+    if replayer.front is not None:
+        responder = replayer.front.responder
+        click.echo(
+            f"reactive: answering REST requests from {len(responder.exchanges)} recorded ones; "
+            f"the {len(responder.follow_up_keys)} messages they caused leave the timeline and "
+            "follow each matching request instead",
+            err=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -139,6 +147,14 @@ async def _serve(tape: Path, options: ReplayOptions, host: str, port: int) -> No
     reporter.cancel()
     await replayer.stop()
     clients = replayer.clients
+    if replayer.front is not None:
+        front = replayer.front
+        click.echo(
+            f"reactive: {front.responder.served} requests answered, "
+            f"{len(front.responder.unmatched)} matched nothing (404), "
+            f"{front.delivered} follow-up messages delivered",
+            err=True,
+        )
     click.echo(
         f"served {len(clients)} clients, {replayer.player.emitted} messages emitted "
         f"({total} in the timeline)",

@@ -13,6 +13,7 @@ import asyncio
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
@@ -25,8 +26,15 @@ COOKIE = "JSESSIONID"
 
 
 class ReactiveFront:
-    def __init__(self, server: ReplayServer, responder: Responder, speed: float = 1.0) -> None:
+    def __init__(
+        self,
+        server: ReplayServer,
+        responder: Responder,
+        speed: float = 1.0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.server, self.responder, self.speed = server, responder, speed
+        self._log = log or (lambda _line: None)
         self.protocol: BayeuxServer = server.protocol
         self.delivered = 0
         self._clients: dict[str, set[str]] = defaultdict(set)  # cookie -> Bayeux clientIds
@@ -55,7 +63,9 @@ class ReactiveFront:
         )
         result = self.responder.answer(incoming)
         cookie = request.cookies.get(COOKIE)
+        shown = f"{request.method} {request.path} ({incoming.operation or 'no operationName'})"
         if isinstance(result, Unmatched):
+            self._log(f"REST {shown}: matched nothing, 404; " + "; ".join(result.differences))
             return web.Response(
                 body=orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2),
                 status=404,
@@ -63,6 +73,10 @@ class ReactiveFront:
             )
         self._schedule(result, cookie)
         recorded = result.exchange
+        self._log(
+            f"REST {shown}: answered as recorded request {recorded.session_id[:8]}#{recorded.seq}"
+            f" (HTTP {recorded.status}), {len(result.follow_ups)} follow-up messages"
+        )
         response = web.Response(body=recorded.response, status=recorded.status)
         for name, value in recorded.headers:
             response.headers.add(name, value)

@@ -104,8 +104,8 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         text = str(exc)
         if "lock" in text.lower():
             raise TapeError(
-                f"{path} is open for writing by another process. Stop it, or analyse a rotated "
-                "segment or an exported copy instead."
+                f"{path} is open for writing by another process (a recorder or proxy?). "
+                "Analyse it once that has stopped, or analyse a copy of it."
             ) from exc
         raise TapeError(f"{path} is not a tape (DuckDB could not open it: {text})") from exc
     except duckdb.Error as exc:

@@ -299,6 +299,15 @@ def test_bad_input_is_one_line_and_a_usage_exit(tmp_path: Path) -> None:
     done = analyze("sql", str(SAMPLE), "SELECT 1")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
+    tape = tmp_path / "s.duckdb"
+    import_items(JsonlReader(SAMPLE).items(), tape)
+    done = analyze("sql", str(tape), "SELECT * FROM nosuchtable")
+    assert done.returncode == 1
+    assert done.stderr.startswith("Error: the query failed: Catalog Error")
+    assert len(done.stderr.strip().splitlines()) == 1
+    done = analyze("summary", str(tape), "--session", "nosuch")
+    assert done.returncode == 2
+    assert "no session nosuch in these tapes; they hold: gws-dnc-0001" in done.stderr
 
 
 def test_sql_reads_stdin(tmp_path: Path) -> None:

@@ -104,8 +104,9 @@ async def test_2000_requests_through_the_proxy_are_all_recorded_and_matched(
         'regexp_matches(headers, \'"X-CSRF-TOKEN","[0-9a-f]\')'
     ).fetchall()[0][0]
     assert secrets == 0
-    client_id = conn.execute("SELECT client_id FROM sessions").fetchall()[0][0]
+    client_id, transport = conn.execute("SELECT client_id, transport FROM sessions").fetchall()[0]
     assert client_id
+    assert transport == kind.value  # its Bayeux transport, not the login's http
 
 
 async def test_faye_traffic_passes_unchanged(faye_client: FayeClients, tmp_path: Path) -> None:
