@@ -33,6 +33,9 @@ HANDOFF_S = 0.02  # how often gathered frames go to the child
 # (2 cores), a writer at the same priority using both cores in bursts halved the proxy's
 # throughput (~1,200 vs ~2,000 requests/s); niced, the recording costs little of it.
 NICE = 10
+# Back-pressure: a producer that outruns the child waits once this many items are gathered,
+# so memory stays bounded (the pipe holds the batch in flight, the child its own queue).
+GATHER_LIMIT = 50_000
 _FLUSH = "flush"
 
 
@@ -52,6 +55,7 @@ class ProcessTapeWriter:
             raise TapeError(str(status))
         self._items: list[Frame | Session] = []
         self._lock = threading.Lock()  # one sender on the pipe at a time
+        self._room = threading.Condition()
         self._error: str | None = None
         self._closed = False
         self._stop = threading.Event()
@@ -64,6 +68,15 @@ class ProcessTapeWriter:
         if self._error is not None or self._closed:
             self.check()
         self._items.append(frame)
+        if len(self._items) >= GATHER_LIMIT:
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        with self._room:
+            while len(self._items) >= GATHER_LIMIT and self._error is None:
+                if not self._proc.is_alive():
+                    break
+                self._room.wait(0.1)
 
     def put_session(self, session: Session) -> None:
         if self._error is not None or self._closed:
@@ -136,6 +149,8 @@ class ProcessTapeWriter:
 
     def _send_gathered(self) -> None:
         items, self._items = self._items, []  # swapping is atomic under the GIL
+        with self._room:
+            self._room.notify_all()
         if items:
             self._conn.send_bytes(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
 
