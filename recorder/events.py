@@ -62,6 +62,7 @@ class MessageDelivered:
 @dataclass(frozen=True, slots=True)
 class ConnectionLost:
     reason: str
+    timed_out: bool = False  # no reply in time, rather than an error: the socket may be stuck
 
 
 @dataclass(frozen=True, slots=True)

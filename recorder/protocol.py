@@ -89,6 +89,13 @@ def _reconnect(reply: Message) -> Reconnect | None:
     return None if advice is None else advice.reconnect
 
 
+# How long past the advised timeout a /meta/connect may go unanswered before it counts as lost.
+# Longer than the long-polling transport's own HTTP timeout (timeout + 10 s), so over
+# long-polling that one fires first; over WebSocket this is the only guard, as a live socket
+# answers pings while the server behind it may have stopped answering connects.
+CONNECT_GRACE_S = 15.0
+
+
 class BayeuxClient:
     """A Bayeux 1.0 client session: feed it inputs, then drain data_to_send(),
     events_received() and next_wakeup(). No I/O, no clock: every input carries `now`.
@@ -107,7 +114,9 @@ class BayeuxClient:
         ext_in: MessageHook | None = None,
         backoff_factory: Callable[[], Iterator[float]] = backoff,
         unknown_client: Callable[[Message], bool] = is_unknown_client_reply,
+        connect_grace_s: float | None = None,
     ) -> None:
+        self._grace = CONNECT_GRACE_S if connect_grace_s is None else connect_grace_s
         self._channels = dict.fromkeys(_listed(channels))  # wanted, as an ordered set
         self._subscribed: set[str] = set()
         self._connection_type = connection_type
@@ -126,6 +135,8 @@ class BayeuxClient:
         self._connect_wanted = False
         self._first_connect = True
         self._timer: tuple[float, _Action] | None = None
+        self._now = 0.0  # the latest `now` given: connects are sent from inside inputs
+        self._connect_deadline: float | None = None
         self._out: list[Outgoing] = []
         self._events: list[Event] = []
 
@@ -161,22 +172,26 @@ class BayeuxClient:
 
     def next_wakeup(self) -> float | None:
         """When tick() should be called next, in the clock of `now`; None when not needed."""
-        return None if self._timer is None else self._timer[0]
+        times = [t for t in (self._timer and self._timer[0], self._connect_deadline) if t]
+        return min(times) if times else None
 
     # --- inputs ----------------------------------------------------------------------------
 
     def start(self, now: float) -> None:
+        self._now = now
         if self._state is not State.IDLE:
             raise RuntimeError(f"start() on a client that is {self._state.value}")
         self._handshake()
 
     def receive(self, messages: Iterable[Message], now: float) -> None:
         """A batch that arrived: any mix of meta replies and events, handled in order."""
+        self._now = now
         for message in messages:
             self._receive_one(message if self._ext_in is None else self._ext_in(message), now)
 
-    def request_failed(self, now: float, reason: str) -> None:
+    def request_failed(self, now: float, reason: str, *, timed_out: bool = False) -> None:
         """The transport could not deliver a request, got an HTTP error or lost its socket."""
+        self._now = now
         if self._state in (State.IDLE, State.STOPPED):
             return
         if self._state is State.DISCONNECTING:
@@ -185,12 +200,18 @@ class BayeuxClient:
         if not self._pending and self._timer is not None:
             return  # a parallel request of the same outage: already waiting to retry
         self._pending.clear()
-        self._connect_id = None
-        self._events.append(ConnectionLost(reason))
+        self._connect_id = self._connect_deadline = None
+        self._events.append(ConnectionLost(reason, timed_out=timed_out))
         action: _Action = "connect" if self._state is State.CONNECTED else "handshake"
         self._schedule(action, self._retry_delay(), now)
 
     def tick(self, now: float) -> None:
+        self._now = now
+        deadline = self._connect_deadline
+        if deadline is not None and now >= deadline and self._connect_id is not None:
+            waited = self._advice_timeout_s() + self._grace
+            self.request_failed(now, f"no /meta/connect reply within {waited:g} s", timed_out=True)
+            return
         if self._timer is None or now < self._timer[0]:
             return
         action, self._timer = self._timer[1], None
@@ -260,6 +281,7 @@ class BayeuxClient:
             self._client_id, self._connection_type, id=self._new_id(), advice=advice
         )
         self._connect_id = message.id
+        self._connect_deadline = self._now + self._advice_timeout_s() + self._grace
         self._send("connect", [message])
 
     def _send_subscriptions(self, kind: RequestKind, channels: list[str]) -> None:
@@ -284,6 +306,9 @@ class BayeuxClient:
         self._connect()
 
     # --- timing ----------------------------------------------------------------------------
+
+    def _advice_timeout_s(self) -> float:
+        return (self._advice.timeout or 0) / 1000
 
     def _retry_delay(self) -> float:
         return (self._advice.interval or 0) / 1000 + next(self._backoff)
@@ -319,7 +344,7 @@ class BayeuxClient:
             return
         del self._pending[str(message.id)]
         if pending.kind == "connect":
-            self._connect_id = None
+            self._connect_id = self._connect_deadline = None
         if pending.session != self._session or self._state is State.STOPPED:
             self._after_stale_reply()
         elif self._state is not State.DISCONNECTING or pending.kind == "disconnect":

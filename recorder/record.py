@@ -211,6 +211,9 @@ class Recorder:
         self.status.reconnects += 1
         self.status.state = "reconnecting"
         self.log.lifecycle("reconnecting", reason=event.reason, attempt=self.status.reconnects)
+        reset = getattr(self.transport, "reset", None)
+        if event.timed_out and reset is not None:
+            reset()  # the socket may be alive and the server behind it stuck: use a new one
 
     def _rehandshaking(self, event: ev.Rehandshaking) -> None:
         if self._lost_at is None:

@@ -58,6 +58,13 @@ class WebSocketTransport:
     def send(self, batch: Outgoing) -> None:
         self._outbox.put_nowait(batch)
 
+    def reset(self) -> None:
+        """Drop the socket (a server that stopped answering connects on it); the next batch
+        opens a new one."""
+        ws = self._ws
+        if ws is not None:
+            asyncio.get_running_loop().create_task(ws.close(code=1001, reason="no connect reply"))
+
     def _headers(self) -> dict[str, str]:
         headers = dict(self._credentials.headers)
         if self._credentials.cookies:

@@ -127,9 +127,14 @@ class ScriptedServer:
         return ws
 
 
+HOLD = "hold"  # a connect_replies item: over WebSocket, never answer that connect
+
+
 def _scripted(item: Any, message: dict[str, Any]) -> web.Response:
     """An item is (status, body bytes); a dict, sent as the connect reply (with the request's
-    id); or a list of messages to which a successful connect reply is added."""
+    id); a list of messages to which a successful connect reply is added; or HOLD."""
+    if item == HOLD:
+        return web.Response(body=b"HOLD")
     if isinstance(item, dict):
         reply = {**item, "channel": message["channel"], "id": message.get("id")}
         return web.Response(body=orjson.dumps([reply]), content_type="application/json")
@@ -144,6 +149,8 @@ async def _send_ws(ws: web.WebSocketResponse, response: web.Response) -> bool:
     """Send a scripted body; True when it was a binary frame (the reply is still owed)."""
     body = response.body
     assert isinstance(body, bytes)
+    if body == b"HOLD":
+        return False  # no answer at all: the socket stays up, the connect goes unanswered
     if body.startswith(b"BINARY:"):
         await ws.send_bytes(body[len(b"BINARY:") :])
         return True

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from recorder.backoff import backoff
 from recorder.protocol import (
+    CONNECT_GRACE_S,
     BayeuxClient,
     ConnectionLost,
     HandshakeFailed,
@@ -121,10 +122,36 @@ def test_message_ids_are_distinct_strings() -> None:
     assert len(set(ids)) == len(ids)
 
 
+def test_a_connect_with_no_reply_counts_as_lost_after_timeout_plus_grace() -> None:
+    """A live socket behind which the server stopped answering: the connect is given up after
+    the advised timeout plus the grace, reported as a timed-out loss, and sent again."""
+    client = started(connect_grace_s=5.0)
+    batches = handshaken(client, 0.0, timeout=2000)
+    subs = [m for out in batches if out.kind == "subscribe" for m in out.messages]
+    (connect,) = [m for out in batches if out.kind == "connect" for m in out.messages]
+    client.receive([reply(m) for m in subs], 0.0)
+    client.receive([reply(connect)], 0.1)  # the first connect (timeout 0) is answered
+    (held,) = sent(client, "connect")
+    client.events_received()
+    assert client.next_wakeup() == pytest.approx(0.1 + 2.0 + 5.0)
+    client.tick(7.0)
+    assert client.events_received() == []
+    client.tick(7.2)
+    (lost,) = client.events_received()
+    assert isinstance(lost, ConnectionLost)
+    assert lost.timed_out
+    assert lost.reason == "no /meta/connect reply within 7 s"
+    (again,) = sent(client, "connect")  # the first retry waits no backoff
+    assert again["id"] != held["id"]
+    client.receive([reply(held)], 8.0)  # the old one, late: not taken for the new one
+    assert [type(e).__name__ for e in client.events_received()] == ["ReplyUnmatched"]
+    assert client.next_wakeup() is not None  # the new connect is still guarded
+
+
 def test_never_two_connects_outstanding() -> None:
     client, connect = connected()
     client.subscribe(["/extra"], 0.0)
-    client.tick(100.0)
+    client.tick(10.0)  # long before the connect could count as lost
     batches = client.data_to_send()
     assert [o.kind for o in batches] == ["subscribe"]
     # A re-handshake while the old connect is out defers the new session's first connect.
@@ -147,7 +174,7 @@ def test_interval_is_waited_before_the_next_connect() -> None:
     assert sent(client, "connect") == []
     client.tick(12.5)
     assert len(sent(client, "connect")) == 1
-    assert client.next_wakeup() is None
+    assert client.next_wakeup() == pytest.approx(12.5 + CONNECT_GRACE_S)  # its reply deadline
 
 
 # --- re-handshake and stopping -------------------------------------------------------------
@@ -251,13 +278,19 @@ def test_backoff_jitter_uses_injected_random() -> None:
     assert [next(delays) for _ in range(3)] == [0, 0.5, 1.0]
 
 
+def retry_wakeup(client: BayeuxClient) -> float | None:
+    """next_wakeup() without a (far-off) connect reply deadline."""
+    wakeup = client.next_wakeup()
+    return None if wakeup is None or wakeup > 1e8 else wakeup
+
+
 def test_request_failed_backs_off_and_success_resets() -> None:
-    client, connect = connected()
+    client, connect = connected(connect_grace_s=1e9)
     now, seen = 0.0, []
     for _ in range(4):
         client.request_failed(now, "connection refused")
         assert client.events_received() == [ConnectionLost("connection refused")]
-        wakeup = client.next_wakeup()
+        wakeup = retry_wakeup(client)
         seen.append(0.0 if wakeup is None else wakeup - now)
         now = now if wakeup is None else wakeup
         client.tick(now)
@@ -267,7 +300,7 @@ def test_request_failed_backs_off_and_success_resets() -> None:
     client.receive([reply(connect)], now)
     sent(client)
     client.request_failed(now, "reset by peer")
-    assert client.next_wakeup() is None  # backoff starts over at 0: retried at once
+    assert retry_wakeup(client) is None  # backoff starts over at 0: retried at once
     assert len(sent(client, "connect")) == 1
 
 
@@ -440,5 +473,6 @@ def test_random_inputs_never_raise_nor_overlap_connects(data: st.DataObject) -> 
         assert sum(m["channel"] == "/meta/connect" for m in pending) <= 1
         now += data.draw(st.floats(0, 40))
         _step(data, client, pending, now)
-        client.events_received()
+        if any(isinstance(e, ConnectionLost) and e.timed_out for e in client.events_received()):
+            pending.clear()  # a connect that timed out counts as lost, with all in flight
     assert client.state is not State.IDLE

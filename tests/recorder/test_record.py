@@ -16,7 +16,7 @@ from recorder.cli import record_to_tape
 from recorder.record import RecordOptions
 from tape.reader import TapeReader
 from tests.conftest import ROOT, TIMEOUT
-from tests.recorder.scripted_server import Script, ScriptedServer
+from tests.recorder.scripted_server import HOLD, Script, ScriptedServer
 
 
 @pytest.fixture
@@ -193,3 +193,30 @@ async def test_a_connect_answered_without_its_reply_is_retried_not_awaited_forev
     options = RecordOptions(url=server.url, channels=("/v2/me/outbound",), max_messages=1)
     outcome = await asyncio.wait_for(record_to_tape(options, tmp_path / "e.duckdb"), TIMEOUT)
     assert outcome.ok, outcome.reason
+
+
+async def test_a_connect_never_answered_on_a_live_websocket_is_given_up_and_retried(
+    server: ScriptedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket answers pings, the server behind it stopped answering connects: after the
+    advised timeout (2 s here) plus the grace, the recorder drops the socket and goes on."""
+    monkeypatch.setattr("recorder.protocol.CONNECT_GRACE_S", 0.5)
+    server.script.connect_replies.extend([HOLD, [event(1)]])
+    options = RecordOptions(
+        url=server.url, channels=("/v2/me/outbound",), transport="websocket", max_messages=1
+    )
+    tape = tmp_path / "held.duckdb"
+    outcome = await asyncio.wait_for(record_to_tape(options, tape), TIMEOUT)
+    assert outcome.ok, outcome.reason
+    with TapeReader(tape) as reader:
+        lifecycle = [
+            bytes(r[0]).decode()
+            for r in reader.conn.execute(
+                "SELECT raw FROM frames WHERE kind = 'lifecycle' ORDER BY seq"
+            ).fetchall()
+        ]
+        delivered = reader.conn.execute(
+            "SELECT count(*) FROM messages WHERE channel = '/v2/me/outbound'"
+        ).fetchall()[0][0]
+    assert any("no /meta/connect reply within 2.5 s" in line for line in lifecycle), lifecycle
+    assert delivered == 1
