@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from tape.har import har_items, is_har
 from tape.info import render_info, tape_info
 from tape.jsonl import JsonlReader, write_jsonl
 from tape.projection import rebuild
@@ -21,10 +22,17 @@ _TAPE = click.Path(dir_okay=False, path_type=Path)
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "output", type=_TAPE, required=True, help="Tape file to write.")
 def import_command(source: Path, output: Path) -> None:
-    """Import a JSONL tape into a DuckDB tape (created if missing).
+    """Import a JSONL tape, or a browser's HAR file (.har), into a DuckDB tape (created if
+    missing).
 
-    The whole file is checked first, so a bad line imports nothing.
+    The whole file is checked first, so a bad line or entry imports nothing. A HAR becomes one
+    session: Bayeux POSTs and WebSocket messages as Bayeux frames, other calls as HTTP frames.
     """
+    if is_har(source):
+        items = har_items(source)
+        frames, sessions = import_items(items, output)
+        click.echo(f"imported {frames} frames in {sessions} sessions into {output} (from HAR)")
+        return
     reader = JsonlReader(source)
     for _ in reader.items():  # validation pass: errors name the line
         pass
