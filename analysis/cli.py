@@ -181,13 +181,16 @@ def sql_command(
     unmatched_requests, clock_offsets, delivery_latency, channel_rates, gaps.
     """
     text = sys.stdin.read() if query == "-" else query
+    if not text.strip():
+        raise click.BadParameter("the query is empty", param_hint="QUERY")
     try:
         result = conn.execute(text)
-    except (duckdb.ParserException, duckdb.CatalogException, duckdb.BinderException) as exc:
+        columns = [d[0] for d in result.description or []]
+        rows = result.fetchall() if result.description else []
+    except duckdb.Error as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise click.ClickException(f"the query failed: {first}") from None
-    columns = [d[0] for d in result.description or []]
-    click.echo(render(columns, result.fetchall(), fmt))
+    click.echo(render(columns, rows, fmt))
 
 
 @analyze_group.command("export")

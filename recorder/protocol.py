@@ -137,6 +137,7 @@ class BayeuxClient:
         self._timer: tuple[float, _Action] | None = None
         self._now = 0.0  # the latest `now` given: connects are sent from inside inputs
         self._connect_deadline: float | None = None
+        self._connect_sent_at = 0.0
         self._out: list[Outgoing] = []
         self._events: list[Event] = []
 
@@ -172,8 +173,9 @@ class BayeuxClient:
 
     def next_wakeup(self) -> float | None:
         """When tick() should be called next, in the clock of `now`; None when not needed."""
-        times = [t for t in (self._timer and self._timer[0], self._connect_deadline) if t]
-        return min(times) if times else None
+        times = [self._connect_deadline, self._timer[0] if self._timer is not None else None]
+        present = [t for t in times if t is not None]
+        return min(present) if present else None
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -188,6 +190,13 @@ class BayeuxClient:
         self._now = now
         for message in messages:
             self._receive_one(message if self._ext_in is None else self._ext_in(message), now)
+        if self._connect_deadline is not None:
+            # Traffic shows the server alive; and new advice may have lengthened the timeout.
+            self._connect_deadline = max(
+                self._connect_deadline,
+                now + self._grace,
+                self._connect_sent_at + self._advice_timeout_s() + self._grace,
+            )
 
     def request_failed(self, now: float, reason: str, *, timed_out: bool = False) -> None:
         """The transport could not deliver a request, got an HTTP error or lost its socket."""
@@ -203,14 +212,26 @@ class BayeuxClient:
         self._connect_id = self._connect_deadline = None
         self._events.append(ConnectionLost(reason, timed_out=timed_out))
         action: _Action = "connect" if self._state is State.CONNECTED else "handshake"
-        self._schedule(action, self._retry_delay(), now)
+        delay = self._retry_delay()
+        if timed_out:  # let the transport drop the stuck socket before the retry goes out
+            delay = max(delay, 0.05)
+        self._schedule(action, delay, now)
 
     def tick(self, now: float) -> None:
         self._now = now
         deadline = self._connect_deadline
         if deadline is not None and now >= deadline and self._connect_id is not None:
-            waited = self._advice_timeout_s() + self._grace
-            self.request_failed(now, f"no /meta/connect reply within {waited:g} s", timed_out=True)
+            old = self._pending.get(self._connect_id)
+            if old is not None and old.session != self._session:
+                # the connect of a session given up: forget it, and let the new one connect
+                del self._pending[self._connect_id]
+                self._connect_id = self._connect_deadline = None
+                self._after_stale_reply()
+                return
+            waited = now - self._connect_sent_at
+            self.request_failed(
+                now, f"no /meta/connect reply within {waited:.3g} s", timed_out=True
+            )
             return
         if self._timer is None or now < self._timer[0]:
             return
@@ -281,6 +302,7 @@ class BayeuxClient:
             self._client_id, self._connection_type, id=self._new_id(), advice=advice
         )
         self._connect_id = message.id
+        self._connect_sent_at = self._now
         self._connect_deadline = self._now + self._advice_timeout_s() + self._grace
         self._send("connect", [message])
 
@@ -326,7 +348,7 @@ class BayeuxClient:
             self._resume()
 
     def _stop(self, reason: str) -> None:
-        self._state, self._timer = State.STOPPED, None
+        self._state, self._timer, self._connect_deadline = State.STOPPED, None, None
         self._events.append(Stopped(reason))
 
     # --- receiving -------------------------------------------------------------------------

@@ -120,6 +120,7 @@ class _Request:
     chunked: bool = False
     exchange: str = ""
     bayeux: bool = False
+    answered: bool = False  # the upstream answered before the body was all in
     client: _Client | None = None
     pending: list[_Seen] = field(default_factory=list)
 
@@ -461,6 +462,7 @@ class _Downstream(asyncio.Protocol):
         self.link: _Socket | None = None
         self.ws_path = ""
         self.early = b""  # WebSocket bytes that came with the upgrade request
+        self.eof = False  # the client half-closed
 
     # asyncio.Protocol
 
@@ -486,6 +488,9 @@ class _Downstream(asyncio.Protocol):
         for data in self.backlog:
             self.upstream.write(data)
         self.backlog.clear()
+        if self.eof and self.upstream.transport is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                self.upstream.transport.write_eof()
 
     def data_received(self, data: bytes) -> None:
         if self.spliced:
@@ -519,8 +524,11 @@ class _Downstream(asyncio.Protocol):
             self.link = None
 
     def eof_received(self) -> bool:
-        """The client is done sending (a half-close): pass that on, keep the connection open
-        for the answers still to come."""
+        """The client is done sending (a half-close): pass that on, and keep the connection
+        open for the answers still to come, if any are."""
+        if not self.awaiting and self.current is None:
+            return False  # nothing owed: close
+        self.eof = True
         if self.upstream is not None and self.upstream.transport is not None:
             with contextlib.suppress(OSError, RuntimeError):
                 self.upstream.transport.write_eof()
@@ -570,7 +578,8 @@ class _Downstream(asyncio.Protocol):
         self._to_upstream("".join(lines).encode("latin-1"))
 
     def on_body(self, body: bytes) -> None:
-        assert self.current is not None
+        if self.current is None:
+            return
         self.current.body.append(body)
         if self.current.chunked:
             self._to_upstream(b"%x\r\n%b\r\n" % (len(body), body))
@@ -579,13 +588,16 @@ class _Downstream(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         request = self.current
-        assert request is not None
+        if request is None:
+            return
         if request.chunked:
             self._to_upstream(b"0\r\n\r\n")
+        self.current = None
+        if request.answered:  # recorded with its early answer; the rest went on as it came
+            return
         if not self.parser.should_upgrade():  # an upgrade is recorded as its socket's frames
             self.proxy.request_complete(request)
         self.awaiting.append(request)
-        self.current = None
         if self.failed is not None:
             self._fail_all()
 
@@ -606,8 +618,11 @@ class _Downstream(asyncio.Protocol):
             return  # interim (100 Continue): the final answer follows
         if self.awaiting:
             request = self.awaiting.popleft()
-        elif self.current is not None:  # answered before its body was all in (e.g. a 413)
-            request, self.current = self.current, None
+        elif self.current is not None and not self.current.answered:
+            # answered before its body was all in (a 413, a 401): record both now, and keep
+            # passing the rest of the body on as it comes
+            request = self.current
+            request.answered = True
             self.proxy.request_complete(request)
         else:
             return
@@ -640,8 +655,8 @@ class _Downstream(asyncio.Protocol):
             out += self.proxy.upstream_failed(self.awaiting.popleft(), reason)
         if out:
             self.write(out)
-            if self.transport is not None:
-                self.transport.close()
+        if (out or self.eof) and self.transport is not None:
+            self.transport.close()
 
     def _bad_request(self, why: str) -> None:
         self.write(
@@ -698,9 +713,9 @@ class _Upstream(asyncio.Protocol):
             self.tunnel = None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.in_message and not self.opaque:  # a body delimited by the connection's end
+        if self.in_message and not self.opaque and self._ends_with_connection():
             self.in_message = False
-            self._done()
+            self._done()  # a body delimited by the connection's end is complete now
         if self.down.link is not None:
             self.down.proxy.websocket_closed(self.down.link, self.down.ws_path, "upstream")
             self.down.link = None
@@ -736,6 +751,12 @@ class _Upstream(asyncio.Protocol):
         self.in_message = False
         if self.parser.get_status_code() != 101:
             self._done()
+
+    def _ends_with_connection(self) -> bool:
+        """No Content-Length and not chunked: only then does the close end the body (else the
+        body was cut short, and is not recorded as if whole)."""
+        names = {k.lower(): v.lower() for k, v in self.headers}
+        return "content-length" not in names and "chunked" not in names.get("transfer-encoding", "")
 
     def _done(self) -> None:
         self.down.response_done(self.parser.get_status_code(), self.headers, b"".join(self.body))

@@ -63,7 +63,7 @@ class WebSocketTransport:
         opens a new one."""
         ws = self._ws
         if ws is not None:
-            asyncio.get_running_loop().create_task(ws.close(code=1001, reason="no connect reply"))
+            ws.transport.abort()  # at once: a closing handshake would wait on the stuck server
 
     def _headers(self) -> dict[str, str]:
         headers = dict(self._credentials.headers)

@@ -63,9 +63,11 @@ WITH req AS (
       ON e.session_id = a.session_id AND e.seq > a.seq
      AND e.record_handle = a.record_handle AND e.user_event = a.notification_type
      AND e.t_wall_ns - a.t_wall_ns <= 5000000000
-    WHERE NOT EXISTS (
+    WHERE NOT EXISTS (  -- no metrics of this event in the ack's own frame (as same_frame)
         SELECT 1 FROM events s WHERE s.session_id = a.session_id AND s.seq = a.seq
           AND s.idx <> a.idx AND s.record_handle = a.record_handle
+          AND (s.reference_id IS NULL OR s.reference_id = a.reference_id)
+          AND (s.user_event IS NULL OR s.user_event = a.notification_type)
     )
     QUALIFY row_number() OVER (PARTITION BY a.session_id, a.request_seq ORDER BY e.seq, e.idx) = 1
 ), follow AS (

@@ -14,6 +14,7 @@ write or `check()` raises TapeError. `flush()` waits until everything written is
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import os
@@ -36,6 +37,7 @@ NICE = 10
 # Back-pressure: a producer that outruns the child waits once this many items are gathered,
 # so memory stays bounded (the pipe holds the batch in flight, the child its own queue).
 GATHER_LIMIT = 50_000
+GATHER_BYTES = 32 * 2**20
 _FLUSH = "flush"
 
 
@@ -59,8 +61,13 @@ class ProcessTapeWriter:
         self._error: str | None = None
         self._closed = False
         self._stop = threading.Event()
+        self._gathered_bytes = 0
         self._thread = threading.Thread(target=self._handoff, name="tape-handoff", daemon=True)
         self._thread.start()
+        # If the program ends without close() (an exception on the way out), close our end of
+        # the pipe first: the child then commits what it has and exits, rather than waiting
+        # for more while multiprocessing waits for it (atexit runs last-registered first).
+        atexit.register(self._conn.close)
 
     # --- FrameSink --------------------------------------------------------------------------
 
@@ -68,13 +75,16 @@ class ProcessTapeWriter:
         if self._error is not None or self._closed:
             self.check()
         self._items.append(frame)
-        if len(self._items) >= GATHER_LIMIT:
+        self._gathered_bytes += len(frame.raw)
+        if len(self._items) >= GATHER_LIMIT or self._gathered_bytes >= GATHER_BYTES:
             self._wait_for_room()
 
     def _wait_for_room(self) -> None:
         with self._room:
-            while len(self._items) >= GATHER_LIMIT and self._error is None:
-                if not self._proc.is_alive():
+            while (
+                len(self._items) >= GATHER_LIMIT or self._gathered_bytes >= GATHER_BYTES
+            ) and self._error is None:
+                if not self._proc.is_alive() or not self._thread.is_alive():
                     break
                 self._room.wait(0.1)
 
@@ -120,6 +130,7 @@ class ProcessTapeWriter:
         self._closed = True
         self._proc.join(30)
         self._conn.close()
+        atexit.unregister(self._conn.close)
         if answer != "closed":
             self._error = self._error or str(answer)
         if self._error is not None:
@@ -143,12 +154,16 @@ class ProcessTapeWriter:
                 except (OSError, EOFError) as exc:
                     self._error = self._error or f"the writer process is gone ({exc})"
                     return
+                except BaseException as exc:  # e.g. MemoryError: say so, never stall silently
+                    self._error = self._error or f"handing frames to the writer failed: {exc!r}"
+                    return
                 if self._conn.poll():  # the child only speaks unasked to report a failure
                     self._error = str(self._receive(timeout=1))
                     return
 
     def _send_gathered(self) -> None:
         items, self._items = self._items, []  # swapping is atomic under the GIL
+        self._gathered_bytes = 0
         with self._room:
             self._room.notify_all()
         if items:

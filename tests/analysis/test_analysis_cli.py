@@ -305,6 +305,14 @@ def test_bad_input_is_one_line_and_a_usage_exit(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("Error: the query failed: Catalog Error")
     assert len(done.stderr.strip().splitlines()) == 1
+    for query, code, text in (
+        ("SELECT 'a'::INT", 1, "Error: the query failed: Conversion Error"),
+        ("   ", 2, "the query is empty"),
+    ):
+        done = analyze("sql", str(tape), query)
+        assert done.returncode == code, done.stderr
+        assert text in done.stderr
+        assert "Traceback" not in done.stderr
     done = analyze("summary", str(tape), "--session", "nosuch")
     assert done.returncode == 2
     assert "no session nosuch in these tapes; they hold: gws-dnc-0001" in done.stderr

@@ -181,3 +181,28 @@ def test_ctrl_c_on_the_cli_keeps_every_frame(tmp_path: Path) -> None:
     assert kinds == {"http-request": 50, "http-response": 50}
     ended = conn.execute("SELECT count(*) FROM sessions WHERE ended_ns IS NULL").fetchall()[0][0]
     assert ended == 0  # every session was closed, after the signal
+
+
+async def test_an_answer_before_the_body_is_all_in_is_passed_on_alone(tmp_path: Path) -> None:
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig")
+        await writer.drain()
+        await reader.read()  # the rest of the body arrives; the server ignores it
+        writer.close()
+
+    tape = tmp_path / "early.duckdb"
+    async with raw_upstream(refuse) as port, proxied(f"http://127.0.0.1:{port}", tape) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        head = await asyncio.wait_for(reader.readuntil(b"big"), TIMEOUT)
+        writer.write(b"defghij")  # the rest of the body, after the answer
+        writer.write_eof()
+        rest = await asyncio.wait_for(reader.read(), TIMEOUT)
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 413")
+    assert b"400" not in rest  # no answer of the proxy's own after the server's
+    assert frames(tape) == [
+        ("out", "http-request", None, b"abc"),
+        ("in", "http-response", 413, b"big"),
+    ]
