@@ -30,6 +30,7 @@ from recorder.proxy import CaptureProxy, ProxyOptions
 from recorder.proxy_cli import run
 from recorder.record import Recorder, RecordOptions
 from recorder.status import Status
+from replay.sim_cli import check_latency, latency_options
 from replay.simulator import ACKS, Simulator, SimulatorOptions
 from tape.frame import Frame, Session
 from tape.process_writer import ProcessTapeWriter
@@ -98,20 +99,7 @@ class _Discard:
     show_default=True,
     help="The desktop's Bayeux transport (GWS itself has only long-polling).",
 )
-@click.option(
-    "--median-ms",
-    type=float,
-    default=20.0,
-    show_default=True,
-    help="The simulator's median request -> ack delay.",
-)
-@click.option(
-    "--p99-ms",
-    type=float,
-    default=80.0,
-    show_default=True,
-    help="The simulator's 99th percentile delay.",
-)
+@latency_options
 @click.option(
     "--error-rate",
     type=click.FloatRange(0, 1),
@@ -138,8 +126,7 @@ def demo_command(
     for path in (output, report):
         if path.exists() and not overwrite:
             raise click.ClickException(f"{path} exists; remove it, choose -o, or add --overwrite")
-    if p99_ms < median_ms:
-        raise click.BadParameter("--p99-ms must be at least --median-ms", param_hint="--p99-ms")
+    check_latency(median_ms, p99_ms)
     if overwrite:
         for path in (output, output.with_name(output.name + ".wal"), report):
             path.unlink(missing_ok=True)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from replay.simulator import Simulator, SimulatorOptions
 from tape.cli import listen_address
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _user(value: tuple[str, ...]) -> dict[str, str]:
@@ -21,6 +25,29 @@ def _user(value: tuple[str, ...]) -> dict[str, str]:
     return users or {"agent": "agent"}
 
 
+def latency_options(command: F) -> F:
+    """--median-ms and --p99-ms: the simulator's lognormal request -> ack delay."""
+    command = click.option(
+        "--p99-ms",
+        type=click.FloatRange(min=0, min_open=True),
+        default=80.0,
+        show_default=True,
+        help="99th percentile of the request -> ack delay (lognormal).",
+    )(command)
+    return click.option(
+        "--median-ms",
+        type=click.FloatRange(min=0, min_open=True),
+        default=20.0,
+        show_default=True,
+        help="Median request -> ack delay.",
+    )(command)
+
+
+def check_latency(median_ms: float, p99_ms: float) -> None:
+    if p99_ms < median_ms:
+        raise click.BadParameter("--p99-ms must be at least --median-ms", param_hint="--p99-ms")
+
+
 @click.command("simulate")
 @click.option(
     "--listen",
@@ -28,20 +55,7 @@ def _user(value: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="HOST:PORT to serve on (port 0 picks a free one).",
 )
-@click.option(
-    "--median-ms",
-    type=click.FloatRange(min=0, min_open=True),
-    default=20.0,
-    show_default=True,
-    help="Median request -> ack delay.",
-)
-@click.option(
-    "--p99-ms",
-    type=click.FloatRange(min=0, min_open=True),
-    default=80.0,
-    show_default=True,
-    help="99th percentile of the delay (lognormal).",
-)
+@latency_options
 @click.option("--seed", type=int, help="Seed for delays and errors (default: random).")
 @click.option(
     "--error-rate",
@@ -75,8 +89,7 @@ def simulate_command(
 ) -> None:
     """Serve a simulated GWS: login with CSRF, the Outbound API, and its acks over Bayeux
     (long-polling, and WebSocket, which real GWS lacks) on /api/v2/notifications."""
-    if p99_ms < median_ms:
-        raise click.BadParameter("--p99-ms must be at least --median-ms", param_hint="--p99-ms")
+    check_latency(median_ms, p99_ms)
     options = SimulatorOptions(
         median_ms=median_ms,
         p99_ms=p99_ms,

@@ -4,7 +4,6 @@ exports read back, views queried from a plain DuckDB client, gaps, clock offsets
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,14 @@ from tape.frame import Frame, Kind, Session
 from tape.jsonl import JsonlReader
 from tape.tapeio import import_items
 from tape.writer import TapeWriter
-from tests.constants import ROOT, SAMPLE, TIMEOUT
+from tests.cli import cometd_tape
+from tests.constants import SAMPLE
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
 
 def analyze(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tape", "analyze", *args],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT * 6,
-        check=False,
-    )
+    return cometd_tape("analyze", *args, stdin=stdin)
 
 
 def analyze_json(*args: str) -> Any:

@@ -4,24 +4,17 @@ prints the latency table and summary, and leaves a tape and an HTML report that 
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import duckdb
 
+from tests.cli import cometd_tape
 from tests.constants import TIMEOUT
 
 
 def demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tape", "demo", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT * 12,
-        check=False,
-    )
+    return cometd_tape("demo", *args, cwd=cwd, timeout=TIMEOUT * 12)
 
 
 def test_the_demo_captures_analyses_and_reports(tmp_path: Path) -> None:

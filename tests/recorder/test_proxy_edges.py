@@ -17,10 +17,9 @@ from pathlib import Path
 import aiohttp
 import duckdb
 
-from recorder.proxy import CaptureProxy, ProxyOptions
-from tape.process_writer import ProcessTapeWriter
 from tests.agent import basic
 from tests.constants import ROOT, TIMEOUT
+from tests.recorder.test_proxy import proxied
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -33,18 +32,6 @@ async def raw_upstream(handler: Handler) -> AsyncIterator[int]:
     finally:
         server.close()
         await server.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def proxied(upstream: str, tape: Path) -> AsyncIterator[CaptureProxy]:
-    writer = ProcessTapeWriter(tape)
-    proxy = CaptureProxy(ProxyOptions(upstream=upstream), writer)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.stop()
-        writer.close()
 
 
 async def exchange(port: int, request: bytes, *, half_close: bool = False) -> bytes:

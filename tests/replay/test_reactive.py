@@ -6,8 +6,6 @@ a test on it."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,8 @@ from replay.responder import path_pattern
 from replay.simulator import Simulator, SimulatorOptions
 from tape.process_writer import ProcessTapeWriter
 from tests.agent import agent
-from tests.constants import ROOT, TIMEOUT
+from tests.constants import TIMEOUT
+from tests.replay.test_plugin import run_pytest
 
 COUNT = 40
 
@@ -146,28 +145,11 @@ def test_the_pytest_fixture_fails_a_test_on_an_unmatched_request(
         "def test_allowed(cometd_replay):\n"
         "    reject(cometd_replay)\n"
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(ROOT),
-            str(test),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT * 6,
-        check=False,
-    )
+    result = run_pytest(tmp_path)
     out = result.stdout
     assert result.returncode == 1, out
     # test_fails passes its body, then the fixture fails it at teardown; test_allowed passes
     assert "2 passed, 1 error" in out
-    assert "ERROR ::test_fails" in out
+    assert "ERROR test_client.py::test_fails" in out
     assert "1 request(s) matched no recorded request" in out
     assert "operationName: got 'RejectRecord', recorded 'DoNotCallRecord'" in out

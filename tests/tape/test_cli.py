@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import click
@@ -12,13 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from tape.cli import cli
+from tests.cli import cometd_tape
 from tests.conftest import SAMPLE
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tape", *args], capture_output=True, text=True, check=False
-    )
+    return cometd_tape(*args)
 
 
 def test_help_lists_the_tape_commands() -> None:

@@ -4,15 +4,13 @@ its headers are redacted; a file that is not a HAR is a one-line error."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 
-from tests.constants import ROOT, TIMEOUT
+from tests.cli import cometd_tape
 
 ACK = [
     {
@@ -120,20 +118,9 @@ def har(tmp_path: Path) -> Path:
     return path
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tape", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT * 6,
-        check=False,
-    )
-
-
 def test_a_har_imports_and_analyses_like_a_recording(tmp_path: Path) -> None:
     tape = tmp_path / "h.duckdb"
-    done = run("import", str(har(tmp_path)), "-o", str(tape))
+    done = cometd_tape("import", str(har(tmp_path)), "-o", str(tape))
     assert done.returncode == 0, done.stderr
     assert "imported 10 frames in 1 sessions" in done.stdout
     conn = duckdb.connect(str(tape), read_only=True)
@@ -160,7 +147,7 @@ def test_a_har_imports_and_analyses_like_a_recording(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_har_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "x.har"
     bad.write_text('{"log": {}}')
-    done = run("import", str(bad), "-o", str(tmp_path / "x.duckdb"))
+    done = cometd_tape("import", str(bad), "-o", str(tmp_path / "x.duckdb"))
     assert done.returncode == 1
     assert "has no log.entries list; is it a HAR file?" in done.stderr
     assert "Traceback" not in done.stderr
