@@ -14,7 +14,7 @@ We time three things, each a fresh process:
 The two results are compared (p50 and p99 of ack_ms per campaign must agree).
 
     pip install -e '.[bench]'
-    python benchmarks/analysis.py [--requests 5000000] [--repeats 3]
+    python benchmarks/analyze.py [--requests 5000000] [--repeats 3]
 """
 
 from __future__ import annotations
