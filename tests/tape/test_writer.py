@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -62,3 +64,29 @@ def test_a_failed_writer_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         writer.flush()
     with pytest.raises(TapeError, match="No space left"):
         writer.close()
+
+
+def test_writing_does_not_import_pandas(tmp_path: Path) -> None:
+    """pyarrow would import pandas (~50 MB) on its first conversion; the writer keeps it out,
+    and pandas still works afterwards for whoever asks for it."""
+    script = f"""
+import sys
+from tape.frame import Session
+from tape.session import SessionLog
+from tape.writer import TapeWriter
+with TapeWriter({str(tmp_path / "t.duckdb")!r}) as writer:
+    SessionLog(writer, Session(session_id="s")).append("in", b'[{{"channel":"/a"}}]')
+print("pandas" in sys.modules)
+try:
+    import pandas  # noqa: F401
+except ImportError:
+    print("no pandas")
+else:
+    import pyarrow as pa
+    print(pa.table({{"a": [1]}}).to_pandas()["a"].tolist())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split("\n")
+    assert out[0] == "False"
+    assert out[1] in ("no pandas", "[1]")
