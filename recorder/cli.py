@@ -17,6 +17,7 @@ from recorder.record import Outcome, Recorder, RecordError, RecordOptions
 from recorder.status import Status
 from tape.frame import Session
 from tape.redact import redact_url
+from tape.runtime import settle_gc
 from tape.schema import TapeError, package_version
 from tape.session import SessionLog, new_session_id
 from tape.writer import TapeWriter
@@ -126,6 +127,7 @@ def record_command(
         duration=duration,
         max_messages=max_messages,
     )
+    settle_gc()
     outcome = asyncio.run(record_to_tape(options, output, _pairs(labels, "=", "KEY=VALUE")))
     if not outcome.ok:
         raise click.ClickException(outcome.reason)

@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from tape.frame import Frame, Session
+from tape.runtime import settle_gc
 from tape.schema import TapeError
 
 HANDOFF_S = 0.02  # how often gathered frames go to the child
@@ -197,6 +198,7 @@ def _child(path: str, conn: Connection) -> None:
         conn.send_bytes(pickle.dumps(str(exc)))
         return
     conn.send_bytes(pickle.dumps("ready"))
+    settle_gc()
     try:
         while True:
             try:
