@@ -14,12 +14,33 @@ count, batch = int(sys.argv[1]), int(sys.argv[2])
 PAD = "x" * 400
 
 
+async def blast(sock):
+    try:
+        await _blast(sock)
+    except ConnectionError:
+        pass  # the recorder has all it wanted and left
+
+
+async def _blast(sock):
+    for start in range(0, count, batch):
+        msgs = [
+            {"channel": "/bench", "id": f"e{i}", "data": {"seq": i, "pad": PAD}}
+            for i in range(start, min(start + batch, count))
+        ]
+        await sock.send_str(orjson.dumps(msgs).decode())
+
+
 async def ws(request):
+    """Like a real server: the blast runs beside the reader, so pings are answered; the first
+    /meta/connect is answered at once and later ones are held (long-poll style)."""
     sock = web.WebSocketResponse(max_msg_size=0)
     await sock.prepare(request)
+    connects = 0
+    tasks = []
     async for frame in sock:
         replies = []
-        for m in orjson.loads(frame.data):
+        messages = orjson.loads(frame.data)
+        for m in messages:
             reply = {"channel": m["channel"], "id": m.get("id"), "successful": True}
             if m["channel"] == "/meta/handshake":
                 reply.update(
@@ -28,17 +49,17 @@ async def ws(request):
                     supportedConnectionTypes=["websocket"],
                     advice={"reconnect": "retry", "interval": 0, "timeout": 30000},
                 )
+            if m["channel"] == "/meta/connect":
+                connects += 1
+                if connects > 1:
+                    continue  # held: the client's deadline follows the traffic
             if m["channel"] == "/meta/subscribe":
                 reply["subscription"] = m["subscription"]
             replies.append(reply)
-        await sock.send_str(orjson.dumps(replies).decode())
-        if any(m["channel"] == "/meta/subscribe" for m in orjson.loads(frame.data)):
-            for start in range(0, count, batch):
-                msgs = [
-                    {"channel": "/bench", "id": f"e{i}", "data": {"seq": i, "pad": PAD}}
-                    for i in range(start, min(start + batch, count))
-                ]
-                await sock.send_str(orjson.dumps(msgs).decode())
+        if replies:
+            await sock.send_str(orjson.dumps(replies).decode())
+        if any(m["channel"] == "/meta/subscribe" for m in messages):
+            tasks.append(asyncio.create_task(blast(sock)))
     return sock
 
 
