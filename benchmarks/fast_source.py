@@ -5,6 +5,7 @@ BATCH per frame, as fast as it can, after the client subscribes.
 """
 
 import asyncio
+import contextlib
 import sys
 
 import orjson
@@ -15,10 +16,8 @@ PAD = "x" * 400
 
 
 async def blast(sock):
-    try:
+    with contextlib.suppress(ConnectionError):  # the recorder has all it wanted and left
         await _blast(sock)
-    except ConnectionError:
-        pass  # the recorder has all it wanted and left
 
 
 async def _blast(sock):
