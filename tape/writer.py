@@ -7,6 +7,7 @@ never the thread receiving from the network (DESIGN.md, "Writing").
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections import deque
@@ -48,6 +49,7 @@ SCAN_CHUNK_ROWS = 1_024
 BATCH_BYTES = 4 * 2**20  # a commit's Arrow batch and its copies: 8 MB measured 15 MB more RSS
 QUEUE_BYTES = 32 * 2**20  # bound memory too: 50k frames of 5 kB would otherwise be 250 MB
 COMMIT_INTERVAL_S = 0.2
+MEMORY_MB = 96  # DuckDB's buffer limit: 64 MB cost 30% throughput here, 128 MB 35 MB more RSS
 QUEUE_SIZE = 50_000  # >1.5 s of headroom at 30k frames/s (a checkpoint stalls <0.75 s), ~50 MB
 
 
@@ -160,7 +162,8 @@ class TapeWriter:
             self._conn.execute(f"SET threads = {int(threads)}")
         # Fewer, larger checkpoints: each one stalls the writer, not the producers.
         self._conn.execute("SET checkpoint_threshold = '256MB'")
-        self._conn.execute("SET memory_limit = '96MB'")
+        self._memory_mb = 0
+        self._set_memory(MEMORY_MB)
         # Rows are read back by session and seq (ORDER BY), never by position, so DuckDB may
         # append a batch's slices in parallel: ~25% less writer time, measured here.
         self._conn.execute("SET preserve_insertion_order = false")
@@ -280,9 +283,18 @@ class TapeWriter:
             with self._drained:
                 self._drained.notify_all()
 
+    def _set_memory(self, mb: int) -> None:
+        if mb != self._memory_mb:
+            self._conn.execute(f"SET memory_limit = '{mb}MB'")
+            self._memory_mb = mb
+
     def _commit(self, frames: list[Frame], sessions: list[Session], markers: list[_Flush]) -> None:
         if frames or sessions:
             conn = self._conn
+            # DuckDB holds a value in one block, and parsing a frame's JSON took up to 4.5x its
+            # size: a long-poll reply carrying a 100 MB backlog must not fail for want of room.
+            largest = max((len(f.raw) for f in frames), default=0) >> 20
+            self._set_memory(max(MEMORY_MB, MEMORY_MB + 8 * largest))
             conn.execute("BEGIN")
             if frames:
                 self._insert([prepare_frame(f) for f in frames])
@@ -290,6 +302,10 @@ class TapeWriter:
                 upsert_session(conn, session)
             conn.execute("COMMIT")
             self.committed_frames += len(frames)
+            if self._memory_mb > MEMORY_MB:
+                # a checkpoint pins the big value whole: take it while the room is there
+                conn.execute("CHECKPOINT")
+                self._set_memory(MEMORY_MB)
         for marker in markers:
             marker.done.set()
 
@@ -316,7 +332,8 @@ def _insert_batch(conn: duckdb.DuckDBPyConnection, frames: list[Frame]) -> None:
         if any(f.kind == Kind.BAYEUX and f.parse_error is None for f in frames):
             project(conn, "_batch")
     finally:
-        conn.unregister("_batch")
+        with contextlib.suppress(duckdb.Error):  # in an aborted transaction: keep its error
+            conn.unregister("_batch")
 
 
 def _isolate(conn: duckdb.DuckDBPyConnection, frame: Frame) -> Frame:

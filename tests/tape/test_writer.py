@@ -90,3 +90,26 @@ else:
     ).stdout.split("\n")
     assert out[0] == "False"
     assert out[1] in ("no pandas", "[1]")
+
+
+def test_a_frame_larger_than_the_buffer_limit_is_stored_and_projected(tmp_path: Path) -> None:
+    """A long-poll reply can carry a whole backlog (Faye sent 100+ MB in one reply here); it
+    must not fail the tape for want of DuckDB buffer room."""
+    message = b'{"channel":"/bench","data":{"seq":%d,"pad":"' + b"x" * 1000 + b'"}}'
+    count = 110_000  # ~115 MB: more than the writer's 96 MB memory limit
+    raw = b"[" + b",".join(message % n for n in range(count)) + b"]"
+    assert len(raw) > 110 * 2**20
+    path = tmp_path / "big.duckdb"
+    with TapeWriter(path) as writer:
+        writer.write(make_frame("s", 1, raw))
+        writer.flush()
+        # the next commit checkpoints, as a long recording's do once the WAL is big: that
+        # checkpoint must still find room for the big value (the writer thread is idle here)
+        writer._conn.execute("SET checkpoint_threshold = '1MB'")
+        writer.write(make_frame("s", 2, b'[{"channel":"/bench","data":{}}]'))
+        writer.flush()
+    with TapeReader(path) as reader:
+        frames = list(reader.frames())
+        assert [f.raw == raw for f in frames[:1]] == [True]
+        assert [f.parse_error for f in frames] == [None, None]
+        assert sum(1 for _ in reader.messages()) == count + 1
