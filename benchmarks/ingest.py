@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from tape.frame import FRAME_COLUMNS, Session
+from tape.runtime import keep_pandas_out_of_arrow, settle_gc
 from tape.schema import open_for_writing
 from tape.session import SessionLog
 from tape.writer import TapeWriter
@@ -100,9 +101,11 @@ def main() -> None:
     parser.add_argument("--naive-frames", type=int, default=3_000)
     parser.add_argument("--distinct", type=int, default=20_000, help="distinct frames, cycled")
     args = parser.parse_args()
+    keep_pandas_out_of_arrow()  # as `cometd-tape record` does for its in-process writer
     distinct = min(args.distinct, args.frames)
     raws = frame_raws(distinct)
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    settle_gc()  # as the recorder does once started
     repeat = max(1, args.frames // distinct)
     total = distinct * repeat
     print(f"frames: {total:,} ({distinct:,} distinct), mean {sum(map(len, raws)) / distinct:.0f} B")

@@ -155,7 +155,22 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def wrk_throughput(origin: str, seconds: int, concurrency: int, script: Path) -> float:
+def wait_idle(pids: list[int], quiet_s: float = 0.5, limit_s: float = 15.0) -> float:
+    """Wait until these processes stop using CPU (the proxy's writer may still be committing the
+    previous run's frames); return their CPU seconds then."""
+    deadline = time.monotonic() + limit_s
+    last = cpu_seconds(pids)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = cpu_seconds(pids)
+        if now - last < 0.02:
+            return now
+        last = now
+    return last
+
+
+def wrk_throughput(origin: str, seconds: int, concurrency: int, script: Path) -> tuple[float, int]:
+    """Requests/s, and how many requests wrk completed."""
     headers = asyncio.run(wrk_headers(origin))
     argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", str(script)]
     for header in headers:
@@ -168,8 +183,10 @@ def wrk_throughput(origin: str, seconds: int, concurrency: int, script: Path) ->
     if bad or errors:
         raise SystemExit(f"wrk saw failures against {origin}:\n{out}")
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    done = re.search(r"(\d+) requests in", out)
     assert match, out
-    return float(match.group(1))
+    assert done, out
+    return float(match.group(1)), int(done.group(1))
 
 
 def main() -> None:
@@ -215,12 +232,14 @@ def main() -> None:
                     rates[name].append(
                         asyncio.run(throughput(origin, args.requests, args.concurrency))
                     )
-                    before = cpu_seconds([sim.pid]), cpu_seconds([proxy.pid])
-                    rate = wrk_throughput(origin, args.wrk_seconds, args.concurrency, script)
+                    # start and end with the proxy's writer idle: its CPU for this run only
+                    before = wait_idle([sim.pid]), wait_idle([proxy.pid])
+                    rate, served = wrk_throughput(
+                        origin, args.wrk_seconds, args.concurrency, script
+                    )
                     wrk_rates[name].append(rate)
                     if name == "proxy":
-                        after = cpu_seconds([sim.pid]), cpu_seconds([proxy.pid])
-                        served = rate * args.wrk_seconds
+                        after = wait_idle([sim.pid]), wait_idle([proxy.pid])
                         cpu_us["simulator"].append((after[0] - before[0]) / served * 1e6)
                         cpu_us["proxy"].append((after[1] - before[1]) / served * 1e6)
         finally:

@@ -17,7 +17,7 @@ from recorder.record import Outcome, Recorder, RecordError, RecordOptions
 from recorder.status import Status
 from tape.frame import Session
 from tape.redact import redact_url
-from tape.runtime import settle_gc
+from tape.runtime import keep_pandas_out_of_arrow, settle_gc
 from tape.schema import TapeError, package_version
 from tape.session import SessionLog, new_session_id
 from tape.writer import TapeWriter
@@ -127,6 +127,7 @@ def record_command(
         duration=duration,
         max_messages=max_messages,
     )
+    keep_pandas_out_of_arrow()  # the writer runs in this process
     settle_gc()
     outcome = asyncio.run(record_to_tape(options, output, _pairs(labels, "=", "KEY=VALUE")))
     if not outcome.ok:

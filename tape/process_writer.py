@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from tape.frame import Frame, Session
-from tape.runtime import settle_gc
+from tape.runtime import keep_pandas_out_of_arrow, settle_gc
 from tape.schema import TapeError
 
 HANDOFF_S = 0.02  # how often gathered frames go to the child
@@ -192,6 +192,7 @@ def _child(path: str, conn: Connection) -> None:
 
     with contextlib.suppress(OSError, AttributeError):  # AttributeError: no nice() on Windows
         os.nice(NICE)  # forwarding first: the writer catches up in the gaps
+    keep_pandas_out_of_arrow()
     try:
         writer = TapeWriter(path, threads=1)
     except Exception as exc:

@@ -8,7 +8,7 @@ never the thread receiving from the network (DESIGN.md, "Writing").
 from __future__ import annotations
 
 import contextlib
-import sys
+import os
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -51,33 +51,6 @@ QUEUE_BYTES = 32 * 2**20  # bound memory too: 50k frames of 5 kB would otherwise
 COMMIT_INTERVAL_S = 0.2
 MEMORY_MB = 96  # DuckDB's buffer limit: 64 MB cost 30% throughput here, 128 MB 35 MB more RSS
 QUEUE_SIZE = 50_000  # >1.5 s of headroom at 30k frames/s (a checkpoint stalls <0.75 s), ~50 MB
-
-
-class _NoPandas:
-    """A meta-path finder under which `import pandas` fails."""
-
-    def find_spec(self, name: str, *_: object) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError("not for pyarrow's first look", name=name)
-
-
-def keep_pandas_out_of_arrow() -> None:
-    """Stop pyarrow importing pandas just to ask whether our lists are pandas objects.
-
-    The first time pyarrow converts anything it tries `import pandas` (if installed): ~50 MB of
-    RSS and ~1 s of CPU, measured here, in a recorder that never uses pandas. pyarrow tries once
-    and remembers the answer for these checks, so we let that one try fail. An explicit
-    `to_pandas()` later still imports pandas and works; if pandas is already imported, nothing
-    changes.
-    """
-    if "pandas" in sys.modules:
-        return
-    finder = _NoPandas()
-    sys.meta_path.insert(0, finder)
-    try:
-        pa.array([0])
-    finally:
-        sys.meta_path.remove(finder)
 
 
 class FrameSink(Protocol):
@@ -125,6 +98,13 @@ def binary_array(values: Sequence[bytes]) -> pa.Array:
     return pa.Array.from_buffers(kind, len(values), buffers)
 
 
+def _ram_mb() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return 8192
+
+
 def upsert_session(conn: duckdb.DuckDBPyConnection, session: Session) -> None:
     session = prepare_session(session)
     values = [getattr(session, name) for name in SESSION_COLUMNS]
@@ -156,7 +136,9 @@ class TapeWriter:
     ) -> None:
         """`threads` caps DuckDB's worker threads (default: one per core)."""
         self.path = Path(path)
-        keep_pandas_out_of_arrow()
+        # pyarrow's first conversion may import pandas (~1 s, see tape.runtime): pay that here,
+        # not when the first commit is due
+        pa.array([0])
         self._conn = open_for_writing(self.path)
         if threads is not None:
             self._conn.execute(f"SET threads = {int(threads)}")
@@ -294,7 +276,7 @@ class TapeWriter:
             # DuckDB holds a value in one block, and parsing a frame's JSON took up to 4.5x its
             # size: a long-poll reply carrying a 100 MB backlog must not fail for want of room.
             largest = max((len(f.raw) for f in frames), default=0) >> 20
-            self._set_memory(max(MEMORY_MB, MEMORY_MB + 8 * largest))
+            self._set_memory(min(max(MEMORY_MB, 8 * largest), _ram_mb() * 4 // 5))
             conn.execute("BEGIN")
             if frames:
                 self._insert([prepare_frame(f) for f in frames])
@@ -303,9 +285,11 @@ class TapeWriter:
             conn.execute("COMMIT")
             self.committed_frames += len(frames)
             if self._memory_mb > MEMORY_MB:
-                # a checkpoint pins the big value whole: take it while the room is there
-                conn.execute("CHECKPOINT")
-                self._set_memory(MEMORY_MB)
+                # A checkpoint pins the big value whole: take it while the room is there. The
+                # batch is committed already; if this fails, the next commit tries again.
+                with contextlib.suppress(duckdb.Error):
+                    conn.execute("CHECKPOINT")
+                    self._set_memory(MEMORY_MB)
         for marker in markers:
             marker.done.set()
 

@@ -66,14 +66,16 @@ def test_a_failed_writer_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         writer.close()
 
 
-def test_writing_does_not_import_pandas(tmp_path: Path) -> None:
-    """pyarrow would import pandas (~50 MB) on its first conversion; the writer keeps it out,
-    and pandas still works afterwards for whoever asks for it."""
+def test_a_recording_process_does_not_import_pandas(tmp_path: Path) -> None:
+    """pyarrow would import pandas (~50 MB) on its first conversion; recording processes keep
+    it out (keep_pandas_out_of_arrow), and pandas still works afterwards for whoever asks."""
     script = f"""
 import sys
 from tape.frame import Session
+from tape.runtime import keep_pandas_out_of_arrow
 from tape.session import SessionLog
 from tape.writer import TapeWriter
+keep_pandas_out_of_arrow()
 with TapeWriter({str(tmp_path / "t.duckdb")!r}) as writer:
     SessionLog(writer, Session(session_id="s")).append("in", b'[{{"channel":"/a"}}]')
 print("pandas" in sys.modules)
