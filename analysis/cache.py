@@ -16,13 +16,35 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 
 from analysis.definitions import fingerprint, sql_files, view_names
+from tape.projection import http_fields_select
 
-BASE_TABLES = ("frames", "messages", "sessions")
+BASE_TABLES = ("frames", "messages", "http_fields", "sessions")
+
+
+def base_selects(select_of: Callable[[str], str], have: set[str]) -> dict[str, str]:
+    """A SELECT for each base table, given how to select a table of the source and the tables
+    it has. A tape of schema v1 (or an export made from one) has no http_fields: it is then
+    derived from the frames on the fly, by the same SQL the writer uses."""
+    selects = {}
+    for table in BASE_TABLES:
+        if table == "http_fields" and table not in have:
+            selects[table] = http_fields_select(f"({select_of('frames')})")
+        else:
+            selects[table] = select_of(table)
+    return selects
+
+
+def tables_of(conn: duckdb.DuckDBPyConnection, database: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [database]
+    ).fetchall()
+    return {str(r[0]) for r in rows}
 
 
 def cache_dir() -> Path:
@@ -87,8 +109,9 @@ def _build(tape: Path, target: Path, want: str) -> None:
     try:
         literal = "'" + str(tape).replace("'", "''") + "'"
         conn.execute(f"ATTACH {literal} AS tape (READ_ONLY)")
-        for table in BASE_TABLES:
-            conn.execute(f"CREATE VIEW {table} AS SELECT * FROM tape.main.{table}")
+        selects = base_selects(lambda t: f"SELECT * FROM tape.main.{t}", tables_of(conn, "tape"))
+        for table, select in selects.items():
+            conn.execute(f"CREATE VIEW {table} AS {select}")
         done = set()
         for sql in sql_files():
             conn.execute(sql)

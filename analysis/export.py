@@ -1,4 +1,5 @@
-"""`analyze export`: frames, messages, sessions and every view, as Parquet, CSV or JSON.
+"""`analyze export`: frames, messages, http_fields, sessions and every view, as Parquet, CSV
+or JSON.
 
 Parquet is written Hive-partitioned by the UTC date of each row's time (DIR/frames/date=.../),
 except clock_offsets, which has no time of its own (one file). Such a folder can be analysed
@@ -19,6 +20,7 @@ from analysis.definitions import view_names
 DATE_OF = {
     "frames": "t_wall_ns",
     "messages": "t_wall_ns",
+    "http_fields": "t_wall_ns",
     "sessions": "started_ns",
     "requests": "request_ns",
     "acks": "ack_ns",

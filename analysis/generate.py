@@ -7,8 +7,8 @@ the Outbound API, referenceId unique), answered by an HTTP response; then, unles
 the unmatched ones, an ack on /v2/me/outbound and its /me/internal eventProcessing metrics.
 Every `split_every`-th ack's metrics arrive in a separate, later frame. Latencies are drawn
 from lognormal distributions with numpy's seeded generator, in whole microseconds, so every
-recorded difference is exact. Frames are made in DuckDB SQL and `messages` is derived by the
-tape's own projection, the same code the recorder's writer runs.
+recorded difference is exact. Frames are made in DuckDB SQL; `messages` and `http_fields` are
+derived by the tape's own projections, the same code the recorder's writer runs.
 
 `generate()` returns what was drawn, so a test can compare the analysis against it.
 """
@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from tape.projection import project
+from tape.projection import project, project_http
 from tape.schema import open_for_writing
 
 OPERATIONS = (
@@ -184,6 +184,7 @@ def generate(
             "FROM frames GROUP BY session_id"
         )
         project(conn, "frames")
+        project_http(conn, "frames")
         conn.execute("COMMIT")
         conn.execute("CHECKPOINT")
     finally:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import duckdb
 
-from analysis.cache import BASE_TABLES, materialized
+from analysis.cache import BASE_TABLES, base_selects, materialized, tables_of
 from analysis.definitions import sql_files, view_names
 from tape.schema import TapeError, check_version, connect
 
@@ -85,11 +86,12 @@ def open_tapes(
         conn.execute(f"CREATE SCHEMA {schema}")
         cached = None
         if path.is_dir():
-            tables = {t: _parquet(path, t) for t in BASE_TABLES}
+            have = {t for t in BASE_TABLES if (path / t).is_dir()}
+            tables = base_selects(partial(_parquet, path), have)
         else:
             _check(path)
             conn.execute(f"ATTACH {_literal(str(path))} AS tape{n} (READ_ONLY)")
-            tables = {t: f"SELECT * FROM tape{n}.main.{t}" for t in BASE_TABLES}
+            tables = base_selects(partial(_attached, f"tape{n}"), tables_of(conn, f"tape{n}"))
             if cache:
                 cached = materialized(path)
         for table, select in tables.items():
@@ -122,6 +124,10 @@ def open_tapes(
             f"CREATE VIEW main.{name} AS SELECT * FROM tape_all.{name}{filters.where(name)}"
         )
     return conn
+
+
+def _attached(database: str, table: str) -> str:
+    return f"SELECT * FROM {database}.main.{table}"
 
 
 def _parquet(folder: Path, table: str) -> str:

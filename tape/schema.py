@@ -13,9 +13,11 @@ from pathlib import Path
 
 import duckdb
 
-from tape.projection import MESSAGE_DATA_VIEW
+from tape.projection import MESSAGE_DATA_VIEW, project_http
 
-SCHEMA_VERSION = 1
+# v2 added the `http_fields` projection; a v1 tape is migrated when opened for writing, and
+# analysis derives the projection on the fly from a v1 tape it only reads.
+SCHEMA_VERSION = 2
 
 # ZSTD, not DuckDB's default FSST, for the JSON-bearing columns: measured here on GWS-shaped
 # frames it stores ~10x smaller and checkpoints ~4x faster.
@@ -79,6 +81,25 @@ CREATE TABLE IF NOT EXISTS sessions (
     labels           MAP(VARCHAR, VARCHAR)
 )"""
 
+HTTP_FIELDS_DDL = """
+CREATE TABLE IF NOT EXISTS http_fields (
+    session_id     VARCHAR NOT NULL,
+    seq            BIGINT NOT NULL,
+    t_wall_ns      BIGINT NOT NULL,
+    direction      VARCHAR NOT NULL,
+    kind           VARCHAR NOT NULL,
+    exchange_id    VARCHAR,
+    http_method    VARCHAR,
+    http_path      VARCHAR,
+    http_status    INTEGER,
+    operation_name VARCHAR,
+    reference_id   VARCHAR,
+    campaign_name  VARCHAR,
+    calling_list   VARCHAR,
+    application_id BIGINT,
+    status_code    BIGINT
+)"""
+
 META_DDL = "CREATE TABLE IF NOT EXISTS tape_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
 
 
@@ -135,8 +156,9 @@ def check_version(conn: duckdb.DuckDBPyConnection, path: Path | str) -> int:
 
 def create(conn: duckdb.DuckDBPyConnection) -> None:
     """Create every table of an empty tape, and stamp who made it."""
-    for ddl in (FRAMES_DDL, MESSAGES_DDL, SESSIONS_DDL, META_DDL, MESSAGE_DATA_VIEW):
+    for ddl in (FRAMES_DDL, MESSAGES_DDL, HTTP_FIELDS_DDL, SESSIONS_DDL, META_DDL):
         conn.execute(ddl)
+    conn.execute(MESSAGE_DATA_VIEW)
     install_views(conn)
     meta = {
         "schema_version": str(SCHEMA_VERSION),
@@ -145,6 +167,21 @@ def create(conn: duckdb.DuckDBPyConnection) -> None:
     }
     for key, value in meta.items():
         conn.execute("INSERT OR IGNORE INTO tape_meta VALUES (?, ?)", [key, value])
+
+
+def migrate(conn: duckdb.DuckDBPyConnection, version: int) -> None:
+    """Bring a tape of an older schema up to SCHEMA_VERSION, in one transaction."""
+    if version >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN")
+    if version < 2:
+        conn.execute(HTTP_FIELDS_DDL)
+        project_http(conn, "frames")
+    conn.execute(
+        "UPDATE tape_meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)]
+    )
+    conn.execute("COMMIT")
+    install_views(conn)
 
 
 def install_views(conn: duckdb.DuckDBPyConnection) -> None:
@@ -161,7 +198,7 @@ def open_for_writing(path: Path | str) -> duckdb.DuckDBPyConnection:
             if _has_user_tables(conn):
                 raise TapeError(f"{path} is a DuckDB file but not a tape; choose another path")
             create(conn)
-        check_version(conn, path)
+        migrate(conn, check_version(conn, path))
     except BaseException:
         conn.close()
         raise

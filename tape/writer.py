@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from tape.frame import FRAME_COLUMNS, SESSION_COLUMNS, Frame, Kind, Session
 from tape.prepare import prepare_frame, prepare_session
-from tape.projection import PROJECTION_SQL, project
+from tape.projection import HTTP_KINDS, PROJECTION_SQL, project, project_http
 from tape.schema import TapeError, open_for_writing
 
 FRAMES_SCHEMA = pa.schema(
@@ -315,6 +315,8 @@ def _insert_batch(conn: duckdb.DuckDBPyConnection, frames: list[Frame]) -> None:
         # the batch would be projected (a proxy's REST traffic, lifecycle frames).
         if any(f.kind == Kind.BAYEUX and f.parse_error is None for f in frames):
             project(conn, "_batch")
+        if any(f.kind in HTTP_KINDS for f in frames):
+            project_http(conn, "_batch")
     finally:
         with contextlib.suppress(duckdb.Error):  # in an aborted transaction: keep its error
             conn.unregister("_batch")

@@ -3,6 +3,7 @@ exports read back, views queried from a plain DuckDB client, gaps, clock offsets
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -413,3 +414,44 @@ def test_the_cache_follows_the_tape(tmp_path: Path) -> None:
         )
     assert analyze_json("sql", str(path), count) == [{"n": 2}]
     assert analyze_json("sql", str(path), count, "--no-cache") == [{"n": 2}]
+
+
+def _downgrade_to_v1(path: Path) -> None:
+    """Make `path` what cometd-tape 0.x schema v1 wrote: no http_fields table."""
+    conn = duckdb.connect(str(path))
+    conn.execute("DROP TABLE http_fields")
+    conn.execute("UPDATE tape_meta SET value = '1' WHERE key = 'schema_version'")
+    conn.close()
+
+
+def test_a_schema_v1_tape_is_analysed_as_it_is_and_migrated_when_rebuilt(tmp_path: Path) -> None:
+    v2 = tmp_path / "v2.duckdb"
+    generate(v2, 3000, seed=5, sessions=2)
+    want = analyze_json("latency", str(v2), "--by", "campaign", "--no-cache")
+    conn = duckdb.connect(str(v2), read_only=True)
+    http_rows = conn.execute("SELECT * FROM http_fields ORDER BY ALL").fetchall()
+    conn.close()
+
+    v1 = tmp_path / "v1.duckdb"
+    v1.write_bytes(v2.read_bytes())
+    _downgrade_to_v1(v1)
+    # Read-only analysis derives the projection from the frames, cached or not.
+    assert_same(analyze_json("latency", str(v1), "--by", "campaign", "--no-cache"), want)
+    assert_same(analyze_json("latency", str(v1), "--by", "campaign"), want)
+    assert "schema v1" in cometd_tape("info", str(v1)).stdout
+
+    # Opening it for writing migrates it: the projection is filled from the frames.
+    done = cometd_tape("rebuild", str(v1))
+    assert done.returncode == 0, done.stderr
+    assert "schema v2" in cometd_tape("info", str(v1)).stdout
+    conn = duckdb.connect(str(v1), read_only=True)
+    assert conn.execute("SELECT * FROM http_fields ORDER BY ALL").fetchall() == http_rows
+    conn.close()
+    assert_same(analyze_json("latency", str(v1), "--by", "campaign"), want)
+
+    # An export made from a v1 tape has no http_fields folder; it is analysed all the same.
+    out = tmp_path / "export"
+    assert analyze("export", str(v2), "-o", str(out)).returncode == 0
+    assert (out / "http_fields").is_dir()
+    shutil.rmtree(out / "http_fields")
+    assert_same(analyze_json("latency", str(out), "--by", "campaign"), want)

@@ -47,7 +47,7 @@ def test_import_info_export_rebuild_round_trip(tmp_path: Path) -> None:
     assert "imported 10 frames in 1 sessions" in result.output
     info = runner.invoke(cli, ["info", str(tape)])
     assert info.exit_code == 0
-    assert "schema v1" in info.output
+    assert "schema v2" in info.output
     assert "gws-dnc-0001" in info.output
     assert "/v2/me/outbound" in info.output
     assert runner.invoke(cli, ["export", str(tape), "-o", str(out)]).exit_code == 0

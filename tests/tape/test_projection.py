@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tape.bayeux import decode_frame
+from tape.frame import Frame
 from tape.gws import gws_fields
 from tape.jsonl import JsonlReader
 from tape.projection import rebuild
@@ -21,26 +22,88 @@ from tape.writer import TapeWriter
 from tests.conftest import SAMPLE, gws_frame_raw, make_frame
 
 
-def _all_messages(path: Path) -> list[tuple[Any, ...]]:
+def _all_rows(path: Path, table: str = "messages") -> list[tuple[Any, ...]]:
     conn = duckdb.connect(str(path), read_only=True)
     try:
-        return conn.execute("SELECT * FROM messages ORDER BY ALL").fetchall()
+        return conn.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
     finally:
         conn.close()
+
+
+REST_BODIES = (
+    b'{"operationName":"DoNotCallRecord","referenceId":"r1","campaignName":"C1",'
+    b'"callingList":"L1","applicationId":134}',
+    b'{"statusCode":0}',
+    b"not json",
+    b"[1, 2]",
+    b'{"referenceId": 42, "applicationId": "x"}',
+    b"\xff\xfe",
+    b"",
+)
+
+
+def _rest_frame(seq: int) -> Frame:
+    body = REST_BODIES[seq % len(REST_BODIES)]
+    request = seq % 2 == 0
+    return make_frame(
+        "s",
+        seq,
+        body,
+        kind="http-request" if request else "http-response",
+        direction="out" if request else "in",
+        transport="http",
+        exchange_id=f"x{seq // 2}",
+        http_method="POST" if request else None,
+        http_path="/api/v2/me/outbound-records/13" if request else None,
+        http_status=None if request else 200,
+    )
 
 
 def test_rebuild_equals_what_the_writer_produced(tmp_path: Path) -> None:
     path = tmp_path / "t.duckdb"
     with TapeWriter(path) as writer:
         for seq in range(1, 2001):
+            if seq % 7 == 0:
+                writer.write(_rest_frame(seq))
+                continue
             raw = gws_frame_raw(seq) if seq % 5 else b'{"channel":"/meta/connect","id":1}'
             writer.write(make_frame("s", seq, raw))
-    written = _all_messages(path)
+    written = _all_rows(path)
+    http_written = _all_rows(path, "http_fields")
     conn = open_for_writing(path)
     assert rebuild(conn) == len(written)
     conn.close()
-    assert _all_messages(path) == written
-    assert len(written) == 1600 * 2 + 400
+    assert _all_rows(path) == written
+    assert _all_rows(path, "http_fields") == http_written
+    rest = 2000 // 7
+    assert len(http_written) == rest
+    bayeux = 2000 - rest
+    connects = len([s for s in range(1, 2001) if s % 7 and s % 5 == 0])
+    assert len(written) == (bayeux - connects) * 2 + connects
+
+
+def test_http_fields_hold_the_body_fields_and_null_for_bodies_that_are_not_objects(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.duckdb"
+    with TapeWriter(path) as writer:
+        for seq in range(len(REST_BODIES)):
+            writer.write(_rest_frame(seq))
+    conn = duckdb.connect(str(path), read_only=True)
+    rows = conn.execute(
+        "SELECT seq, kind, operation_name, reference_id, campaign_name, calling_list, "
+        "application_id, status_code FROM http_fields ORDER BY seq"
+    ).fetchall()
+    conn.close()
+    assert rows == [
+        (0, "http-request", "DoNotCallRecord", "r1", "C1", "L1", 134, None),
+        (1, "http-response", None, None, None, None, None, 0),
+        (2, "http-request", None, None, None, None, None, None),
+        (3, "http-response", None, None, None, None, None, None),
+        (4, "http-request", None, "42", None, None, None, None),
+        (5, "http-response", None, None, None, None, None, None),
+        (6, "http-request", None, None, None, None, None, None),
+    ]
 
 
 def test_sample_gives_exactly_the_documented_messages(tmp_path: Path) -> None:
