@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,11 +16,12 @@ import click
 import duckdb
 import orjson
 
+from analysis.definitions import view_names
 from analysis.export import export
 from analysis.latency import GROUPS, STATS, latency
 from analysis.output import FORMATS, render
 from analysis.report import build_report
-from analysis.summary import summary
+from analysis.summary import SUMMARY_READS, summary
 from analysis.views import Filters, open_tapes
 from tape.schema import TapeError
 
@@ -53,9 +55,33 @@ def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> in
     return int(moment.timestamp() * 1_000_000) * 1000
 
 
-def _filters(command: F) -> F:
+Reads = Callable[[dict[str, Any]], Collection[str] | None]
+
+
+def _filters(reads: Reads) -> Callable[[F], F]:
     """--since/--until/--session/--campaign and --no-cache: the command gets `conn`, the
-    tapes opened as one with the filters applied."""
+    tapes opened as one with the filters applied. `reads(kwargs)` names the views the command
+    will read (None: every one), the ones worth caching."""
+
+    def decorate(command: F) -> F:
+        return _with_filters(command, reads)
+
+    return decorate
+
+
+def _reads(*views: str) -> Reads:
+    return lambda kwargs: views
+
+
+def _sql_reads(kwargs: dict[str, Any]) -> Collection[str]:
+    """The views a query names; reads the query from stdin first when it is `-`."""
+    if kwargs["query"] == "-":
+        kwargs["query"] = sys.stdin.read()
+    words = set(re.findall(r"\w+", kwargs["query"].lower()))
+    return [v for v in view_names() if v in words]
+
+
+def _with_filters(command: F, reads: Reads) -> F:
 
     @click.option("--since", callback=_moment, help="Only from this time (ISO 8601, UTC default).")
     @click.option("--until", callback=_moment, help="Only before this time (ISO 8601).")
@@ -79,7 +105,7 @@ def _filters(command: F) -> F:
         if since is not None and until is not None and since >= until:
             raise click.BadParameter("--since must be before --until", param_hint="--since")
         filters = Filters(since, until, sessions, campaign)
-        conn = open_tapes(tapes, filters, cache=not no_cache)
+        conn = open_tapes(tapes, filters, cache=not no_cache, views=reads(kwargs))
         if sessions:
             _check_sessions(conn, sessions)
         return command(conn=conn, tapes=tapes, **kwargs)
@@ -108,7 +134,7 @@ def analyze_group() -> None:
     help="Group by (repeat to nest).",
 )
 @_FORMAT
-@_filters
+@_filters(_reads("request_latency"))
 def latency_command(
     conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], by: tuple[str, ...], fmt: str
 ) -> None:
@@ -134,7 +160,7 @@ def latency_command(
     show_default=True,
     help="Output format.",
 )
-@_filters
+@_filters(_reads(*SUMMARY_READS))
 def summary_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], fmt: str) -> None:
     """Sessions, messages per channel, request/ack match rate, errors, gaps, clock offset."""
     sections = summary(conn)
@@ -155,7 +181,7 @@ def summary_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], fm
 @analyze_group.command("unmatched")
 @_TAPES
 @_FORMAT
-@_filters
+@_filters(_reads("unmatched_requests"))
 def unmatched_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], fmt: str) -> None:
     """Requests with no ack, an HTTP error or a non-zero statusCode, and why."""
     _query(
@@ -171,7 +197,7 @@ def unmatched_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], 
 @_TAPES
 @click.argument("query")
 @_FORMAT
-@_filters
+@_filters(_sql_reads)
 def sql_command(
     conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], query: str, fmt: str
 ) -> None:
@@ -180,7 +206,7 @@ def sql_command(
     Tables: frames, messages, sessions. Views: requests, acks, request_latency,
     unmatched_requests, clock_offsets, delivery_latency, channel_rates, gaps.
     """
-    text = sys.stdin.read() if query == "-" else query
+    text = query
     if not text.strip():
         raise click.BadParameter("the query is empty", param_hint="QUERY")
     try:
@@ -211,7 +237,7 @@ def sql_command(
     help="Folder to write into.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace what the folder already holds.")
-@_filters
+@_filters(lambda kwargs: None)
 def export_command(
     conn: duckdb.DuckDBPyConnection,
     tapes: tuple[Path, ...],
@@ -240,7 +266,7 @@ def export_command(
     required=True,
     help="The HTML file to write.",
 )
-@_filters
+@_filters(_reads(*SUMMARY_READS))
 def report_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], output: Path) -> None:
     """One self-contained HTML file (no scripts, no CDN): charts and the summary tables."""
     title = "cometd-tape report: " + ", ".join(p.name for p in tapes)

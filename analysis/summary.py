@@ -21,6 +21,16 @@ class Section:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
 
 
+# The views the summary reads (the ones `analyze summary` caches).
+SUMMARY_READS = (
+    "requests",
+    "acks",
+    "request_latency",
+    "unmatched_requests",
+    "gaps",
+    "clock_offsets",
+)
+
 QUERIES: dict[str, tuple[str, str]] = {
     "sessions": (
         "Sessions",

@@ -11,7 +11,7 @@ before `--until` still finds the ack that came after it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -65,26 +65,32 @@ class Filters:
 
 
 def open_tapes(
-    paths: Sequence[Path], filters: Filters | None = None, *, cache: bool = True
+    paths: Sequence[Path],
+    filters: Filters | None = None,
+    *,
+    cache: bool = True,
+    views: Collection[str] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Every tape (or Parquet export folder) as one; see the module docstring.
 
     Every view partitions by session, so each source's views are computed (or read from its
     cache, see analysis/cache.py) on their own and unioned: the same rows as computing them
-    over the union.
+    over the union. `views` names those the caller will read (None: all of them): only those
+    are cached. Any view can still be queried; the others are computed when read.
     """
     if not paths:
         raise TapeError("give at least one tape")
     filters = filters or Filters()
     conn = duckdb.connect()
     names = view_names()
+    wanted = names if views is None else [v for v in names if v in views]
     keep = ""
     if filters.sessions:
         keep = f" WHERE session_id IN ({', '.join(_literal(s) for s in filters.sessions)})"
     for n, path in enumerate(paths):
         schema = f"source{n}"
         conn.execute(f"CREATE SCHEMA {schema}")
-        cached = None
+        cached: dict[str, Path] = {}
         if path.is_dir():
             have = {t for t in BASE_TABLES if (path / t).is_dir()}
             tables = base_selects(partial(_parquet, path), have)
@@ -92,24 +98,24 @@ def open_tapes(
             _check(path)
             conn.execute(f"ATTACH {_literal(str(path))} AS tape{n} (READ_ONLY)")
             tables = base_selects(partial(_attached, f"tape{n}"), tables_of(conn, f"tape{n}"))
-            if cache:
-                cached = materialized(path)
+            if cache and wanted:
+                cached = materialized(path, wanted)
         for table, select in tables.items():
             conn.execute(f"CREATE VIEW {schema}.{table} AS SELECT * FROM ({select}){keep}")
         conn.execute(  # every session, whatever --session says: to check what it names
             f"CREATE VIEW {schema}.session_ids AS SELECT session_id FROM ({tables['sessions']})"
         )
-        if cached is not None:
-            conn.execute(f"ATTACH {_literal(str(cached))} AS cache{n} (READ_ONLY)")
-            for name in names:
-                conn.execute(
-                    f"CREATE VIEW {schema}.{name} AS SELECT * FROM cache{n}.main.{name}{keep}"
-                )
-        else:
-            conn.execute(f"SET schema = '{schema}'")
-            for sql in sql_files():
-                conn.execute(sql)
-            conn.execute("SET schema = 'main'")
+        conn.execute(f"SET schema = '{schema}'")
+        for sql in sql_files():
+            conn.execute(sql)
+        conn.execute("SET schema = 'main'")
+        # A cached view replaces its definition; the views reading it bind to it by name.
+        for name, file in cached.items():
+            alias = f"cache{n}_{name}"
+            conn.execute(f"ATTACH {_literal(str(file))} AS {alias} (READ_ONLY)")
+            conn.execute(
+                f"CREATE OR REPLACE VIEW {schema}.{name} AS SELECT * FROM {alias}.main.{name}{keep}"
+            )
     conn.execute(
         "CREATE VIEW main.session_ids AS "
         + " UNION ALL ".join(f"SELECT * FROM source{n}.session_ids" for n in range(len(paths)))

@@ -455,3 +455,33 @@ def test_a_schema_v1_tape_is_analysed_as_it_is_and_migrated_when_rebuilt(tmp_pat
     assert (out / "http_fields").is_dir()
     shutil.rmtree(out / "http_fields")
     assert_same(analyze_json("latency", str(out), "--by", "campaign"), want)
+
+
+def test_only_the_views_a_command_reads_are_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("COMETD_TAPE_CACHE", str(folder))
+    path = tmp_path / "g.duckdb"
+    generate(path, 500, seed=2, sessions=1)
+
+    def cached() -> list[str]:
+        return sorted(p.name.split(".")[1] for p in folder.glob("*.duckdb"))
+
+    want = analyze_json("latency", str(path), "--no-cache")
+    assert not folder.exists()
+    assert_same(analyze_json("latency", str(path)), want)
+    assert cached() == ["request_latency"]
+    assert_same(analyze_json("latency", str(path)), want)  # read back from the cache
+    counts = "SELECT (SELECT count(*) FROM acks) AS a, (SELECT count(*) FROM gaps) AS g"
+    assert analyze_json("sql", str(path), "--no-cache", counts) == analyze_json(
+        "sql", str(path), counts
+    )
+    assert cached() == ["acks", "gaps", "request_latency"]
+    assert not list(folder.glob("*.building*"))
+
+    # A cache folder that cannot be made: the answer comes all the same, uncached.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("COMETD_TAPE_CACHE", str(blocker / "cache"))
+    assert_same(analyze_json("latency", str(path)), want)
