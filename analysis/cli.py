@@ -134,7 +134,7 @@ def analyze_group() -> None:
     help="Group by (repeat to nest).",
 )
 @_FORMAT
-@_filters(_reads("request_latency"))
+@_filters(_reads("latency_parts"))
 def latency_command(
     conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], by: tuple[str, ...], fmt: str
 ) -> None:
@@ -266,7 +266,7 @@ def export_command(
     required=True,
     help="The HTML file to write.",
 )
-@_filters(_reads(*SUMMARY_READS))
+@_filters(_reads(*SUMMARY_READS, "latency_parts"))
 def report_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], output: Path) -> None:
     """One self-contained HTML file (no scripts, no CDN): charts and the summary tables."""
     title = "cometd-tape report: " + ", ".join(p.name for p in tapes)

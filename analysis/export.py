@@ -25,6 +25,7 @@ DATE_OF = {
     "requests": "request_ns",
     "acks": "ack_ns",
     "request_latency": "request_ns",
+    "latency_parts": "request_ns",
     "unmatched_requests": "request_ns",
     "delivery_latency": "receipt_ns",
     "gaps": "start_ns",

@@ -1,6 +1,7 @@
-"""Latency statistics over the request_latency view: count, p50, p90, p99, p99.9, max, mean
-for each part. Percentiles are DuckDB's quantile_cont: linear interpolation between the two
-nearest ranks, the same as numpy.percentile's default method ("linear")."""
+"""Latency statistics over the latency_parts view (request_latency, narrowed): count, p50,
+p90, p99, p99.9, max, mean for each part. Percentiles are DuckDB's quantile_cont: linear
+interpolation between the two nearest ranks, the same as numpy.percentile's default method
+("linear")."""
 
 from __future__ import annotations
 
@@ -33,18 +34,15 @@ def latency(
     keys = [GROUPS[b] for b in by] or ["'all'"]
     width = len(keys)
     select_keys = ", ".join(f"{k} AS g{i}" for i, k in enumerate(keys))
-    # One pass over the view (it joins requests to acks), then every part from that table.
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE latency_input AS SELECT {select_keys}, "
-        f"{', '.join(PARTS)} FROM request_latency"
-    )
+    # One query, so the view (which joins requests to acks when not cached) is read once.
     group_keys = ", ".join(f"g{i}" for i in range(width))
     stats = ", ".join(
         f"count({p}), quantile_cont({p}, [0.5, 0.9, 0.99, 0.999]), max({p}), avg({p})"
         for p in PARTS
     )
     sql = (
-        f"SELECT {group_keys}, {stats} FROM latency_input GROUP BY {group_keys} "
+        f"SELECT {group_keys}, {stats} FROM (SELECT {select_keys}, {', '.join(PARTS)} "
+        f"FROM latency_parts) GROUP BY {group_keys} "
         f"ORDER BY {group_keys} NULLS LAST"
     )
     rows: list[LatencyRow] = []
@@ -54,5 +52,4 @@ def latency(
             count, quantiles, top, mean = record[width + 4 * n : width + 4 * n + 4]
             quantiles = quantiles or [None] * 4
             rows.append(LatencyRow(group, part, (count, *quantiles, top, mean)))
-    conn.execute("DROP TABLE latency_input")
     return rows

@@ -72,7 +72,7 @@ def build_report(conn: duckdb.DuckDBPyConnection, title: str) -> str:
 def _histograms(conn: duckdb.DuckDBPyConnection) -> list[str]:
     ops = conn.execute(
         "SELECT coalesce(operation_name, '(none)') AS op, quantile_cont(ack_ms, 0.999), count(*) "
-        "FROM request_latency WHERE ack_ms IS NOT NULL GROUP BY op ORDER BY op"
+        "FROM latency_parts WHERE ack_ms IS NOT NULL GROUP BY op ORDER BY op"
     ).fetchall()
     if not ops:
         return [_empty_chart("Ack latency histogram", "no request was acknowledged")]
@@ -82,7 +82,7 @@ def _histograms(conn: duckdb.DuckDBPyConnection) -> list[str]:
         bins = dict(
             conn.execute(
                 f"SELECT least(floor(ack_ms / {width})::BIGINT, {BINS - 1}) AS b, count(*) "
-                "FROM request_latency WHERE ack_ms IS NOT NULL "
+                "FROM latency_parts WHERE ack_ms IS NOT NULL "
                 "AND coalesce(operation_name, '(none)') = ? GROUP BY b",
                 [op],
             ).fetchall()
@@ -103,7 +103,7 @@ def _latency_over_time(
 ) -> str:
     rows = conn.execute(
         f"SELECT (request_ns // {int(step * 1e9)}) * {step} AS t, "
-        "quantile_cont(ack_ms, 0.5), quantile_cont(ack_ms, 0.99) FROM request_latency "
+        "quantile_cont(ack_ms, 0.5), quantile_cont(ack_ms, 0.99) FROM latency_parts "
         "WHERE ack_ms IS NOT NULL GROUP BY t ORDER BY t"
     ).fetchall()
     series = [

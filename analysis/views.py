@@ -29,13 +29,20 @@ TIME_COLUMN = {
     "requests": "request_ns",
     "acks": "ack_ns",
     "request_latency": "request_ns",
+    "latency_parts": "request_ns",
     "unmatched_requests": "request_ns",
     "delivery_latency": "receipt_ns",
     "channel_rates": "epoch_ns(second)",
     "gaps": "start_ns",
 }
 # The relations --campaign narrows: those about requests.
-CAMPAIGN_FILTERED = ("requests", "acks", "request_latency", "unmatched_requests")
+CAMPAIGN_FILTERED = (
+    "requests",
+    "acks",
+    "request_latency",
+    "latency_parts",
+    "unmatched_requests",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -471,13 +471,13 @@ def test_only_the_views_a_command_reads_are_cached(
     want = analyze_json("latency", str(path), "--no-cache")
     assert not folder.exists()
     assert_same(analyze_json("latency", str(path)), want)
-    assert cached() == ["request_latency"]
+    assert cached() == ["latency_parts"]
     assert_same(analyze_json("latency", str(path)), want)  # read back from the cache
     counts = "SELECT (SELECT count(*) FROM acks) AS a, (SELECT count(*) FROM gaps) AS g"
     assert analyze_json("sql", str(path), "--no-cache", counts) == analyze_json(
         "sql", str(path), counts
     )
-    assert cached() == ["acks", "gaps", "request_latency"]
+    assert cached() == ["acks", "gaps", "latency_parts"]
     assert not list(folder.glob("*.building*"))
 
     # A cache folder that cannot be made: the answer comes all the same, uncached.
