@@ -77,8 +77,8 @@ def info_command(tape: Path) -> None:
 @click.command("rebuild")
 @click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def rebuild_command(tape: Path) -> None:
-    """Derive the messages table again from the frames (the log is the truth), and
-    (re)install the analysis views."""
+    """Derive the messages and http_fields projections again from the frames (the log is the
+    truth), migrate an older tape to the current schema, and (re)install the analysis views."""
     open_for_reading(tape).close()  # refuse anything that is not already a tape
     conn = open_for_writing(tape)
     try:
