@@ -6,7 +6,7 @@ The tape: 5,000,000 requests (with their HTTP responses) and their acks, each ac
 later frame. Built by the committed, seeded generator (analysis/generate.py).
 
 We time three things, each a fresh process:
-  * ours, cold: the first analysis of the tape (computes every view and caches it);
+  * ours, cold: the first analysis of the tape (computes the view it reads and caches it);
   * ours, warm: the same command again (reads the cached views), median of --repeats;
   * pandas: read the tape's frames and messages into DataFrames, parse the REST bodies,
     merge requests with responses, acks with their metrics and with their requests, and take
@@ -175,7 +175,7 @@ def main() -> None:
         if key[1] == "ack_ms"
         for i in (0, 1, 3)
     )
-    print(f"ours, cold (first analysis; builds the view cache): {cold:8.2f} s")
+    print(f"ours, cold (first analysis; caches the view it reads): {cold:8.2f} s")
     print(
         f"ours, warm (median of {args.repeats}: {', '.join(f'{w:.2f}' for w in warm_runs)}):"
         f" {warm:8.2f} s"

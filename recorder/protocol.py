@@ -132,7 +132,6 @@ class BayeuxClient:
         self._pending: dict[str, _Pending] = {}
         self._session = 0
         self._connect_id: str | None = None
-        self._connect_wanted = False
         self._first_connect = True
         self._timer: tuple[float, _Action] | None = None
         self._now = 0.0  # the latest `now` given: connects are sent from inside inputs
@@ -221,13 +220,6 @@ class BayeuxClient:
         self._now = now
         deadline = self._connect_deadline
         if deadline is not None and now >= deadline and self._connect_id is not None:
-            old = self._pending.get(self._connect_id)
-            if old is not None and old.session != self._session:
-                # the connect of a session given up: forget it, and let the new one connect
-                del self._pending[self._connect_id]
-                self._connect_id = self._connect_deadline = None
-                self._after_stale_reply()
-                return
             waited = now - self._connect_sent_at
             self.request_failed(
                 now, f"no /meta/connect reply within {waited:.3g} s", timed_out=True
@@ -275,8 +267,13 @@ class BayeuxClient:
         self._out.append(Outgoing(kind, tuple(wire)))
 
     def _forget_session(self) -> None:
-        # A new session starts: replies to the old one's requests are no longer acted on.
+        # A new session starts: replies to the old one's requests are no longer acted on. Its
+        # connect may still be out (held by the server), but Bayeux allows one outstanding
+        # connect per *client*: the new client connects at once. Waiting for the old one (up to
+        # its timeout + grace) would outlast a CometD server's maxInterval (10 s by default),
+        # and the server would drop the new session before its first connect.
         self._state, self._client_id, self._timer = State.HANDSHAKING, None, None
+        self._connect_id = self._connect_deadline = None
         self._session += 1
         self._subscribed.clear()
 
@@ -291,13 +288,12 @@ class BayeuxClient:
     def _connect(self) -> None:
         # Bayeux 1.0 "connect request": only one /meta/connect may be outstanding per client.
         if self._connect_id is not None:
-            self._connect_wanted = True
             return
         assert self._client_id is not None  # only called while CONNECTED
         # The first connect of a session asks for an immediate answer: Faye holds every
         # connect, the first included, unless told timeout 0 (PEERS.md).
         advice = Advice(timeout=0) if self._first_connect else None
-        self._first_connect = self._connect_wanted = False
+        self._first_connect = False
         message = bayeux.connect(
             self._client_id, self._connection_type, id=self._new_id(), advice=advice
         )
@@ -365,17 +361,12 @@ class BayeuxClient:
             self._events.append(ReplyUnmatched(message))
             return
         del self._pending[str(message.id)]
-        if pending.kind == "connect":
+        if str(message.id) == self._connect_id:
             self._connect_id = self._connect_deadline = None
         if pending.session != self._session or self._state is State.STOPPED:
-            self._after_stale_reply()
-        elif self._state is not State.DISCONNECTING or pending.kind == "disconnect":
+            return  # a reply to a session given up, or after the end: nothing to act on
+        if self._state is not State.DISCONNECTING or pending.kind == "disconnect":
             self._dispatch(message, pending, now)
-
-    def _after_stale_reply(self) -> None:
-        # A connect deferred behind the old session's connect can go now that it came back.
-        if self._connect_wanted and self._connect_id is None and self._state is State.CONNECTED:
-            self._connect()
 
     def _dispatch(self, reply: Message, pending: _Pending, now: float) -> None:
         self._advice = _merge(self._advice, reply.advice)

@@ -55,10 +55,12 @@ def started(channels: list[str] | None = None, **options: Any) -> BayeuxClient:
     return client
 
 
-def handshaken(client: BayeuxClient, now: float = 0.0, **advice: Any) -> list[Outgoing]:
+def handshaken(
+    client: BayeuxClient, now: float = 0.0, client_id: str = "c1", **advice: Any
+) -> list[Outgoing]:
     """Answer the outstanding handshake; returns what the client sent in response."""
     (hs,) = sent(client, "handshake")
-    fields: dict[str, Any] = {"clientId": "c1"}
+    fields: dict[str, Any] = {"clientId": client_id}
     if advice:
         fields["advice"] = advice
     client.receive([reply(hs, **fields)], now)
@@ -154,20 +156,35 @@ def test_a_connect_with_no_reply_counts_as_lost_after_timeout_plus_grace() -> No
 
 
 def test_never_two_connects_outstanding() -> None:
-    client, connect = connected()
+    client, _ = connected()
     client.subscribe(["/extra"], 0.0)
     client.tick(10.0)  # long before the connect could count as lost
     batches = client.data_to_send()
     assert [o.kind for o in batches] == ["subscribe"]
-    # A re-handshake while the old connect is out defers the new session's first connect.
-    (sub,) = batches[0].messages
+
+
+def test_a_new_session_connects_at_once_while_the_old_sessions_connect_is_held() -> None:
+    """One outstanding connect per *client*: a re-handshake while the old client's connect is
+    held gets the new client connected at once. Waiting for the old one (up to its timeout +
+    grace) would outlast a CometD server's maxInterval (10 s), which drops a session that has
+    not connected by then."""
+    client, connect = connected()
+    client.subscribe(["/extra"], 0.0)
+    (sub,) = client.data_to_send()[0].messages
     client.receive([reply(sub, successful=False, error="402::Unknown client")], 1.0)
-    batches = handshaken(client)
-    assert [o.kind for o in batches] == ["subscribe"]
-    client.receive([reply(connect, successful=False, error="402::Unknown client")], 2.0)
-    (first,) = sent(client, "connect")
+    batches = handshaken(client, now=1.5, client_id="c2")
+    assert [o.kind for o in batches] == ["subscribe", "connect"]
+    (first,) = batches[1].messages
     assert first["advice"] == {"timeout": 0}
-    assert first["clientId"] == "c1"
+    assert (connect["clientId"], first["clientId"]) == ("c1", "c2")
+    # The old connect comes back late: ignored, and the new one is still the one out.
+    client.receive([reply(connect, successful=False, error="402::Unknown client")], 20.0)
+    assert client.data_to_send() == []
+    assert client.state is State.CONNECTED
+    client.receive([reply(first)], 21.0)
+    (again,) = sent(client, "connect")
+    assert again["clientId"] == "c2"
+    assert "advice" not in again
 
 
 def test_interval_is_waited_before_the_next_connect() -> None:
