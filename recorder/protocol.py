@@ -28,7 +28,7 @@ from recorder.events import (
 )
 from tape import bayeux
 from tape.bayeux import Advice, Message, Reconnect
-from tape.channel import validate_channel
+from tape.channel import META_PREFIX, validate_channel
 
 ConnectionType = Literal["long-polling", "websocket"]
 WireHook = Callable[[dict[str, Any]], dict[str, Any]]
@@ -350,10 +350,11 @@ class BayeuxClient:
     # --- receiving -------------------------------------------------------------------------
 
     def _receive_one(self, message: Message, now: float) -> None:
-        if not message.is_meta:
+        fields = message.fields  # read directly: this runs for every message recorded
+        if not fields["channel"].startswith(META_PREFIX):
             # Delivered events are matched by channel, never by id: a server may reuse ids
             # that collide with ours (PEERS.md, aiocometd-ng).
-            event = MessageDelivered if message.has_data else ReplyUnmatched
+            event = MessageDelivered if "data" in fields else ReplyUnmatched
             self._events.append(event(message))
             return
         pending = None if message.id is None else self._pending.get(message.id)

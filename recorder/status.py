@@ -14,14 +14,11 @@ class Status:
     started: float = field(default_factory=time.monotonic)
     frames: int = 0
     messages: Counter[str] = field(default_factory=Counter)
+    delivered: int = 0  # the sum of `messages`, kept as it goes (read per batch)
     bytes_in: int = 0
     reconnects: int = 0
     last_event_wall: float | None = None
     state: str = "connecting"
-
-    @property
-    def delivered(self) -> int:
-        return sum(self.messages.values())
 
     def line(self, now: float | None = None) -> str:
         elapsed = max((now or time.monotonic()) - self.started, 1e-9)
