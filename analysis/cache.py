@@ -56,9 +56,12 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "cometd-tape"
 
 
+def _key(tape: Path) -> str:
+    return hashlib.sha256(str(tape.resolve()).encode()).hexdigest()[:24]
+
+
 def entry_path(tape: Path, view: str) -> Path:
-    key = hashlib.sha256(str(tape.resolve()).encode()).hexdigest()[:24]
-    return cache_dir() / f"{key}.{view}.duckdb"
+    return cache_dir() / f"{_key(tape)}.{view}.duckdb"
 
 
 def stamp(tape: Path) -> str:
@@ -147,9 +150,17 @@ def _build(tape: Path, views: list[str], want: str) -> dict[str, Path]:
         raise
     conn.close()
     final = {}
-    for view, tmp in built.items():
-        final[view] = entry_path(tape, view)
-        os.replace(tmp, final[view])
+    try:
+        for view, tmp in built.items():
+            final[view] = entry_path(tape, view)
+            os.replace(tmp, final[view])
+    finally:
+        for tmp in built.values():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()  # only those a failure left behind
+        # Earlier versions kept every view of a tape in one file: never read again.
+        with contextlib.suppress(OSError):
+            (cache_dir() / f"{_key(tape)}.duckdb").unlink()
     return final
 
 

@@ -203,8 +203,8 @@ def sql_command(
 ) -> None:
     """Run SQL over the tapes and their views; QUERY `-` reads it from stdin.
 
-    Tables: frames, messages, sessions. Views: requests, acks, request_latency,
-    unmatched_requests, clock_offsets, delivery_latency, channel_rates, gaps.
+    Tables: frames, messages, http_fields, sessions. Views: requests, acks, request_latency,
+    latency_parts, unmatched_requests, clock_offsets, delivery_latency, channel_rates, gaps.
     """
     text = query
     if not text.strip():

@@ -8,6 +8,8 @@ from importlib import resources
 
 import duckdb
 
+from tape.projection import HTTP_FIELDS_SQL
+
 _VIEW = re.compile(r"CREATE OR REPLACE VIEW (\w+) AS", re.IGNORECASE)
 
 
@@ -29,5 +31,7 @@ def install(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def fingerprint() -> str:
-    """Changes whenever any view's SQL does."""
-    return hashlib.sha256("\n".join(sql_files()).encode()).hexdigest()[:16]
+    """Changes whenever any view's SQL does, or the http_fields projection's (a v1 tape's
+    views derive it on the fly)."""
+    text = "\n".join([*sql_files(), HTTP_FIELDS_SQL])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -46,7 +46,7 @@ def export(conn: duckdb.DuckDBPyConnection, folder: Path, fmt: str) -> dict[str,
         rows = conn.execute(f"SELECT count(*) FROM ({select})").fetchall()
         counts[name] = int(rows[0][0])
         if fmt == "parquet":
-            _parquet(conn, folder, name, select)
+            _parquet(conn, folder, name, select, empty=not counts[name])
         else:
             target = _literal(str(folder / f"{name}.{fmt}"))
             options = "FORMAT csv, HEADER" if fmt == "csv" else "FORMAT json"
@@ -54,7 +54,9 @@ def export(conn: duckdb.DuckDBPyConnection, folder: Path, fmt: str) -> dict[str,
     return counts
 
 
-def _parquet(conn: duckdb.DuckDBPyConnection, folder: Path, name: str, select: str) -> None:
+def _parquet(
+    conn: duckdb.DuckDBPyConnection, folder: Path, name: str, select: str, *, empty: bool
+) -> None:
     target = folder / name
     if name == "channel_rates":
         date = "strftime(second, '%Y-%m-%d')"
@@ -64,6 +66,11 @@ def _parquet(conn: duckdb.DuckDBPyConnection, folder: Path, name: str, select: s
         target.mkdir(exist_ok=True)
         path = _literal(str(target / f"{name}.parquet"))
         conn.execute(f"COPY ({select}) TO {path} (FORMAT parquet)")
+        return
+    if empty:  # a partitioned COPY of no rows writes no file; keep the columns readable
+        (target / "date=none").mkdir(parents=True, exist_ok=True)
+        path = _literal(str(target / "date=none" / "empty.parquet"))
+        conn.execute(f"COPY (SELECT * FROM ({select}) LIMIT 0) TO {path} (FORMAT parquet)")
         return
     conn.execute(
         f"COPY (SELECT *, {date} AS date FROM ({select})) TO {_literal(str(target))} "

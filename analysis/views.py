@@ -26,6 +26,7 @@ from tape.schema import TapeError, check_version, connect
 TIME_COLUMN = {
     "frames": "t_wall_ns",
     "messages": "t_wall_ns",
+    "http_fields": "t_wall_ns",
     "requests": "request_ns",
     "acks": "ack_ns",
     "request_latency": "request_ns",
@@ -99,7 +100,7 @@ def open_tapes(
         conn.execute(f"CREATE SCHEMA {schema}")
         cached: dict[str, Path] = {}
         if path.is_dir():
-            have = {t for t in BASE_TABLES if (path / t).is_dir()}
+            have = {t for t in BASE_TABLES if any((path / t).rglob("*.parquet"))}
             tables = base_selects(partial(_parquet, path), have)
         else:
             _check(path)

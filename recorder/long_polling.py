@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import aiohttp
 import orjson
@@ -22,7 +22,8 @@ from tape.bayeux import Message
 from tape.session import SessionLog
 
 Deliver = Callable[[list[Message]], None]
-Fail = Callable[[str, int | None], None]
+# reason, HTTP status, the ids of the failed request's messages (None: all in flight)
+Fail = Callable[[str, int | None, Collection[str] | None], None]
 
 NETWORK_DELAY_S = 10.0  # on top of the advice timeout, as CometD's maxNetworkDelay
 
@@ -136,7 +137,7 @@ class LongPollingTransport:
         try:
             await self._exchange_body(url, body, headers, exchange, batch)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._fail(f"{batch.kind} request failed: {_describe(exc)}", None)
+            self._fail(f"{batch.kind} request failed: {_describe(exc)}", None, _ids(batch))
 
     async def _exchange_body(
         self, url: str, body: bytes, headers: dict[str, str], exchange: str, batch: Outgoing
@@ -158,16 +159,20 @@ class LongPollingTransport:
             headers=stored_headers(resp.headers, self.csrf.secret_names()),
         )
         if error is not None:
-            self._fail(f"{batch.kind} answered {error}", resp.status)
+            self._fail(f"{batch.kind} answered {error}", resp.status, _ids(batch))
         elif batch.kind == "connect" and not any(m.channel == "/meta/connect" for m in messages):
             # Without its reply the client would wait for this connect forever.
             if messages:
                 self._deliver(messages)
-            self._fail("the connect got no /meta/connect reply", resp.status)
+            self._fail("the connect got no /meta/connect reply", resp.status, _ids(batch))
         elif messages:
             self._deliver(messages)
         elif raw.strip() not in (b"", b"[]"):
-            self._fail(f"the {batch.kind} reply is not Bayeux", resp.status)
+            self._fail(f"the {batch.kind} reply is not Bayeux", resp.status, _ids(batch))
+
+
+def _ids(batch: Outgoing) -> list[str]:
+    return [str(m["id"]) for m in batch.messages if m.get("id") is not None]
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,7 +4,7 @@ batches to send, events and the time to be woken up come out. Transports do all 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
@@ -197,10 +197,26 @@ class BayeuxClient:
                 self._connect_sent_at + self._advice_timeout_s() + self._grace,
             )
 
-    def request_failed(self, now: float, reason: str, *, timed_out: bool = False) -> None:
-        """The transport could not deliver a request, got an HTTP error or lost its socket."""
+    def request_failed(
+        self,
+        now: float,
+        reason: str,
+        *,
+        timed_out: bool = False,
+        ids: Collection[str] | None = None,
+    ) -> None:
+        """The transport could not deliver a request, got an HTTP error or lost its socket.
+
+        `ids`: the message ids of the one request that failed, when the transport knows them
+        (long-polling: one POST each). A request none of whose messages is pending in this
+        session (the held connect of a session given up) takes nothing else down with it.
+        """
         self._now = now
         if self._state in (State.IDLE, State.STOPPED):
+            return
+        if ids is not None and not any(self._current(i) for i in ids):
+            for i in ids:
+                self._pending.pop(i, None)
             return
         if self._state is State.DISCONNECTING:
             self._stop("disconnected")
@@ -215,6 +231,10 @@ class BayeuxClient:
         if timed_out:  # let the transport drop the stuck socket before the retry goes out
             delay = max(delay, 0.05)
         self._schedule(action, delay, now)
+
+    def _current(self, message_id: str) -> bool:
+        pending = self._pending.get(message_id)
+        return pending is not None and pending.session == self._session
 
     def tick(self, now: float) -> None:
         self._now = now
@@ -403,6 +423,10 @@ class BayeuxClient:
     def _on_handshake(self, reply: Message, now: float) -> None:
         if reply.successful and reply.client_id:
             self._state, self._client_id = State.CONNECTED, reply.client_id
+            # The old session's requests will never be acted on: a late reply to one is
+            # ReplyUnmatched, a late failure of one is ignored (request_failed's `ids`).
+            for key in [k for k, p in self._pending.items() if p.session != self._session]:
+                del self._pending[key]
             self._first_connect = True
             self._events.append(HandshakeSucceeded(reply.client_id, self._advice))
             if self._channels:

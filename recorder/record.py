@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -149,11 +149,13 @@ class Recorder:
         self.client.receive(messages, now)
         self._pump()
 
-    def _failed(self, reason: str, http_status: int | None) -> None:
+    def _failed(
+        self, reason: str, http_status: int | None, ids: Collection[str] | None = None
+    ) -> None:
         if not self._connected_once and self._stopping is None:
             self._finish(_first_failure(self.options.url, reason, http_status), ok=False)
             return
-        self.client.request_failed(time.monotonic(), reason)
+        self.client.request_failed(time.monotonic(), reason, ids=ids)
         self._pump()
 
     def _pump(self, *, wake: bool = True) -> None:

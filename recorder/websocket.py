@@ -7,7 +7,7 @@ keeps idle connections alive through proxies. Every frame is logged before it is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -20,7 +20,7 @@ from tape.bayeux import Message
 from tape.session import SessionLog
 
 Deliver = Callable[[list[Message]], None]
-Fail = Callable[[str, int | None], None]
+Fail = Callable[[str, int | None, Collection[str] | None], None]
 
 MAX_FRAME = 64 * 2**20  # a 5 MB frame must be recorded, not refused (the default is 1 MiB)
 
@@ -88,10 +88,12 @@ class WebSocketTransport:
                     await self._session(ws, first)
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
                 self._drop_outbox()
-                self._fail(f"cannot open {self.url}: {exc or type(exc).__name__}", _status(exc))
+                self._fail(
+                    f"cannot open {self.url}: {exc or type(exc).__name__}", _status(exc), None
+                )
             except (ConnectionClosed, _SocketGoneError) as exc:
                 self._drop_outbox()
-                self._fail(f"websocket closed: {exc or 'by the server'}", None)
+                self._fail(f"websocket closed: {exc or 'by the server'}", None, None)
             finally:
                 self._ws = None
 

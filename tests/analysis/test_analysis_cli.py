@@ -485,3 +485,32 @@ def test_only_the_views_a_command_reads_are_cached(
     blocker.write_text("")
     monkeypatch.setenv("COMETD_TAPE_CACHE", str(blocker / "cache"))
     assert_same(analyze_json("latency", str(path)), want)
+
+
+def test_an_export_of_a_tape_with_no_rest_traffic_is_analysed(tmp_path: Path) -> None:
+    path = tmp_path / "bayeux-only.duckdb"
+    tape = Tape()
+    tape.ack("a", 10, "r1")  # a recording with no REST side: http_fields stays empty
+    tape.write(path)
+    out = tmp_path / "export"
+    assert analyze("export", str(path), "-o", str(out)).returncode == 0
+    for command in ("summary", "latency", "unmatched"):
+        done = analyze(command, str(out), "--format", "json")
+        assert done.returncode == 0, (command, done.stderr)
+    rows = analyze_json("sql", str(out), "SELECT count(*) AS n FROM acks")
+    assert rows == [{"n": 1}]
+
+
+def test_the_time_window_narrows_http_fields_like_the_frames(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    tape = Tape()
+    for n in range(10):
+        tape.request("a", n * 1000, f"r{n}")  # one request (and response) a second
+    tape.write(path)
+    since, until = "2026-01-01T00:00:03Z", "2026-01-01T00:00:06Z"
+    counts = (
+        "SELECT (SELECT count(*) FROM http_fields) AS h, "
+        "(SELECT count(*) FROM frames WHERE kind LIKE 'http-%') AS f"
+    )
+    rows = analyze_json("sql", str(path), counts, "--since", since, "--until", until)
+    assert rows == [{"h": 6, "f": 6}]

@@ -187,6 +187,28 @@ def test_a_new_session_connects_at_once_while_the_old_sessions_connect_is_held()
     assert "advice" not in again
 
 
+def test_a_late_failure_of_the_old_sessions_connect_takes_nothing_down() -> None:
+    """Long-polling: the old session's held connect is an HTTP request of its own; when it
+    times out or fails after the re-handshake, the new session's connect stays the only one."""
+    client, connect = connected()
+    client.subscribe(["/extra"], 0.0)
+    (sub,) = client.data_to_send()[0].messages
+    client.receive([reply(sub, successful=False, error="402::Unknown client")], 1.0)
+    batches = handshaken(client, now=1.5, client_id="c2")
+    (first,) = batches[1].messages
+    client.events_received()
+    client.request_failed(10.0, "connect request failed: timed out", ids=[connect["id"]])
+    client.tick(10.1)
+    assert client.events_received() == []
+    assert client.data_to_send() == []
+    # The current connect failing is an outage as before.
+    client.request_failed(11.0, "connect answered HTTP 500", ids=[first["id"]])
+    assert [type(e) for e in client.events_received()] == [ConnectionLost]
+    client.tick(60.0)
+    (retry,) = sent(client, "connect")
+    assert retry["clientId"] == "c2"
+
+
 def test_interval_is_waited_before_the_next_connect() -> None:
     client, connect = connected()
     client.receive([reply(connect, advice={"reconnect": "retry", "interval": 2500})], 10.0)
