@@ -115,6 +115,7 @@ def _build(tape: Path, views: list[str], want: str) -> dict[str, Path]:
     view read only through another is computed in passing, not kept.
     """
     conn = duckdb.connect()
+    conn.execute("SET enable_progress_bar = false")  # never in a command's output
     built: dict[str, Path] = {}
     try:
         conn.execute(f"ATTACH {_literal(str(tape))} AS tape (READ_ONLY)")

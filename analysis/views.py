@@ -90,6 +90,7 @@ def open_tapes(
         raise TapeError("give at least one tape")
     filters = filters or Filters()
     conn = duckdb.connect()
+    conn.execute("SET enable_progress_bar = false")  # never in a command's output
     names = view_names()
     wanted = names if views is None else [v for v in names if v in views]
     keep = ""

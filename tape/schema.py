@@ -120,7 +120,7 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     if read_only and not path.exists():
         raise TapeError(f"{path}: no such tape file")
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        conn = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         text = str(exc)
         if "lock" in text.lower():
@@ -131,6 +131,10 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         raise TapeError(f"{path} is not a tape (DuckDB could not open it: {text})") from exc
     except duckdb.Error as exc:
         raise TapeError(f"{path} is not a tape (DuckDB could not open it: {exc})") from exc
+    # No progress bar: a long statement (a migration, a rebuild) would print one into the
+    # output of whatever command opened the tape.
+    conn.execute("SET enable_progress_bar = false")
+    return conn
 
 
 def schema_version(conn: duckdb.DuckDBPyConnection) -> int | None:
