@@ -22,7 +22,7 @@ from analysis.latency import GROUPS, STATS, latency
 from analysis.output import FORMATS, render
 from analysis.report import build_report
 from analysis.summary import SUMMARY_READS, summary
-from analysis.views import Filters, open_tapes
+from analysis.views import Filters, open_tapes, repeated_sessions
 from tape.schema import TapeError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -106,6 +106,15 @@ def _with_filters(command: F, reads: Reads) -> F:
             raise click.BadParameter("--since must be before --until", param_hint="--since")
         filters = Filters(since, until, sessions, campaign)
         conn = open_tapes(tapes, filters, cache=not no_cache, views=reads(kwargs))
+        repeated = repeated_sessions(conn, len(tapes))
+        if repeated:
+            shown = ", ".join(repeated[:5]) + (" ..." if len(repeated) > 5 else "")
+            click.echo(
+                f"warning: the same frames of session {shown} are in more than one of these "
+                "tapes (a tape given twice, or with its own export?); they are counted once "
+                "per tape",
+                err=True,
+            )
         if sessions:
             _check_sessions(conn, sessions)
         return command(conn=conn, tapes=tapes, **kwargs)
@@ -204,7 +213,8 @@ def sql_command(
     """Run SQL over the tapes and their views; QUERY `-` reads it from stdin.
 
     Tables: frames, messages, http_fields, sessions. Views: requests, acks, request_latency,
-    latency_parts, unmatched_requests, clock_offsets, delivery_latency, channel_rates, gaps.
+    latency_parts, unmatched_requests, clock_offsets, delivery_latency, channel_rates, gaps,
+    message_data (each message's data, from frames.raw).
     """
     text = query
     if not text.strip():
@@ -245,7 +255,8 @@ def export_command(
     output: Path,
     overwrite: bool,
 ) -> None:
-    """Write frames, messages, sessions and every view (Parquet: Hive-partitioned by date)."""
+    """Write frames, messages, http_fields, sessions and every view (Parquet: Hive-partitioned
+    by date)."""
     if output.exists() and any(output.iterdir()):
         if not overwrite:
             raise TapeError(f"{output} is not empty; give a new folder, or add --overwrite")

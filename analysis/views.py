@@ -20,6 +20,7 @@ import duckdb
 
 from analysis.cache import BASE_TABLES, base_selects, materialized, tables_of
 from analysis.definitions import sql_files, view_names
+from tape.projection import MESSAGE_DATA_VIEW
 from tape.schema import TapeError, check_version, connect
 
 # The time each relation is filtered on by --since/--until (nanoseconds since the epoch).
@@ -138,7 +139,27 @@ def open_tapes(
         conn.execute(
             f"CREATE VIEW main.{name} AS SELECT * FROM tape_all.{name}{filters.where(name)}"
         )
+    conn.execute(MESSAGE_DATA_VIEW)  # the tape's own view, over the filtered tables
     return conn
+
+
+def repeated_sessions(conn: duckdb.DuckDBPyConnection, sources: int) -> list[str]:
+    """Sessions that more than one source holds the same frames of (overlapping seq ranges):
+    the same tape given twice, or a tape and its own export. Segments of one recording hold
+    disjoint ranges and are not reported."""
+    if sources < 2:
+        return []
+    ranges = " UNION ALL ".join(
+        f"SELECT {n} AS n, session_id, min(seq) AS lo, max(seq) AS hi "
+        f"FROM source{n}.frames GROUP BY session_id"
+        for n in range(sources)
+    )
+    rows = conn.execute(
+        f"WITH r AS ({ranges}) SELECT DISTINCT a.session_id FROM r a JOIN r b "
+        "ON a.session_id = b.session_id AND a.n < b.n AND a.lo <= b.hi AND b.lo <= a.hi "
+        "ORDER BY 1"
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def _attached(database: str, table: str) -> str:

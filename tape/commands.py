@@ -84,6 +84,9 @@ def rebuild_command(tape: Path) -> None:
     try:
         count = rebuild(conn)
         install_views(conn)
+        http_count = int(conn.execute("SELECT count(*) FROM http_fields").fetchall()[0][0])
     finally:
         conn.close()
-    click.echo(f"rebuilt messages: {count} rows from the frames of {tape}")
+    click.echo(
+        f"rebuilt messages: {count} rows, http_fields: {http_count} rows, from the frames of {tape}"
+    )

@@ -514,3 +514,48 @@ def test_the_time_window_narrows_http_fields_like_the_frames(tmp_path: Path) -> 
     )
     rows = analyze_json("sql", str(path), counts, "--since", since, "--until", until)
     assert rows == [{"h": 6, "f": 6}]
+
+
+def test_a_tape_given_twice_is_warned_about_and_segments_are_not(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.duckdb"
+    generate(whole, 400, seed=4, sessions=1)
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(whole.read_bytes())
+    count = "SELECT count(*) AS n FROM requests"
+    (want,) = analyze_json("sql", str(whole), count)
+    twice = analyze("sql", str(whole), str(copy), count, "--format", "json")
+    assert twice.returncode == 0, twice.stderr
+    assert orjson.loads(twice.stdout) == [{"n": 2 * want["n"]}]
+    assert "warning: the same frames of session gen-0" in twice.stderr
+
+    # Two segments of one recording: the same session, disjoint frames. No warning.
+    src = duckdb.connect(str(whole), read_only=True)
+    rows = src.execute(
+        "SELECT session_id, seq, t_wall_ns, t_mono_ns, direction, transport, kind, raw, "
+        "exchange_id, http_method, http_path, http_status, headers, parse_error "
+        "FROM frames ORDER BY seq"
+    ).fetchall()
+    src.close()
+    segments = []
+    for n, part in enumerate((rows[: len(rows) // 2], rows[len(rows) // 2 :])):
+        segment = tmp_path / f"segment{n}.duckdb"
+        with TapeWriter(segment) as writer:
+            for row in part:
+                writer.write(Frame(*row))
+        segments.append(str(segment))
+    done = analyze("sql", *segments, "SELECT count(*) AS n FROM frames", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout) == [{"n": len(rows)}]
+    assert "warning" not in done.stderr
+
+
+def test_message_data_is_queryable_through_analyze_sql(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    import_items(JsonlReader(SAMPLE).items(), path)
+    rows = analyze_json(
+        "sql",
+        str(path),
+        "SELECT channel, data->>'$.referenceId' AS ref FROM message_data "
+        "WHERE channel = '/v2/me/outbound'",
+    )
+    assert rows == [{"channel": "/v2/me/outbound", "ref": "123456789"}]
