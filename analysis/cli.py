@@ -110,9 +110,9 @@ def _with_filters(command: F, reads: Reads) -> F:
         if repeated:
             shown = ", ".join(repeated[:5]) + (" ..." if len(repeated) > 5 else "")
             click.echo(
-                f"warning: the same frames of session {shown} are in more than one of these "
-                "tapes (a tape given twice, or with its own export?); they are counted once "
-                "per tape",
+                f"warning: session {shown} has frames with the same seq in more than one of "
+                "these tapes (a tape given twice, or with its own export?); each tape's frames "
+                "are counted",
                 err=True,
             )
         if sessions:

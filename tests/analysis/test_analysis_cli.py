@@ -526,7 +526,7 @@ def test_a_tape_given_twice_is_warned_about_and_segments_are_not(tmp_path: Path)
     twice = analyze("sql", str(whole), str(copy), count, "--format", "json")
     assert twice.returncode == 0, twice.stderr
     assert orjson.loads(twice.stdout) == [{"n": 2 * want["n"]}]
-    assert "warning: the same frames of session gen-0" in twice.stderr
+    assert "warning: session gen-0 has frames with the same seq" in twice.stderr
 
     # Two segments of one recording: the same session, disjoint frames. No warning.
     src = duckdb.connect(str(whole), read_only=True)
