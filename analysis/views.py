@@ -139,14 +139,24 @@ def open_tapes(
         conn.execute(
             f"CREATE VIEW main.{name} AS SELECT * FROM tape_all.{name}{filters.where(name)}"
         )
-    conn.execute(MESSAGE_DATA_VIEW)  # the tape's own view, over the filtered tables
+    # The tape's own message_data view, per source (its join stays within one source), then
+    # narrowed to the messages the filters keep.
+    for n in range(len(paths)):
+        conn.execute(f"SET schema = 'source{n}'")
+        conn.execute(MESSAGE_DATA_VIEW)
+    conn.execute("SET schema = 'main'")
+    union = " UNION ALL ".join(f"SELECT * FROM source{n}.message_data" for n in range(len(paths)))
+    conn.execute(
+        f"CREATE VIEW main.message_data AS SELECT * FROM ({union}) d "
+        "SEMI JOIN (SELECT session_id, seq, idx FROM main.messages) m USING (session_id, seq, idx)"
+    )
     return conn
 
 
 def repeated_sessions(conn: duckdb.DuckDBPyConnection, sources: int) -> list[str]:
-    """Sessions that more than one source holds the same frames of (overlapping seq ranges):
-    the same tape given twice, or a tape and its own export. Segments of one recording hold
-    disjoint ranges and are not reported."""
+    """Sessions that more than one source holds frames of the same seq of: the same tape
+    given twice, or a tape and its own export. Segments of one recording hold different seqs
+    and are not reported."""
     if sources < 2:
         return []
     ranges = " UNION ALL ".join(
@@ -154,12 +164,24 @@ def repeated_sessions(conn: duckdb.DuckDBPyConnection, sources: int) -> list[str
         f"FROM source{n}.frames GROUP BY session_id"
         for n in range(sources)
     )
-    rows = conn.execute(
-        f"WITH r AS ({ranges}) SELECT DISTINCT a.session_id FROM r a JOIN r b "
-        "ON a.session_id = b.session_id AND a.n < b.n AND a.lo <= b.hi AND b.lo <= a.hi "
-        "ORDER BY 1"
+    # Overlapping seq ranges first (cheap), then the frames themselves: segments may overlap
+    # in range without sharing a seq (frames appended out of time order).
+    pairs = conn.execute(
+        f"WITH r AS ({ranges}) SELECT a.n, b.n, a.session_id FROM r a JOIN r b "
+        "ON a.session_id = b.session_id AND a.n < b.n AND a.lo <= b.hi AND b.lo <= a.hi"
     ).fetchall()
-    return [str(r[0]) for r in rows]
+    repeated = set()
+    for a, b, session in pairs:
+        if session in repeated:
+            continue
+        rows = conn.execute(
+            f"SELECT 1 FROM source{a}.frames x JOIN source{b}.frames y USING (session_id, seq) "
+            "WHERE session_id = ? LIMIT 1",
+            [session],
+        ).fetchall()
+        if rows:
+            repeated.add(str(session))
+    return sorted(repeated)
 
 
 def _attached(database: str, table: str) -> str:

@@ -537,8 +537,11 @@ def test_a_tape_given_twice_is_warned_about_and_segments_are_not(tmp_path: Path)
         "FROM frames ORDER BY seq"
     ).fetchall()
     src.close()
+    half = len(rows) // 2
     segments = []
-    for n, part in enumerate((rows[: len(rows) // 2], rows[len(rows) // 2 :])):
+    # Seq ranges that overlap without sharing a seq (a frame appended out of time order).
+    first, second = [*rows[:half], rows[half + 1]], [rows[half], *rows[half + 2 :]]
+    for n, part in enumerate((first, second)):
         segment = tmp_path / f"segment{n}.duckdb"
         with TapeWriter(segment) as writer:
             for row in part:
@@ -548,6 +551,19 @@ def test_a_tape_given_twice_is_warned_about_and_segments_are_not(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout) == [{"n": len(rows)}]
     assert "warning" not in done.stderr
+
+
+def test_message_data_is_not_multiplied_by_a_repeated_tape(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    import_items(JsonlReader(SAMPLE).items(), path)
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(path.read_bytes())
+    counts = "SELECT (SELECT count(*) FROM messages) AS m, (SELECT count(*) FROM message_data) AS d"
+    (one,) = analyze_json("sql", str(path), counts)
+    assert one["m"] == one["d"] > 0
+    assert analyze_json("sql", str(path), str(copy), counts) == [
+        {"m": 2 * one["m"], "d": 2 * one["d"]}
+    ]
 
 
 def test_message_data_is_queryable_through_analyze_sql(tmp_path: Path) -> None:
