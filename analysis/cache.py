@@ -18,11 +18,12 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Collection
+from functools import partial
 from pathlib import Path
 
 import duckdb
 
-from analysis.definitions import fingerprint, sql_files, view_names
+from analysis.definitions import fingerprint, sql_files, sql_literal, view_names
 from tape.projection import http_fields_select
 
 BASE_TABLES = ("frames", "messages", "http_fields", "sessions")
@@ -39,6 +40,11 @@ def base_selects(select_of: Callable[[str], str], have: set[str]) -> dict[str, s
         else:
             selects[table] = select_of(table)
     return selects
+
+
+def attached_select(database: str, table: str) -> str:
+    """The SELECT of a table of an attached tape."""
+    return f"SELECT * FROM {database}.main.{table}"
 
 
 def tables_of(conn: duckdb.DuckDBPyConnection, database: str) -> set[str]:
@@ -118,8 +124,8 @@ def _build(tape: Path, views: list[str], want: str) -> dict[str, Path]:
     conn.execute("SET enable_progress_bar = false")  # never in a command's output
     built: dict[str, Path] = {}
     try:
-        conn.execute(f"ATTACH {_literal(str(tape))} AS tape (READ_ONLY)")
-        selects = base_selects(lambda t: f"SELECT * FROM tape.main.{t}", tables_of(conn, "tape"))
+        conn.execute(f"ATTACH {sql_literal(str(tape))} AS tape (READ_ONLY)")
+        selects = base_selects(partial(attached_select, "tape"), tables_of(conn, "tape"))
         for table, select in selects.items():
             conn.execute(f"CREATE VIEW {table} AS {select}")
         for sql in sql_files():
@@ -130,7 +136,7 @@ def _build(tape: Path, views: list[str], want: str) -> dict[str, Path]:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             built[view] = tmp
-            conn.execute(f"ATTACH {_literal(str(tmp))} AS out{n}")
+            conn.execute(f"ATTACH {sql_literal(str(tmp))} AS out{n}")
             conn.execute(f"CREATE TABLE out{n}.main.{view} AS SELECT * FROM {view}")
             conn.execute(f"CREATE TABLE out{n}.main.cache_meta (key VARCHAR, value VARCHAR)")
             conn.execute(
@@ -163,7 +169,3 @@ def _build(tape: Path, views: list[str], want: str) -> dict[str, Path]:
         with contextlib.suppress(OSError):
             (cache_dir() / f"{_key(tape)}.duckdb").unlink()
     return final
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

@@ -35,3 +35,8 @@ def fingerprint() -> str:
     views derive it on the fly)."""
     text = "\n".join([*sql_files(), HTTP_FIELDS_SQL])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sql_literal(text: str) -> str:
+    """`text` as a SQL string literal (paths, session ids, campaign names)."""
+    return "'" + text.replace("'", "''") + "'"

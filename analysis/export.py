@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 from analysis.cache import BASE_TABLES
-from analysis.definitions import view_names
+from analysis.definitions import sql_literal, view_names
 
 # The UTC date each relation is partitioned by.
 DATE_OF = {
@@ -48,7 +48,7 @@ def export(conn: duckdb.DuckDBPyConnection, folder: Path, fmt: str) -> dict[str,
         if fmt == "parquet":
             _parquet(conn, folder, name, select, empty=not counts[name])
         else:
-            target = _literal(str(folder / f"{name}.{fmt}"))
+            target = sql_literal(str(folder / f"{name}.{fmt}"))
             options = "FORMAT csv, HEADER" if fmt == "csv" else "FORMAT json"
             conn.execute(f"COPY ({select}) TO {target} ({options})")
     return counts
@@ -64,19 +64,15 @@ def _parquet(
         date = f"coalesce(strftime(make_timestamp({DATE_OF[name]} // 1000), '%Y-%m-%d'), 'none')"
     else:
         target.mkdir(exist_ok=True)
-        path = _literal(str(target / f"{name}.parquet"))
+        path = sql_literal(str(target / f"{name}.parquet"))
         conn.execute(f"COPY ({select}) TO {path} (FORMAT parquet)")
         return
     if empty:  # a partitioned COPY of no rows writes no file; keep the columns readable
         (target / "date=none").mkdir(parents=True, exist_ok=True)
-        path = _literal(str(target / "date=none" / "empty.parquet"))
+        path = sql_literal(str(target / "date=none" / "empty.parquet"))
         conn.execute(f"COPY (SELECT * FROM ({select}) LIMIT 0) TO {path} (FORMAT parquet)")
         return
     conn.execute(
-        f"COPY (SELECT *, {date} AS date FROM ({select})) TO {_literal(str(target))} "
+        f"COPY (SELECT *, {date} AS date FROM ({select})) TO {sql_literal(str(target))} "
         "(FORMAT parquet, PARTITION_BY (date), OVERWRITE_OR_IGNORE, COMPRESSION zstd)"
     )
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import duckdb
 
-from analysis.cache import BASE_TABLES, base_selects, materialized, tables_of
-from analysis.definitions import sql_files, view_names
+from analysis.cache import BASE_TABLES, attached_select, base_selects, materialized, tables_of
+from analysis.definitions import sql_files, sql_literal, view_names
 from tape.projection import MESSAGE_DATA_VIEW
 from tape.schema import TapeError, check_version, connect
 
@@ -69,7 +69,7 @@ class Filters:
             if self.until_ns is not None:
                 terms.append(f"{column} < {self.until_ns}")
         if self.campaign is not None and name in CAMPAIGN_FILTERED:
-            terms.append(f"campaign_name = {_literal(self.campaign)}")
+            terms.append(f"campaign_name = {sql_literal(self.campaign)}")
         return f" WHERE {' AND '.join(terms)}" if terms else ""
 
 
@@ -96,7 +96,7 @@ def open_tapes(
     wanted = names if views is None else [v for v in names if v in views]
     keep = ""
     if filters.sessions:
-        keep = f" WHERE session_id IN ({', '.join(_literal(s) for s in filters.sessions)})"
+        keep = f" WHERE session_id IN ({', '.join(sql_literal(s) for s in filters.sessions)})"
     for n, path in enumerate(paths):
         schema = f"source{n}"
         conn.execute(f"CREATE SCHEMA {schema}")
@@ -106,8 +106,8 @@ def open_tapes(
             tables = base_selects(partial(_parquet, path), have)
         else:
             _check(path)
-            conn.execute(f"ATTACH {_literal(str(path))} AS tape{n} (READ_ONLY)")
-            tables = base_selects(partial(_attached, f"tape{n}"), tables_of(conn, f"tape{n}"))
+            conn.execute(f"ATTACH {sql_literal(str(path))} AS tape{n} (READ_ONLY)")
+            tables = base_selects(partial(attached_select, f"tape{n}"), tables_of(conn, f"tape{n}"))
             if cache and wanted:
                 cached = materialized(path, wanted)
         for table, select in tables.items():
@@ -122,7 +122,7 @@ def open_tapes(
         # A cached view replaces its definition; the views reading it bind to it by name.
         for name, file in cached.items():
             alias = f"cache{n}_{name}"
-            conn.execute(f"ATTACH {_literal(str(file))} AS {alias} (READ_ONLY)")
+            conn.execute(f"ATTACH {sql_literal(str(file))} AS {alias} (READ_ONLY)")
             conn.execute(
                 f"CREATE OR REPLACE VIEW {schema}.{name} AS SELECT * FROM {alias}.main.{name}{keep}"
             )
@@ -184,10 +184,6 @@ def repeated_sessions(conn: duckdb.DuckDBPyConnection, sources: int) -> list[str
     return sorted(repeated)
 
 
-def _attached(database: str, table: str) -> str:
-    return f"SELECT * FROM {database}.main.{table}"
-
-
 def _parquet(folder: Path, table: str) -> str:
     """A table of a Parquet export (analyze export --format parquet), minus its partition key."""
     files = folder / table
@@ -196,7 +192,7 @@ def _parquet(folder: Path, table: str) -> str:
             f"{folder} is a folder but not a Parquet export: it has no {table}/ inside. "
             "Give tape files, or folders written by `cometd-tape analyze export --format parquet`."
         )
-    pattern = _literal(str(files / "**" / "*.parquet"))
+    pattern = sql_literal(str(files / "**" / "*.parquet"))
     return f"SELECT * EXCLUDE (date) FROM read_parquet({pattern}, hive_partitioning = true)"
 
 
@@ -206,7 +202,3 @@ def _check(path: Path) -> None:
         check_version(probe, path)
     finally:
         probe.close()
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
