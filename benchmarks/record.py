@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.peers.faye import FayeServer  # noqa: E402  (the real peer, as the tests use it)
 
+VIA = os.environ.get("FAYE_VIA", "engine")
 PAD = "x" * 400  # ~500-byte messages, as PEERS.md measured Faye
 
 
@@ -69,7 +70,7 @@ def ours_from_faye(faye: FayeServer, count: int, transport: str, tmp: Path) -> t
     proc = record_process(faye.url, tmp / f"faye-{transport}.duckdb", count, transport)
     faye.wait_subscribed(["/bench"], timeout=30)
     start = time.monotonic()
-    faye.blast("/bench", count, 500, timeout=120)
+    faye.blast("/bench", count, 500, timeout=120, via=VIA)
     _, rss = wait_rss(proc, 120)
     return count / (time.monotonic() - start), rss
 
@@ -112,7 +113,7 @@ async def aiocometd_from_faye(faye: FayeServer, count: int, transport: str) -> f
         await faye.await_subscribed(["/bench"])
         start = time.monotonic()
         blast = asyncio.get_running_loop().create_task(
-            faye.ablast("/bench", count, 500, timeout=120)
+            faye.ablast("/bench", count, 500, timeout=120, via=VIA)
         )
         received = 0
         async for _ in client:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 
-TEXT, BINARY, CLOSE = 0x1, 0x2, 0x8
+TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 _TAIL = b"\x00\x00\xff\xff"
 
 
@@ -26,8 +26,12 @@ class WsReader:
         on_close: Callable[[], None] = lambda: None,
         *,
         max_size: int = 64 * 2**20,
+        on_control: Callable[[int, bytes], None] | None = None,
     ) -> None:
+        """`on_control(opcode, payload)`, if given, sees every control frame (close, ping,
+        pong) before `on_close` is called for a close."""
         self._on_message, self._on_close = on_message, on_close
+        self._on_control = on_control
         self._buffer = bytearray()
         self._parts: list[bytes] = []
         self._opcode = 0
@@ -69,6 +73,8 @@ class WsReader:
             payload = unmask(payload, mask)
         opcode = first & 0x0F
         if opcode >= 0x8:
+            if self._on_control is not None:
+                self._on_control(opcode, payload)
             if opcode == CLOSE:
                 self._on_close()
             return True
@@ -76,7 +82,7 @@ class WsReader:
             self._opcode, self._compressed, self._parts = opcode, bool(first & 0x40), []
         self._parts.append(payload)
         if first & 0x80:  # FIN
-            message = b"".join(self._parts)
+            message = payload if len(self._parts) == 1 else b"".join(self._parts)
             self._parts = []
             if self._compressed:
                 if self._inflater is None:
@@ -91,3 +97,15 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     n = len(payload)
     key = (mask * (n // 4 + 1))[:n]
     return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+
+
+def mask_frame(opcode: int, payload: bytes, mask: bytes) -> bytes:
+    """One final (FIN) frame as a client sends it: masked with the 4-byte `mask`."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 2**16:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+    return head + mask + (unmask(payload, mask) if payload else b"")

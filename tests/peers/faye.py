@@ -260,11 +260,20 @@ class FayeServer:
         return self.command({"cmd": "gws", "count": count, "start": start}, timeout=timeout)
 
     def blast(
-        self, channel: str, count: int, size: int = 500, *, timeout: float | None = None
+        self,
+        channel: str,
+        count: int,
+        size: int = 500,
+        *,
+        timeout: float | None = None,
+        via: str = "client",
     ) -> Json:
-        """Publish `count` ~`size`-byte messages {seq, pad} as fast as Faye can; has elapsed_ms."""
+        """Publish `count` ~`size`-byte messages {seq, pad} as fast as Faye can; has elapsed_ms.
+
+        `via="engine"` hands them straight to Faye's engine (no in-process client round trip)."""
         return self.command(
-            {"cmd": "blast", "channel": channel, "count": count, "size": size}, timeout=timeout
+            {"cmd": "blast", "channel": channel, "count": count, "size": size, "via": via},
+            timeout=timeout,
         )
 
     def clients(self) -> Json:
@@ -302,9 +311,15 @@ class FayeServer:
         return await asyncio.to_thread(self.publish_gws, count, start, timeout=timeout)
 
     async def ablast(
-        self, channel: str, count: int, size: int = 500, *, timeout: float | None = None
+        self,
+        channel: str,
+        count: int,
+        size: int = 500,
+        *,
+        timeout: float | None = None,
+        via: str = "client",
     ) -> Json:
-        return await asyncio.to_thread(self.blast, channel, count, size, timeout=timeout)
+        return await asyncio.to_thread(self.blast, channel, count, size, timeout=timeout, via=via)
 
     async def aclients(self) -> Json:
         return await asyncio.to_thread(self.clients)
