@@ -12,6 +12,14 @@ from tape.redact import redact_body, redact_form, redact_headers_json, redact_ur
 
 
 def prepare_frame(frame: Frame) -> Frame:
+    if (
+        frame.checked
+        and frame.headers is None
+        and not frame.http_path
+        and frame.kind == Kind.BAYEUX
+        and frame.direction == Direction.IN
+    ):
+        return frame  # the bulk of a recording: a decoded delivery, nothing to redact
     raw = redact_body(frame.raw) if _may_hold_secrets(frame) else frame.raw
     path = redact_form(frame.http_path) if frame.http_path else frame.http_path
     headers = redact_headers_json(frame.headers)

@@ -44,6 +44,7 @@ FRAMES_SCHEMA = pa.schema(
 )
 
 _RAW = FRAMES_SCHEMA.names.index("raw")
+_BINARY, _INT64 = pa.binary(), pa.int64()
 BATCH_ROWS = 10_000
 SCAN_CHUNK_ROWS = 1_024
 BATCH_BYTES = 4 * 2**20  # a commit's Arrow batch and its copies: 8 MB measured 15 MB more RSS
@@ -74,15 +75,27 @@ def frames_table(frames: list[Frame]) -> pa.Table:
     """Build one Arrow batch, column by column (never a per-row INSERT)."""
     columns = list(zip(*frames, strict=True))[: len(FRAME_COLUMNS)]
     arrays = [
-        pa.array(col, type=t)
-        for col, t in zip(columns, FRAMES_SCHEMA.types, strict=True)
-        if t != pa.binary()
+        _column(col, t) for col, t in zip(columns, FRAMES_SCHEMA.types, strict=True) if t != _BINARY
     ]
     arrays.insert(_RAW, binary_array(columns[_RAW]))
     table = pa.Table.from_arrays(arrays, names=FRAMES_SCHEMA.names)
     # DuckDB scans an Arrow table one record batch per thread: 1,024-row slices (zero-copy) let
     # the projection's JSON parsing run on every core; one 10,000-row batch ran on one.
     return pa.Table.from_batches(table.to_batches(max_chunksize=SCAN_CHUNK_ROWS))
+
+
+def _column(values: tuple[object, ...], kind: pa.DataType) -> pa.Array:
+    """One column, taking the shortcuts most batches allow: in a recording, session_id,
+    direction, transport and kind rarely change within a batch and the HTTP columns of Bayeux
+    frames are all NULL. Measured on 10,000 frames: 1.3 us a frame, against 3.5 us for
+    pa.array() on every column; this runs in the writer thread under the GIL, beside the loop."""
+    n = len(values)
+    first = values[0] if n else None
+    if values.count(first) == n:  # a C loop; equal strings are mostly the same object
+        return pa.nulls(n, kind) if first is None else pa.repeat(pa.scalar(first, kind), n)
+    if kind == _INT64 and None not in values:
+        return pa.array(np.fromiter(values, dtype=np.int64, count=n))
+    return pa.array(values, type=kind)
 
 
 def binary_array(values: Sequence[bytes]) -> pa.Array:

@@ -8,12 +8,15 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tape.frame import Frame
+from tape.frame import FRAME_COLUMNS, Direction, Frame, Kind
 from tape.reader import TapeReader
 from tape.schema import TapeError
-from tape.writer import TapeWriter
+from tape.writer import FRAMES_SCHEMA, TapeWriter, frames_table
 from tests.conftest import TIMEOUT, gws_frame_raw, make_frame
 
 
@@ -74,7 +77,7 @@ import sys
 from tape.frame import Session
 from tape.runtime import keep_pandas_out_of_arrow
 from tape.session import SessionLog
-from tape.writer import TapeWriter
+from tape.writer import FRAMES_SCHEMA, TapeWriter, frames_table
 keep_pandas_out_of_arrow()
 with TapeWriter({str(tmp_path / "t.duckdb")!r}) as writer:
     SessionLog(writer, Session(session_id="s")).append("in", b'[{{"channel":"/a"}}]')
@@ -115,3 +118,38 @@ def test_a_frame_larger_than_the_buffer_limit_is_stored_and_projected(tmp_path: 
         assert [f.raw == raw for f in frames[:1]] == [True]
         assert [f.parse_error for f in frames] == [None, None]
         assert sum(1 for _ in reader.messages()) == count + 1
+
+
+_TEXT = st.sampled_from(["a", "b", None])
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["s1", "s2"]),
+            st.integers(min_value=-(2**62), max_value=2**62),
+            st.sampled_from([Direction.IN, "in", "out"]),
+            st.sampled_from([Kind.BAYEUX, "http-request"]),
+            _TEXT,
+            st.sampled_from([None, 200, 500]),
+            st.binary(max_size=20),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_the_arrow_batch_equals_a_plain_conversion(rows: list[tuple[object, ...]]) -> None:
+    """The column shortcuts (constant, all-NULL, integer) build the same table as pa.array."""
+    frames = [
+        Frame(sid, i, t, t, d, "websocket", k, raw, text, text, None, status, text, text)  # type: ignore[arg-type]
+        for i, (sid, t, d, k, text, status, raw) in enumerate(rows)
+    ]
+    columns = list(zip(*frames, strict=True))[: len(FRAMES_SCHEMA)]
+    plain = pa.Table.from_arrays(
+        [
+            pa.array(columns[FRAME_COLUMNS.index(name)], type=field.type)
+            for name, field in zip(FRAMES_SCHEMA.names, FRAMES_SCHEMA, strict=True)
+        ],
+        schema=FRAMES_SCHEMA,
+    )
+    assert frames_table(frames).equals(plain)
