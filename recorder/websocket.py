@@ -48,6 +48,7 @@ class WebSocketTransport:
         self._ws: WsConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost_reason = ""
+        self._received: list[Message] = []
         self.bytes_in = 0
 
     async def open(self) -> None:
@@ -86,6 +87,7 @@ class WebSocketTransport:
                     self.url,
                     self._on_frame,
                     self._on_lost,
+                    on_read=self._on_read,
                     headers=self._headers(),
                     max_size=MAX_FRAME,
                     open_timeout=10,
@@ -126,12 +128,19 @@ class WebSocketTransport:
         self._outbox.put_nowait(_CLOSED)
 
     def _on_frame(self, opcode: int, raw: bytes) -> None:
+        """Log each frame as it is parsed; its messages go to the protocol after the read."""
         self.bytes_in += len(raw)
         if opcode == BINARY:
             log_received(self._log, raw, self.name, error="binary WebSocket frame")
             return
-        messages = log_received(self._log, raw, self.name)
-        if messages:
+        self._received += log_received(self._log, raw, self.name)
+
+    def _on_read(self) -> None:
+        """Hand the protocol every message of one socket read at once: the same as one call
+        per frame (it handles them in order), with its per-call cost paid once per read. A
+        64 kB read holds ~100 of Faye's one-message frames; this was ~15% of the time."""
+        if self._received:
+            messages, self._received = self._received, []
             self._deliver(messages)
 
     def _drop_outbox(self) -> None:

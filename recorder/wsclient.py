@@ -49,9 +49,15 @@ class WsConnection(asyncio.Protocol):
     """One client connection. Create it with `connect()`."""
 
     def __init__(
-        self, on_message: OnMessage, on_lost: OnLost, *, key: bytes, max_size: int
+        self,
+        on_message: OnMessage,
+        on_lost: OnLost,
+        *,
+        key: bytes,
+        max_size: int,
+        on_read: Callable[[], None] | None = None,
     ) -> None:
-        self._on_message, self._on_lost = on_message, on_lost
+        self._on_message, self._on_lost, self._on_read = on_message, on_lost, on_read
         self._key = key
         self._head = bytearray()
         self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -75,6 +81,9 @@ class WsConnection(asyncio.Protocol):
                 self._reader.feed(data)
             except FrameError as exc:
                 self._fail(f"not a WebSocket stream: {exc}", code=1002)
+            finally:
+                if self._on_read is not None:
+                    self._on_read()
             return
         self._head += data
         end = self._head.find(b"\r\n\r\n")
@@ -216,13 +225,17 @@ async def connect(
     on_message: OnMessage,
     on_lost: OnLost,
     *,
+    on_read: Callable[[], None] | None = None,
     headers: Mapping[str, str] = {},
     max_size: int = 64 * 2**20,
     open_timeout: float = 10.0,
     ping_interval: float = 20.0,
     ping_timeout: float = 20.0,
 ) -> WsConnection:
-    """Open a ws:// or wss:// connection; raises HandshakeError, OSError or TimeoutError."""
+    """Open a ws:// or wss:// connection; raises HandshakeError, OSError or TimeoutError.
+
+    `on_message(opcode, payload)` is called for every text or binary message, and `on_read()`
+    after each read from the socket has been parsed (which may hold many messages)."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise HandshakeError(f"not a ws:// or wss:// URL: {url}")
@@ -232,7 +245,7 @@ async def connect(
     loop = asyncio.get_running_loop()
 
     def factory() -> WsConnection:
-        return WsConnection(on_message, on_lost, key=key, max_size=max_size)
+        return WsConnection(on_message, on_lost, key=key, max_size=max_size, on_read=on_read)
 
     host = parts.hostname
     default_port = port == (443 if secure else 80)
