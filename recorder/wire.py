@@ -40,5 +40,8 @@ def log_received(
     if error is not None and raw:
         _, detail = decode(raw)
         problem = f"{error}; {detail}" if detail else error
-    log.append("in", raw, transport=transport, parse_error=problem, checked=True, **http)  # type: ignore[arg-type]
+    if http:
+        log.append("in", raw, transport=transport, parse_error=problem, checked=True, **http)  # type: ignore[arg-type]
+    else:  # a WebSocket frame, the hot path: no keyword dict to build
+        log.append("in", raw, transport=transport, parse_error=problem, checked=True)
     return messages

@@ -198,7 +198,8 @@ class TapeWriter:
             pending.append(item)
             self._pending_bytes += size
         if len(pending) >= self._batch_rows or self._pending_bytes >= self._byte_limit // 4:
-            self._wake.set()
+            if not self._wake.is_set():  # set() takes a lock: a behind writer saw it per frame
+                self._wake.set()
             if self._full():
                 self._wait_for_room()
 
