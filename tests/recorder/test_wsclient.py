@@ -220,3 +220,32 @@ async def test_a_control_frame_from_the_peer_is_not_a_message() -> None:
         await client.open(url)
         await asyncio.wait_for(client.lost, 5)
     assert client.messages == [(TEXT, b"[]")]
+
+
+async def test_a_text_frame_that_is_not_utf8_is_passed_on_as_it_came() -> None:
+    """The recorder stores it with a parse_error; a strict client would close the connection."""
+
+    async def raw_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n"
+        )
+        writer.write(bytes([0x81, 3]) + b"\xff\xfe[")  # FIN + TEXT, unmasked, 3 bytes
+        writer.write(bytes([0x88, 2]) + (1000).to_bytes(2, "big"))  # close
+        await writer.drain()
+        await reader.read()  # the client's close, then EOF
+        writer.close()
+
+    tcp = await asyncio.start_server(raw_server, "127.0.0.1", 0)
+    port = tcp.sockets[0].getsockname()[1]
+    async with tcp:
+        client = Client()
+        await client.open(f"ws://127.0.0.1:{port}/ws")
+        assert await asyncio.wait_for(client.lost, 5) == "closed with code 1000"
+    assert client.messages == [(TEXT, b"\xff\xfe[")]
