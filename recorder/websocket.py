@@ -49,13 +49,16 @@ class WebSocketTransport:
         self._task: asyncio.Task[None] | None = None
         self._lost_reason = ""
         self._received: list[Message] = []
+        self._closing = False
         self.bytes_in = 0
 
     async def open(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
+        """Stop, with a closing handshake on a live socket."""
         ws = self._ws
+        self._closing = True  # the task's cancellation must not abort the socket first
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -82,6 +85,8 @@ class WebSocketTransport:
         """Connect when there is something to send; after a loss, wait for the next batch."""
         while True:
             first = await self._outbox.get()
+            if first is _CLOSED:  # the end of a socket already reported
+                continue
             try:
                 ws = await connect(
                     self.url,
@@ -94,7 +99,8 @@ class WebSocketTransport:
                     ping_interval=20,
                     ping_timeout=20,
                 )
-            except (OSError, TimeoutError, HandshakeError) as exc:
+            except (OSError, TimeoutError, HandshakeError, ValueError) as exc:
+                # ValueError: a URL or header the request cannot carry (UnicodeError is one)
                 self._drop_outbox()
                 status = exc.status if isinstance(exc, HandshakeError) else None
                 reason = str(exc) or type(exc).__name__
@@ -108,7 +114,8 @@ class WebSocketTransport:
                 self._fail(f"websocket closed: {exc or 'by the server'}", None, None)
             finally:
                 self._ws = None
-                ws.abort()
+                if not self._closing:
+                    ws.abort()
 
     async def _session(self, ws: WsConnection, first: Outgoing) -> None:
         self._write(ws, first)

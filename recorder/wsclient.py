@@ -22,11 +22,12 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from recorder.wsframes import BINARY, CLOSE, PING, PONG, TEXT, FrameError, WsReader, mask_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar, and "%" so an encoded URL stays as it is
 MAX_HEAD = 64 * 1024  # an HTTP response head longer than this is not a WebSocket upgrade
 
 OnMessage = Callable[[int, bytes], None]  # (TEXT or BINARY, payload)
@@ -61,12 +62,14 @@ class WsConnection(asyncio.Protocol):
         self._key = key
         self._head = bytearray()
         self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._reader = WsReader(self._message, max_size=max_size, on_control=self._control)
+        self._reader = WsReader(
+            self._message, max_size=max_size, on_control=self._control, strict=True
+        )
         self._transport: asyncio.Transport | None = None
         self._upgraded = False
         self._lost = False
         self._close_sent = False
-        self._pong_due: float | None = None
+        self._awaiting_pong = False
         self._keepalive: asyncio.Task[None] | None = None
         self.close_code: int | None = None
 
@@ -80,7 +83,7 @@ class WsConnection(asyncio.Protocol):
             try:
                 self._reader.feed(data)
             except FrameError as exc:
-                self._fail(f"not a WebSocket stream: {exc}", code=1002)
+                self._fail(f"not a WebSocket stream: {exc}", code=exc.code)
             finally:
                 if self._on_read is not None:
                     self._on_read()
@@ -142,6 +145,9 @@ class WsConnection(asyncio.Protocol):
             self._transport.abort()
 
     def start_keepalive(self, interval: float, timeout: float) -> None:
+        transport = self._transport
+        if self._lost or transport is None or transport.is_closing():
+            return  # it ended already (a close in the same read as the 101 response)
         self._keepalive = asyncio.get_running_loop().create_task(self._ping(interval, timeout))
 
     # --- internals --------------------------------------------------------------------------
@@ -182,7 +188,7 @@ class WsConnection(asyncio.Protocol):
         if opcode == PING:
             self._send(PONG, payload)
         elif opcode == PONG:
-            self._pong_due = None
+            self._awaiting_pong = False
         elif opcode == CLOSE:
             self._closed_by_peer(payload)
 
@@ -190,7 +196,8 @@ class WsConnection(asyncio.Protocol):
         self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
         if not self._close_sent:  # echo it, as RFC 6455 5.5.1 asks, then let the server close
             self._close_sent = True
-            self._send(CLOSE, payload[:2])
+            # 1005, 1006 and 1015 stand for "no code" and must never be sent
+            self._send(CLOSE, b"" if self.close_code in (1005, 1006, 1015) else payload[:2])
         if self._transport is not None:
             self._transport.close()
 
@@ -211,13 +218,13 @@ class WsConnection(asyncio.Protocol):
 
     async def _ping(self, interval: float, timeout: float) -> None:
         while True:
-            await asyncio.sleep(interval if self._pong_due is None else timeout)
-            if self._pong_due is not None and time.monotonic() >= self._pong_due:
+            await asyncio.sleep(interval)
+            self._awaiting_pong = True
+            self._send(PING, os.urandom(4))
+            await asyncio.sleep(timeout)
+            if self._awaiting_pong:
                 self._fail(f"no pong within {timeout:g} s (keepalive)", code=1011)
                 return
-            if self._pong_due is None:
-                self._pong_due = time.monotonic() + timeout
-                self._send(PING, os.urandom(4))
 
 
 async def connect(
@@ -248,11 +255,16 @@ async def connect(
         return WsConnection(on_message, on_lost, key=key, max_size=max_size, on_read=on_read)
 
     host = parts.hostname
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
     default_port = port == (443 if secure else 80)
     host_header = host if ":" not in host else f"[{host}]"
     if not default_port:
         host_header += f":{port}"
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # as a browser sends them: non-ASCII and spaces percent-encoded, an IDN host in ASCII
+    target = quote(parts.path or "/", safe=_SAFE) + (
+        f"?{quote(parts.query, safe=_SAFE + '?')}" if parts.query else ""
+    )
     lines = [
         f"GET {target} HTTP/1.1",
         f"Host: {host_header}",
@@ -262,7 +274,11 @@ async def connect(
         "Sec-WebSocket-Version: 13",
         *(f"{name}: {value}" for name, value in headers.items()),
     ]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    try:
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        bad = [name for name, value in headers.items() if not f"{name}{value}".isascii()]
+        raise HandshakeError(f"header {bad[0] if bad else '?'} is not ASCII text") from None
 
     async def opening() -> WsConnection:
         context = ssl.create_default_context() if secure else None

@@ -16,7 +16,11 @@ _TAIL = b"\x00\x00\xff\xff"
 
 
 class FrameError(Exception):
-    """The bytes are not WebSocket frames."""
+    """The bytes are not WebSocket frames; `code` is the close code that says so."""
+
+    def __init__(self, message: str, code: int = 1002) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class WsReader:
@@ -27,11 +31,18 @@ class WsReader:
         *,
         max_size: int = 64 * 2**20,
         on_control: Callable[[int, bytes], None] | None = None,
+        strict: bool = False,
     ) -> None:
         """`on_control(opcode, payload)`, if given, sees every control frame (close, ping,
-        pong) before `on_close` is called for a close."""
+        pong) before `on_close` is called for a close.
+
+        `strict` is for a client that negotiated no extension, reading a server: every frame
+        RFC 6455 forbids is a FrameError (reserved bits or opcodes, a masked frame, a long or
+        fragmented control frame, a continuation out of place), and `max_size` bounds a whole
+        message. The proxy reads leniently: it records what passed, it does not police it."""
         self._on_message, self._on_close = on_message, on_close
         self._on_control = on_control
+        self._strict = strict
         self._buffer = bytearray()
         self._parts: list[bytes] = []
         self._opcode = 0
@@ -67,6 +78,8 @@ class WsReader:
             mask, pos = bytes(buf[pos : pos + 4]), pos + 4
         if len(buf) < pos + length:
             return False
+        if self._strict:
+            self._check(first, length, mask)
         payload = bytes(buf[pos : pos + length])
         del buf[: pos + length]
         if mask is not None and payload:
@@ -87,9 +100,33 @@ class WsReader:
             if self._compressed:
                 if self._inflater is None:
                     self._inflater = zlib.decompressobj(-15)
-                message = self._inflater.decompress(message + _TAIL)
+                try:
+                    message = self._inflater.decompress(message + _TAIL)
+                except zlib.error as exc:
+                    raise FrameError(f"a compressed message does not inflate: {exc}") from None
             self._on_message(self._opcode, message)
         return True
+
+    def _check(self, first: int, length: int, mask: bytes | None) -> None:
+        opcode = first & 0x0F
+        if first & 0x70:
+            raise FrameError("reserved bits set, with no extension negotiated")
+        if mask is not None:
+            raise FrameError("a masked frame from the server")
+        if opcode >= 0x8:
+            if opcode not in (CLOSE, PING, PONG):
+                raise FrameError(f"reserved opcode {opcode:#x}")
+            if not first & 0x80 or length > 125:
+                raise FrameError("a control frame fragmented or over 125 bytes")
+            if opcode == CLOSE and length == 1:
+                raise FrameError("a close frame with a 1-byte payload")
+            return
+        if opcode not in (0, TEXT, BINARY):
+            raise FrameError(f"reserved opcode {opcode:#x}")
+        if (opcode == 0) != bool(self._parts):
+            raise FrameError("a continuation frame out of place")
+        if sum(map(len, self._parts)) + length > self._max:
+            raise FrameError(f"a message over the {self._max}-byte limit", code=1009)
 
 
 def unmask(payload: bytes, mask: bytes) -> bytes:

@@ -296,11 +296,24 @@ class TapeWriter:
             largest = max((len(f.raw) for f in frames), default=0) >> 20
             self._set_memory(min(max(MEMORY_MB, 8 * largest), _ram_mb() * 4 // 5))
             conn.execute("BEGIN")
-            if frames:
-                self._insert([prepare_frame(f) for f in frames])
-            for session in _latest(sessions):
-                upsert_session(conn, session)
-            conn.execute("COMMIT")
+            try:
+                if frames:
+                    self._insert([prepare_frame(f) for f in frames])
+                for session in _latest(sessions):
+                    upsert_session(conn, session)
+                conn.execute("COMMIT")
+            except duckdb.OutOfMemoryException:
+                if len(frames) < 2:
+                    raise
+                # A full batch of frames holding many messages each can need more than the
+                # buffer limit to project (a 16 MB batch of 11-93 kB GWS frames did): commit
+                # it in halves instead, each its own transaction, rather than fail the writer.
+                with contextlib.suppress(duckdb.Error):  # COMMIT itself may have ended it
+                    conn.execute("ROLLBACK")
+                half = len(frames) // 2
+                self._commit(frames[:half], [], [])
+                self._commit(frames[half:], sessions, markers)
+                return
             self.committed_frames += len(frames)
             if self._memory_mb > MEMORY_MB:
                 # A checkpoint pins the big value whole: take it while the room is there. The
@@ -316,7 +329,9 @@ class TapeWriter:
         conn = self._conn
         try:
             _insert_batch(conn, frames)
-        except duckdb.Error:
+        except duckdb.Error as exc:
+            if isinstance(exc, duckdb.OutOfMemoryException) and len(frames) > 1:
+                raise  # the batch is too big, not a frame bad: _commit splits it
             # Rare: JSON orjson accepts but DuckDB reads differently. Never lose the batch or
             # the recording for it: find the frames at fault and store them with the reason.
             conn.execute("ROLLBACK")

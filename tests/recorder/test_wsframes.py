@@ -82,3 +82,31 @@ def test_an_absurd_length_is_an_error_not_a_wait() -> None:
     reader = WsReader(lambda op, raw: None)
     with pytest.raises(FrameError, match="over the"):
         reader.feed(bytes([0x81, 127]) + (2**40).to_bytes(8, "big"))
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (frame(b"[]", TEXT, rsv1=True), "reserved bits"),
+        (frame(b"[]", TEXT, mask=b"\x01\x02\x03\x04"), "masked frame"),
+        (frame(b"x", 0x3), "reserved opcode"),
+        (frame(b"x", 0xB), "reserved opcode"),
+        (frame(b"p" * 126, 0x9), "over 125 bytes"),
+        (frame(b"p", 0x9, fin=False), "fragmented"),
+        (frame(b"\x03", 0x8), "1-byte payload"),
+        (frame(b"tail", 0x0), "continuation frame out of place"),
+        (frame(b"[", TEXT, fin=False) + frame(b"]", TEXT), "continuation frame out of place"),
+        (frame(b"a" * 110, TEXT, fin=False) + frame(b"b" * 110, 0x0), "over the 200-byte limit"),
+    ],
+)
+def test_a_strict_reader_refuses_what_rfc_6455_forbids(data: bytes, why: str) -> None:
+    """The recorder's client reads strictly; the proxy reads leniently (records what passed)."""
+    strict = WsReader(lambda op, raw: None, max_size=200, strict=True)
+    with pytest.raises(FrameError, match=why) as info:
+        strict.feed(data)
+    assert info.value.code == (1009 if "limit" in why else 1002)
+
+
+def test_a_compressed_message_that_does_not_inflate_is_a_frame_error() -> None:
+    with pytest.raises(FrameError, match="does not inflate"):
+        WsReader(lambda op, raw: None).feed(frame(b"\xff\xff\xff\xff", TEXT, rsv1=True))

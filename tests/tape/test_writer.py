@@ -8,11 +8,14 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
+import orjson
 import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import tape.writer
 from tape.frame import FRAME_COLUMNS, Direction, Frame, Kind
 from tape.reader import TapeReader
 from tape.schema import TapeError
@@ -77,7 +80,7 @@ import sys
 from tape.frame import Session
 from tape.runtime import keep_pandas_out_of_arrow
 from tape.session import SessionLog
-from tape.writer import FRAMES_SCHEMA, TapeWriter, frames_table
+from tape.writer import TapeWriter
 keep_pandas_out_of_arrow()
 with TapeWriter({str(tmp_path / "t.duckdb")!r}) as writer:
     SessionLog(writer, Session(session_id="s")).append("in", b'[{{"channel":"/a"}}]')
@@ -153,3 +156,35 @@ def test_the_arrow_batch_equals_a_plain_conversion(rows: list[tuple[object, ...]
         schema=FRAMES_SCHEMA,
     )
     assert frames_table(frames).equals(plain)
+
+
+def test_a_batch_too_big_to_project_at_once_is_committed_in_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames of many messages each, queued faster than they are written: a full batch needs
+    more than DuckDB's buffer limit to project. It is split, never fails the writer."""
+    monkeypatch.setattr(tape.writer, "MEMORY_MB", 24)
+    raw = orjson.dumps(orjson.loads(gws_frame_raw(1)) * 30)  # ~23 kB, 60 messages
+    count = (12 * 2**20) // len(raw)
+    writer = TapeWriter(tmp_path / "t.duckdb")
+    too_big: list[int] = []
+    real_insert = writer._insert
+
+    def watched(frames: list[Frame]) -> None:
+        try:
+            real_insert(frames)
+        except duckdb.OutOfMemoryException:
+            too_big.append(len(frames))
+            raise
+
+    monkeypatch.setattr(writer, "_insert", watched)
+    for seq in range(1, count + 1):
+        writer.write(make_frame("s", seq, raw))
+    writer.flush()
+    writer.close()
+    assert too_big, "no batch was too big: the test no longer exercises the split"
+    with TapeReader(writer.path) as reader:
+        frames = list(reader.frames("s"))
+        assert [f.seq for f in frames] == list(range(1, count + 1))
+        assert all(f.parse_error is None for f in frames)
+        assert sum(1 for _ in reader.messages("s")) == count * 60
