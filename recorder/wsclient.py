@@ -18,6 +18,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ from recorder.wsframes import BINARY, CLOSE, PING, PONG, TEXT, FrameError, WsRea
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar, and "%" so an encoded URL stays as it is
 MAX_HEAD = 64 * 1024  # an HTTP response head longer than this is not a WebSocket upgrade
+_STATUS = re.compile(r"[0-9]{3}")
 
 OnMessage = Callable[[int, bytes], None]  # (TEXT or BINARY, payload)
 OnLost = Callable[[str], None]  # why the connection ended; called once
@@ -125,7 +127,8 @@ class WsConnection(asyncio.Protocol):
     # --- use --------------------------------------------------------------------------------
 
     def send_text(self, payload: bytes) -> None:
-        self._send(TEXT, payload)
+        if not self._close_sent:  # nothing may follow our close frame
+            self._send(TEXT, payload)
 
     async def close(self, timeout: float = 2.0) -> None:
         """Closing handshake: send a close frame, wait briefly for the server's, then drop."""
@@ -155,7 +158,7 @@ class WsConnection(asyncio.Protocol):
     def _check_upgrade(self, head: bytes) -> HandshakeError | None:
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not _STATUS.fullmatch(parts[1]):
             return HandshakeError(f"not an HTTP response: {lines[0][:80]!r}")
         status = int(parts[1])
         if status != 101:
@@ -163,14 +166,22 @@ class WsConnection(asyncio.Protocol):
                 f"server rejected WebSocket connection: HTTP {status}", status=status
             )
         headers: dict[str, str] = {}
+        name = ""
         for line in lines[1:]:
+            if line[:1] in (" ", "\t") and name:  # an obsolete folded continuation
+                headers[name] += " " + line.strip()
+                continue
             name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("upgrade", "").lower() != "websocket":
+            name, value = name.strip().lower(), value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        connection = {token.strip().lower() for token in headers.get("connection", "").split(",")}
+        if headers.get("upgrade", "").lower() != "websocket" or "upgrade" not in connection:
             return HandshakeError("the server's 101 response does not upgrade to websocket")
+        if headers.get("sec-websocket-protocol"):
+            return HandshakeError("the server chose a subprotocol that was not offered")
         if headers.get("sec-websocket-accept", "").encode() != accept_key(self._key):
             return HandshakeError("the server's Sec-WebSocket-Accept does not match the key")
-        if headers.get("sec-websocket-extensions"):
+        if headers.get("sec-websocket-extensions", "").strip(", "):
             return HandshakeError("the server negotiated an extension that was not offered")
         return None
 

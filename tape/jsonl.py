@@ -66,7 +66,9 @@ def line_to_frame(obj: dict[str, Any], first_wall_ns: int | None = None) -> Fram
         raise JsonlError(f"frame is missing {', '.join(missing)}")
     for name in _INT_FIELDS:
         value = obj.get(name)
-        if value is not None and (not isinstance(value, int) or not -_INT64 <= value < _INT64):
+        if value is not None and (
+            type(value) is not int or not -_INT64 <= value < _INT64  # a bool is not a number here
+        ):
             raise JsonlError(f"{name} must be a 64-bit integer, got {value!r}")
     for name in _STR_FIELDS:
         if obj.get(name) is not None and not isinstance(obj[name], str):
@@ -118,7 +120,7 @@ def line_to_session(obj: dict[str, Any]) -> Session:
     if not isinstance(labels, dict) or not all(isinstance(v, str | None) for v in labels.values()):
         raise JsonlError("session labels must be an object of strings")
     for name in ("started_ns", "ended_ns"):
-        if known.get(name) is not None and not isinstance(known[name], int):
+        if known.get(name) is not None and type(known[name]) is not int:
             raise JsonlError(f"session {name} must be an integer")
     known["channels"], known["labels"] = tuple(channels), dict(labels)
     return Session(**known)

@@ -370,3 +370,63 @@ async def test_a_url_the_request_cannot_carry_is_reported_not_fatal() -> None:
     assert [reason for reason, _ in failures] == [
         "cannot open ws://127.0.0.1:1/cometd: header X-Name is not ASCII text"
     ] * 2
+
+
+def _upgrade(key: bytes, extra: bytes = b"", accept: bytes | None = None) -> bytes:
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + b"Sec-WebSocket-Accept: "
+        + (accept_key(key) if accept is None else accept)
+        + b"\r\n"
+        + extra
+        + b"\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("head", "why"),
+    [
+        (lambda key: _upgrade(key, accept=b"x" * 28), "Sec-WebSocket-Accept does not match"),
+        (
+            lambda key: _upgrade(key).replace(b"Connection: Upgrade", b"Connection: close"),
+            "does not upgrade",
+        ),
+        (lambda key: _upgrade(key, b"Sec-WebSocket-Protocol: chat\r\n"), "subprotocol"),
+        (
+            lambda key: _upgrade(key, b"Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+            "extension",
+        ),
+        (  # a duplicate header: both count
+            lambda key: _upgrade(
+                key,
+                b"Sec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Extensions:\r\n",
+            ),
+            "extension",
+        ),
+        (  # a folded one: its continuation counts
+            lambda key: _upgrade(key, b"Sec-WebSocket-Extensions:\r\n permessage-deflate\r\n"),
+            "extension",
+        ),
+        (lambda key: b"HTTP/1.1 1\xc2\xb20 Weird\r\n\r\n", "not an HTTP response"),
+    ],
+)
+async def test_a_101_response_that_breaks_rfc_6455_is_refused(
+    head: Callable[[bytes], bytes], why: str
+) -> None:
+    async def raw_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        writer.write(head(key))
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    tcp = await asyncio.start_server(raw_server, "127.0.0.1", 0)
+    port = tcp.sockets[0].getsockname()[1]
+    async with tcp:
+        with pytest.raises(HandshakeError, match=why):
+            await Client().open(f"ws://127.0.0.1:{port}/ws")

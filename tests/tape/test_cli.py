@@ -85,6 +85,11 @@ def test_importing_the_same_session_twice_is_refused(tmp_path: Path) -> None:
         ),
         (b'{"session_id":"s","seq":1}\n', "frame is missing t_wall_ns"),
         (
+            b'{"session_id":"s","seq":true,"t_wall_ns":1,"direction":"in","transport":"http",'
+            b'"kind":"bayeux","raw":"[]"}\n',
+            "seq must be a 64-bit integer, got True",
+        ),
+        (
             b'{"session_id":"s","seq":1,"t_wall_ns":1,"direction":"in","transport":"http",'
             b'"kind":"bayeux","raw":"!!","raw_encoding":"base64"}\n',
             "not valid base64",
