@@ -233,16 +233,21 @@ async def test_a_control_frame_from_the_peer_is_not_a_message() -> None:
     assert client.messages == [(TEXT, b"[]")]
 
 
+async def _read_key(reader: asyncio.StreamReader) -> bytes:
+    """A raw server's side of the opening handshake: the client's Sec-WebSocket-Key."""
+    request = await reader.readuntil(b"\r\n\r\n")
+    return next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+
+
 async def test_a_text_frame_that_is_not_utf8_is_passed_on_as_it_came() -> None:
     """The recorder stores it with a parse_error; a strict client would close the connection."""
 
     async def raw_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
+        key = await _read_key(reader)
         writer.write(  # one write: the frames come in the same read as the 101 response
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: "
@@ -414,12 +419,7 @@ async def test_a_101_response_that_breaks_rfc_6455_is_refused(
     head: Callable[[bytes], bytes], why: str
 ) -> None:
     async def raw_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
+        key = await _read_key(reader)
         writer.write(head(key))
         await writer.drain()
         await reader.read()
