@@ -55,8 +55,11 @@ class UnsubscribeFailed:
 
 
 @dataclass(frozen=True, slots=True)
-class MessageDelivered:
-    message: Message
+class MessagesDelivered:
+    """Events delivered on subscribed channels: a run of them in the order received, one
+    event per run rather than per message (it is the hot path of a recording)."""
+
+    messages: tuple[Message, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +94,7 @@ Event = (
     | SubscribeFailed
     | Unsubscribed
     | UnsubscribeFailed
-    | MessageDelivered
+    | MessagesDelivered
     | ConnectionLost
     | Rehandshaking
     | Stopped

@@ -15,7 +15,7 @@ from recorder.events import (
     Event,
     HandshakeFailed,
     HandshakeSucceeded,
-    MessageDelivered,
+    MessagesDelivered,
     Outgoing,
     Rehandshaking,
     ReplyUnmatched,
@@ -187,8 +187,23 @@ class BayeuxClient:
     def receive(self, messages: Iterable[Message], now: float) -> None:
         """A batch that arrived: any mix of meta replies and events, handled in order."""
         self._now = now
+        ext_in, events = self._ext_in, self._events
+        run: list[Message] = []  # deliveries since the last other message
         for message in messages:
-            self._receive_one(message if self._ext_in is None else self._ext_in(message), now)
+            if ext_in is not None:
+                message = ext_in(message)
+            fields = message.fields  # read directly: this runs for every message recorded
+            # Delivered events are matched by channel, never by id: a server may reuse ids
+            # that collide with ours (PEERS.md, aiocometd-ng).
+            if "data" in fields and not fields["channel"].startswith(META_PREFIX):
+                run.append(message)
+                continue
+            if run:
+                events.append(MessagesDelivered(tuple(run)))
+                run = []
+            self._receive_one(message, now)
+        if run:
+            events.append(MessagesDelivered(tuple(run)))
         if self._connect_deadline is not None:
             # Traffic shows the server alive; and new advice may have lengthened the timeout.
             self._connect_deadline = max(
@@ -370,12 +385,8 @@ class BayeuxClient:
     # --- receiving -------------------------------------------------------------------------
 
     def _receive_one(self, message: Message, now: float) -> None:
-        fields = message.fields  # read directly: this runs for every message recorded
-        if not fields["channel"].startswith(META_PREFIX):
-            # Delivered events are matched by channel, never by id: a server may reuse ids
-            # that collide with ours (PEERS.md, aiocometd-ng).
-            event = MessageDelivered if "data" in fields else ReplyUnmatched
-            self._events.append(event(message))
+        if not message.channel.startswith(META_PREFIX):  # an event without data
+            self._events.append(ReplyUnmatched(message))
             return
         pending = None if message.id is None else self._pending.get(message.id)
         if pending is None or message.channel != f"/meta/{pending.kind}":

@@ -166,9 +166,9 @@ class Recorder:
         per_channel = self.status.messages
         for event in self.client.events_received():
             # The hot path (every message recorded): counted inline, checked once per batch.
-            if type(event) is ev.MessageDelivered:
-                per_channel[event.message.channel] += 1
-                delivered += 1
+            if type(event) is ev.MessagesDelivered:
+                per_channel.update([m.fields["channel"] for m in event.messages])
+                delivered += len(event.messages)
                 continue
             if delivered:
                 self._delivered(delivered)

@@ -36,12 +36,17 @@ def log_received(
     log: SessionLog, raw: bytes, transport: str, *, error: str | None = None, **http: object
 ) -> list[Message]:
     """Log one received body/frame and return its messages ([] when it did not decode)."""
+    if error is None and not http:  # a WebSocket frame, the hot path: the fewest calls
+        try:
+            messages = decode_frame(raw)
+        except BayeuxDecodeError as exc:
+            log.received(raw, transport, f"{exc.kind}: {exc}")
+            return []
+        log.received(raw, transport, None)
+        return messages
     messages, problem = decode(raw) if error is None else ([], error)
     if error is not None and raw:
         _, detail = decode(raw)
         problem = f"{error}; {detail}" if detail else error
-    if http:
-        log.append("in", raw, transport=transport, parse_error=problem, checked=True, **http)  # type: ignore[arg-type]
-    else:  # a WebSocket frame, the hot path: no keyword dict to build
-        log.append("in", raw, transport=transport, parse_error=problem, checked=True)
+    log.append("in", raw, transport=transport, parse_error=problem, checked=True, **http)  # type: ignore[arg-type]
     return messages

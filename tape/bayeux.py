@@ -373,13 +373,39 @@ def _validated(raw: bytes | str) -> list[dict[str, Any]]:
     if not isinstance(objects, list):
         raise InvalidShape(f"frame must be a JSON array or object, got {_json_type(loaded)}")
     for index, obj in enumerate(objects):
-        _check_message(obj, index)
+        # The bulk of any recording is deliveries of only these keys: one set test and two
+        # type tests pass them (0.37 against 0.6 us a message); the rest take every rule.
+        if not (
+            type(obj) is dict
+            and obj.keys() <= _DELIVERY_KEYS
+            and type(obj.get("channel")) is str
+            and type(obj.get("id")) in _ID_TYPES
+        ):
+            _check_message(obj, index)
     return objects
+
+
+# What `_FIELD_RULES` accepts for these keys, exactly (`data` has no rule; `id` is a string, an
+# integer that is not a boolean, null, or absent).
+_DELIVERY_KEYS = frozenset({"channel", "id", "data"})
+_ID_TYPES = frozenset({str, int, _NULL})
 
 
 def decode_frame(raw: bytes | str) -> list[Message]:
     """Decode one transport frame; raises only BayeuxDecodeError subclasses."""
-    return [Message(obj) for obj in _validated(raw)]
+    return [_message(obj) for obj in _validated(raw)]
+
+
+def _message(fields: dict[str, Any]) -> Message:
+    """Message(fields) without the frozen dataclass's __init__ (its object.__setattr__ call):
+    half the cost, for the one constructor that runs per message recorded."""
+    message = _new_message(Message)
+    _set_fields(message, fields)
+    return message
+
+
+_new_message = object.__new__
+_set_fields = cast(Any, Message).fields.__set__  # the slot's descriptor
 
 
 def frame_error(raw: bytes | str) -> str | None:

@@ -15,6 +15,9 @@ import orjson
 from tape.frame import Direction, Frame, Kind, Session, Transport
 from tape.writer import FrameSink
 
+# Frame(*fields) without the NamedTuple's generated __new__ (a Python-level call).
+_new_frame = tuple.__new__
+
 
 def new_session_id() -> str:
     return uuid.uuid4().hex
@@ -75,6 +78,33 @@ class SessionLog:
         )
         self._sink.write(frame)
         return frame
+
+    def received(self, raw: bytes, transport: str, parse_error: str | None) -> None:
+        """`append("in", raw, transport=transport, parse_error=parse_error, checked=True)` at a
+        fraction of its call cost, for the hot path: a frame received, with no HTTP fields."""
+        self._seq += 1
+        self._sink.write(
+            _new_frame(
+                Frame,
+                (
+                    self._session_id,
+                    self._seq,
+                    time.time_ns(),
+                    time.monotonic_ns() - self._mono0,
+                    Direction.IN,
+                    transport,
+                    Kind.BAYEUX,
+                    raw,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    parse_error,
+                    True,
+                ),
+            )
+        )
 
     def lifecycle(self, event: str, **details: Any) -> Frame:
         """Record what the recorder itself saw: connected, gap, rehandshake, stopped..."""

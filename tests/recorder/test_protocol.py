@@ -17,7 +17,7 @@ from recorder.protocol import (
     ConnectionLost,
     HandshakeFailed,
     HandshakeSucceeded,
-    MessageDelivered,
+    MessagesDelivered,
     Outgoing,
     Rehandshaking,
     ReplyUnmatched,
@@ -392,7 +392,11 @@ def test_events_are_delivered_in_order_even_with_colliding_ids() -> None:
     client, connect = connected()
     events = [event("/v2/me/outbound", i, id=connect["id"]) for i in range(3)]
     client.receive([events[0], reply(connect), events[1], events[2]], 1.0)
-    assert client.events_received() == [MessageDelivered(e) for e in events]
+    # One event per run of deliveries: the reply between them splits the runs.
+    assert client.events_received() == [
+        MessagesDelivered((events[0],)),
+        MessagesDelivered((events[1], events[2])),
+    ]
     assert len(sent(client, "connect")) == 1
 
 
@@ -408,8 +412,8 @@ def test_ext_hooks_apply_to_every_message() -> None:
     assert all(m["ext"] == {"ack": True} for o in batches for m in o.messages)
     client.receive([event("/me/internal", 1)], 1.0)
     delivered = client.events_received()[-1]
-    assert isinstance(delivered, MessageDelivered)
-    assert delivered.message.ext == {"seen": 1}
+    assert isinstance(delivered, MessagesDelivered)
+    assert [m.ext for m in delivered.messages] == [{"seen": 1}]
 
 
 def test_runtime_subscribe_and_unsubscribe_with_wildcards() -> None:

@@ -110,3 +110,49 @@ def test_a_strict_reader_refuses_what_rfc_6455_forbids(data: bytes, why: str) ->
 def test_a_compressed_message_that_does_not_inflate_is_a_frame_error() -> None:
     with pytest.raises(FrameError, match="does not inflate"):
         WsReader(lambda op, raw: None).feed(frame(b"\xff\xff\xff\xff", TEXT, rsv1=True))
+
+
+# Every kind of frame, so the fast path for whole unmasked text frames and the general reader
+# take turns: (opcode, payload, fin, mask, 64-bit length).
+_frames = st.one_of(
+    st.tuples(st.just(TEXT), st.binary(max_size=300), st.just(True), st.none()),
+    st.tuples(st.just(TEXT), st.binary(min_size=126, max_size=70_000), st.just(True), st.none()),
+    st.tuples(
+        st.sampled_from([TEXT, BINARY]), st.binary(max_size=50), st.just(True), st.just(b"abcd")
+    ),
+    st.tuples(st.just(BINARY), st.binary(max_size=50), st.just(True), st.none()),
+    st.tuples(st.just(0x9), st.binary(max_size=20), st.just(True), st.none()),  # ping
+)
+
+
+@given(
+    st.lists(_frames, min_size=1, max_size=8),
+    st.lists(st.integers(min_value=0, max_value=80_000), max_size=6),
+    st.booleans(),
+)
+def test_fast_and_general_paths_read_the_same_messages(
+    frames: list[tuple[int, bytes, bool, bytes | None]], cuts: list[int], fragment: bool
+) -> None:
+    data = b""
+    expected: list[tuple[int, bytes]] = []
+    for opcode, payload, _, mask in frames:
+        if opcode >= 0x8:
+            data += frame(payload, opcode)
+            continue
+        if fragment and len(payload) > 1:  # the same message in two fragments
+            data += frame(payload[:1], opcode, fin=False, mask=mask)
+            data += frame(payload[1:], 0, mask=mask)
+        else:
+            data += frame(payload, opcode, mask=mask)
+        expected.append((opcode, payload))
+    got, _ = read(data, [c for c in cuts if c <= len(data)])
+    assert got == expected
+
+
+def test_fast_path_leaves_a_64_bit_length_and_an_oversized_frame_to_the_checks() -> None:
+    got: list[tuple[int, bytes]] = []
+    reader = WsReader(lambda op, raw: got.append((op, raw)), strict=True, max_size=1000)
+    reader.feed(frame(b"a" * 10, TEXT) + bytes([0x81, 127]) + (5).to_bytes(8, "big") + b"hello")
+    assert got == [(TEXT, b"a" * 10), (TEXT, b"hello")]
+    with pytest.raises(FrameError, match="over the 1000-byte limit"):
+        reader.feed(frame(b"b" * 1001, TEXT))

@@ -459,3 +459,36 @@ def test_text_garbage(raw: str) -> None:
 @given(json_values | st.lists(json_values | message_dicts.map(lambda m: {**m, "id": 1.5})))
 def test_json_garbage(value: Any) -> None:
     check_garbage(orjson.dumps(value))
+
+
+# Deliveries (channel, id, data) pass a fast check; it must accept and refuse exactly what the
+# full field rules do, for every JSON type in each of those keys.
+_int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+_any_json = st.one_of(
+    st.none(),
+    st.booleans(),
+    _int64,
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+    st.lists(_int64, max_size=2),
+    st.dictionaries(st.text(max_size=3), _int64, max_size=2),
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from(["channel", "id", "data", "ext", "advice"]), _any_json),
+    st.booleans(),
+)
+def test_the_fast_delivery_check_agrees_with_the_field_rules(
+    obj: dict[str, Any], many: bool
+) -> None:
+    raw = orjson.dumps([{"channel": "/ok", "data": 1}, obj] if many else [obj])
+    index = 1 if many else 0
+    try:
+        bayeux._check_message(obj, index)
+        expected = None
+    except BayeuxDecodeError as exc:
+        expected = f"{exc.kind}: {exc}"
+    assert frame_error(raw) == expected
+    if expected is None:
+        assert decode_frame(raw)[index] == Message.from_wire(obj)

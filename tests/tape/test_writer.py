@@ -188,3 +188,34 @@ def test_a_batch_too_big_to_project_at_once_is_committed_in_parts(
         assert [f.seq for f in frames] == list(range(1, count + 1))
         assert all(f.parse_error is None for f in frames)
         assert sum(1 for _ in reader.messages("s")) == count * 60
+
+
+def test_session_log_received_is_append_for_a_received_frame() -> None:
+    """The recorder's hot path builds the Frame itself: it must be the one `append` builds."""
+    from tape.frame import Session
+    from tape.session import SessionLog
+
+    class Sink:
+        def __init__(self) -> None:
+            self.frames: list[Frame] = []
+
+        def write(self, frame: Frame) -> None:
+            self.frames.append(frame)
+
+        def put_session(self, session: Session) -> None:
+            pass
+
+    sink = Sink()
+    log = SessionLog(sink, Session(session_id="s", transport="websocket"))  # type: ignore[arg-type]
+    for problem in (None, "invalid-json: oops"):
+        log.received(b"[]", "websocket", problem)
+        log.append("in", b"[]", transport="websocket", parse_error=problem, checked=True)
+    fast, slow = sink.frames[0::2], sink.frames[1::2]
+    for a, b in zip(fast, slow, strict=True):
+        assert type(a) is Frame
+        assert a._replace(seq=0, t_wall_ns=0, t_mono_ns=0) == b._replace(
+            seq=0, t_wall_ns=0, t_mono_ns=0
+        )
+        assert a.t_wall_ns <= b.t_wall_ns
+        assert a.t_mono_ns <= b.t_mono_ns
+    assert [f.seq for f in sink.frames] == [1, 2, 3, 4]
