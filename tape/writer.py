@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import duckdb
 import numpy as np
@@ -289,32 +289,46 @@ class TapeWriter:
             self._memory_mb = mb
 
     def _commit(self, frames: list[Frame], sessions: list[Session], markers: list[_Flush]) -> None:
-        if frames or sessions:
-            conn = self._conn
+        batch = None
+        if frames:
             # DuckDB holds a value in one block, and parsing a frame's JSON took up to 4.5x its
             # size: a long-poll reply carrying a 100 MB backlog must not fail for want of room.
-            largest = max((len(f.raw) for f in frames), default=0) >> 20
+            largest = max(len(f.raw) for f in frames) >> 20
             self._set_memory(min(max(MEMORY_MB, 8 * largest), _ram_mb() * 4 // 5))
+            prepared = [prepare_frame(f) for f in frames]
+            batch = _Batch(frames_table(prepared), *_projected(prepared))
+            del prepared
+            # Let the frames go (the caller's list is this one): their bytes are in the table
+            # now, and holding both through the commit put up to BATCH_BYTES more on the peak
+            # RSS. The rare paths below read the frames back from the table.
+            frames.clear()
+        self._commit_batch(batch, sessions, markers)
+
+    def _commit_batch(
+        self, batch: _Batch | None, sessions: list[Session], markers: list[_Flush]
+    ) -> None:
+        if batch is not None or sessions:
+            conn = self._conn
             conn.execute("BEGIN")
             try:
-                if frames:
-                    self._insert([prepare_frame(f) for f in frames])
+                if batch is not None:
+                    self._insert(batch)
                 for session in _latest(sessions):
                     upsert_session(conn, session)
                 conn.execute("COMMIT")
             except duckdb.OutOfMemoryException:
-                if len(frames) < 2:
+                if batch is None or batch.table.num_rows < 2:
                     raise
                 # A full batch of frames holding many messages each can need more than the
                 # buffer limit to project (a 16 MB batch of 11-93 kB GWS frames did): commit
                 # it in halves instead, each its own transaction, rather than fail the writer.
                 with contextlib.suppress(duckdb.Error):  # COMMIT itself may have ended it
                     conn.execute("ROLLBACK")
-                half = len(frames) // 2
-                self._commit(frames[:half], [], [])
-                self._commit(frames[half:], sessions, markers)
+                half = batch.table.num_rows // 2
+                self._commit_batch(batch._replace(table=batch.table.slice(0, half)), [], [])
+                self._commit_batch(batch._replace(table=batch.table.slice(half)), sessions, markers)
                 return
-            self.committed_frames += len(frames)
+            self.committed_frames += 0 if batch is None else batch.table.num_rows
             if self._memory_mb > MEMORY_MB:
                 # A checkpoint pins the big value whole: take it while the room is there. The
                 # batch is committed already; if this fails, the next commit tries again.
@@ -324,31 +338,53 @@ class TapeWriter:
         for marker in markers:
             marker.done.set()
 
-    def _insert(self, frames: list[Frame]) -> None:
+    def _insert(self, batch: _Batch) -> None:
         """Insert frames and their messages; a frame the projection chokes on is kept raw."""
         conn = self._conn
         try:
-            _insert_batch(conn, frames)
+            _insert_batch(conn, batch)
         except duckdb.Error as exc:
-            if isinstance(exc, duckdb.OutOfMemoryException) and len(frames) > 1:
+            if isinstance(exc, duckdb.OutOfMemoryException) and batch.table.num_rows > 1:
                 raise  # the batch is too big, not a frame bad: _commit splits it
             # Rare: JSON orjson accepts but DuckDB reads differently. Never lose the batch or
             # the recording for it: find the frames at fault and store them with the reason.
             conn.execute("ROLLBACK")
-            checked = [_isolate(conn, f) for f in frames]  # outside a transaction: each alone
+            # outside a transaction: each alone
+            checked = [_isolate(conn, f) for f in frames_of(batch.table)]
             conn.execute("BEGIN")
-            _insert_batch(conn, checked)
+            _insert_batch(conn, _Batch(frames_table(checked), *_projected(checked)))
 
 
-def _insert_batch(conn: duckdb.DuckDBPyConnection, frames: list[Frame]) -> None:
-    conn.register("_batch", frames_table(frames))
+def frames_of(table: pa.Table) -> list[Frame]:
+    """The frames of a `frames_table` batch, back as Frame tuples."""
+    columns = [table.column(name).to_pylist() for name in FRAME_COLUMNS]
+    return [Frame(*row) for row in zip(*columns, strict=True)]
+
+
+class _Batch(NamedTuple):
+    """Frames on their way into the tape: the Arrow table, and which projections they feed."""
+
+    table: pa.Table
+    bayeux: bool  # a Bayeux frame that decoded: `messages` rows
+    http: bool  # a REST request or response: `http_fields` rows
+
+
+def _projected(frames: list[Frame]) -> tuple[bool, bool]:
+    # Planning a projection costs ~12 ms a batch, measured here: it is skipped when nothing in
+    # the batch would be projected (a proxy's REST traffic, lifecycle frames).
+    return (
+        any(f.kind == Kind.BAYEUX and f.parse_error is None for f in frames),
+        any(f.kind in HTTP_KINDS for f in frames),
+    )
+
+
+def _insert_batch(conn: duckdb.DuckDBPyConnection, batch: _Batch) -> None:
+    conn.register("_batch", batch.table)
     try:
         conn.execute("INSERT INTO frames BY NAME SELECT * FROM _batch")
-        # Planning the projection costs ~12 ms a batch, measured here: skip it when nothing in
-        # the batch would be projected (a proxy's REST traffic, lifecycle frames).
-        if any(f.kind == Kind.BAYEUX and f.parse_error is None for f in frames):
+        if batch.bayeux:
             project(conn, "_batch")
-        if any(f.kind in HTTP_KINDS for f in frames):
+        if batch.http:
             project_http(conn, "_batch")
     finally:
         with contextlib.suppress(duckdb.Error):  # in an aborted transaction: keep its error

@@ -19,7 +19,7 @@ import tape.writer
 from tape.frame import FRAME_COLUMNS, Direction, Frame, Kind
 from tape.reader import TapeReader
 from tape.schema import TapeError
-from tape.writer import FRAMES_SCHEMA, TapeWriter, frames_table
+from tape.writer import FRAMES_SCHEMA, TapeWriter, frames_of, frames_table
 from tests.conftest import TIMEOUT, gws_frame_raw, make_frame
 
 
@@ -156,6 +156,8 @@ def test_the_arrow_batch_equals_a_plain_conversion(rows: list[tuple[object, ...]
         schema=FRAMES_SCHEMA,
     )
     assert frames_table(frames).equals(plain)
+    # ... and reads back as the same frames (the writer's rare paths re-read a batch)
+    assert frames_of(frames_table(frames)) == frames
 
 
 def test_a_batch_too_big_to_project_at_once_is_committed_in_parts(
@@ -170,11 +172,11 @@ def test_a_batch_too_big_to_project_at_once_is_committed_in_parts(
     too_big: list[int] = []
     real_insert = writer._insert
 
-    def watched(frames: list[Frame]) -> None:
+    def watched(batch: tape.writer._Batch) -> None:
         try:
-            real_insert(frames)
+            real_insert(batch)
         except duckdb.OutOfMemoryException:
-            too_big.append(len(frames))
+            too_big.append(batch.table.num_rows)
             raise
 
     monkeypatch.setattr(writer, "_insert", watched)
