@@ -1,12 +1,15 @@
 """A fast local Bayeux source for benchmarks/record.py: pushes COUNT messages over WebSocket,
 BATCH per frame, as fast as it can, after the client subscribes.
 
-    python benchmarks/fast_source.py COUNT BATCH   # prints the port it listens on
+    python benchmarks/fast_source.py COUNT BATCH
+
+It prints the port it listens on, then "started T" (time.monotonic()) when the blast begins.
 """
 
 import asyncio
 import contextlib
 import sys
+import time
 
 import orjson
 from aiohttp import web
@@ -58,6 +61,9 @@ async def ws(request):
         if replies:
             await sock.send_str(orjson.dumps(replies).decode())
         if any(m["channel"] == "/meta/subscribe" for m in messages):
+            # When the messages start to flow: the benchmark's clock starts here, as it does
+            # for Faye when the blast begins (CLOCK_MONOTONIC is one clock for every process).
+            print(f"started {time.monotonic()}", flush=True)
             tasks.append(asyncio.create_task(blast(sock)))
     return sock
 

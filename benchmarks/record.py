@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,13 +85,25 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
+def check_tape(tape: Path, count: int) -> None:
+    """The figure counts only if the tape holds every message (exactly once is the interop
+    tests' job)."""
+    with duckdb.connect(str(tape), read_only=True) as conn:
+        row = conn.execute("SELECT count(*) FROM messages WHERE channel = '/bench'").fetchone()
+    if row is None or row[0] != count:
+        raise SystemExit(f"{tape.name}: {row} /bench messages recorded, not {count}")
+
+
 def ours_from_faye(faye: FayeServer, count: int, transport: str, tmp: Path) -> tuple[float, int]:
-    proc = record_process(faye.url, tmp / f"faye-{transport}.duckdb", count, transport)
+    tape = tmp / f"faye-{transport}.duckdb"
+    proc = record_process(faye.url, tape, count, transport)
     faye.wait_subscribed(["/bench"], timeout=30)
     start = time.monotonic()
     faye.blast("/bench", count, 500, timeout=120, via=VIA)
     _, rss = wait_rss(proc, 120)
-    return count / (time.monotonic() - start), rss
+    rate = count / (time.monotonic() - start)
+    check_tape(tape, count)
+    return rate, rss
 
 
 async def aiocometd_from_faye(faye: FayeServer, count: int, transport: str) -> float:
@@ -155,12 +168,17 @@ def ours_from_fast_source(count: int, batch: int, tmp: Path) -> tuple[float, int
     try:
         assert source.stdout is not None
         port = int(source.stdout.readline())
-        start = time.monotonic()
-        proc = record_process(
-            f"http://127.0.0.1:{port}/cometd", tmp / f"fast-{batch}.duckdb", count, "websocket"
-        )
+        tape = tmp / f"fast-{batch}.duckdb"
+        proc = record_process(f"http://127.0.0.1:{port}/cometd", tape, count, "websocket")
         _, rss = wait_rss(proc, 600)
-        return count / (time.monotonic() - start), rss
+        end = time.monotonic()
+        # From the first message sent (not from the recorder's start-up, as with Faye) to the
+        # recorder's exit, with everything committed and the tape closed.
+        started = source.stdout.readline().split()
+        if proc.returncode != 0 or started[:1] != ["started"]:
+            raise SystemExit(f"fast source run failed (recorder exit {proc.returncode})")
+        check_tape(tape, count)
+        return count / (end - float(started[1])), rss
     finally:
         source.kill()
         source.wait()
