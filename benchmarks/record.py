@@ -172,9 +172,10 @@ def ours_from_fast_source(count: int, batch: int, tmp: Path) -> tuple[float, int
         proc = record_process(f"http://127.0.0.1:{port}/cometd", tape, count, "websocket")
         _, rss = wait_rss(proc, 600)
         end = time.monotonic()
-        # From the first message sent (not from the recorder's start-up, as with Faye) to the
-        # recorder's exit, with everything committed and the tape closed.
-        started = source.stdout.readline().split()
+        # From when the source starts sending (as for Faye; not from the recorder's start-up)
+        # to the recorder's exit, with everything committed and the tape closed.
+        source.kill()  # its output ends here: reading it cannot wait for a line never sent
+        started = source.stdout.read().split()
         if proc.returncode != 0 or started[:1] != ["started"]:
             raise SystemExit(f"fast source run failed (recorder exit {proc.returncode})")
         check_tape(tape, count)

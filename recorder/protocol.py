@@ -189,21 +189,23 @@ class BayeuxClient:
         self._now = now
         ext_in, events = self._ext_in, self._events
         run: list[Message] = []  # deliveries since the last other message
-        for message in messages:
-            if ext_in is not None:
-                message = ext_in(message)
-            fields = message.fields  # read directly: this runs for every message recorded
-            # Delivered events are matched by channel, never by id: a server may reuse ids
-            # that collide with ours (PEERS.md, aiocometd-ng).
-            if "data" in fields and not fields["channel"].startswith(META_PREFIX):
-                run.append(message)
-                continue
+        try:
+            for message in messages:
+                if ext_in is not None:
+                    message = ext_in(message)
+                fields = message.fields  # read directly: this runs for every message recorded
+                # Delivered events are matched by channel, never by id: a server may reuse ids
+                # that collide with ours (PEERS.md, aiocometd-ng).
+                if "data" in fields and not fields["channel"].startswith(META_PREFIX):
+                    run.append(message)
+                    continue
+                if run:
+                    events.append(MessagesDelivered(tuple(run)))
+                    run = []
+                self._receive_one(message, now)
+        finally:  # an ext hook that raises still leaves what came before it delivered
             if run:
                 events.append(MessagesDelivered(tuple(run)))
-                run = []
-            self._receive_one(message, now)
-        if run:
-            events.append(MessagesDelivered(tuple(run)))
         if self._connect_deadline is not None:
             # Traffic shows the server alive; and new advice may have lengthened the timeout.
             self._connect_deadline = max(

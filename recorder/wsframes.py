@@ -51,13 +51,16 @@ class WsReader:
         self._max = max_size
 
     def feed(self, data: bytes) -> None:
-        if not self._buffer and not self._parts:
+        if self._buffer:  # a frame cut by the last read: one copy, and the fast path goes on
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        if not self._parts:
             data = data[self._whole_texts(data) :]
-            if not data:
-                return
-        self._buffer += data
-        while self._one():
-            pass
+        if data:
+            self._buffer += data
+            while self._one():
+                pass
 
     def _whole_texts(self, data: bytes) -> int:
         """The fast path, for what a server sends most: whole unmasked text frames, read one
@@ -65,19 +68,25 @@ class WsReader:
         Returns where it stopped: at anything else, which `_one` then reads as before."""
         on_message, limit = self._on_message, self._max
         pos, end = 0, len(data)
-        while end - pos >= 2 and data[pos] == 0x81:  # FIN, no extension bits, text
-            length = data[pos + 1]  # the mask bit is clear, so this is the 7-bit length
-            start = pos + 2
-            if length == 126:
-                if end - pos < 4:
+        try:
+            while end - pos >= 2 and data[pos] == 0x81:  # FIN, no extension bits, text
+                length = data[pos + 1]  # the mask bit is clear, so this is the 7-bit length
+                start = pos + 2
+                if length == 126:
+                    if end - pos < 4:
+                        break
+                    length, start = (data[pos + 2] << 8) | data[pos + 3], pos + 4
+                elif length >= 127:  # a 64-bit length (rare), or a masked frame: `_one`
                     break
-                length, start = (data[pos + 2] << 8) | data[pos + 3], pos + 4
-            elif length >= 127:  # a 64-bit length (rare), or a masked frame: `_one`
-                break
-            if start + length > end or length > limit:
-                break
-            pos = start + length
-            on_message(TEXT, data[start:pos])
+                if start + length > end or length > limit:
+                    break
+                pos = start + length
+                on_message(TEXT, data[start:pos])
+        except BaseException:
+            self._buffer += data[pos:]  # as `_one` leaves it: the frames not yet read stay
+            raise
+        if pos:  # what `_one` would have set reading these frames
+            self._opcode, self._compressed = TEXT, False
         return pos
 
     def _one(self) -> bool:

@@ -308,35 +308,40 @@ class TapeWriter:
         self, batch: _Batch | None, sessions: list[Session], markers: list[_Flush]
     ) -> None:
         if batch is not None or sessions:
-            conn = self._conn
-            conn.execute("BEGIN")
-            try:
-                if batch is not None:
-                    self._insert(batch)
-                for session in _latest(sessions):
-                    upsert_session(conn, session)
-                conn.execute("COMMIT")
-            except duckdb.OutOfMemoryException:
-                if batch is None or batch.table.num_rows < 2:
-                    raise
-                # A full batch of frames holding many messages each can need more than the
-                # buffer limit to project (a 16 MB batch of 11-93 kB GWS frames did): commit
-                # it in halves instead, each its own transaction, rather than fail the writer.
-                with contextlib.suppress(duckdb.Error):  # COMMIT itself may have ended it
-                    conn.execute("ROLLBACK")
-                half = batch.table.num_rows // 2
-                self._commit_batch(batch._replace(table=batch.table.slice(0, half)), [], [])
-                self._commit_batch(batch._replace(table=batch.table.slice(half)), sessions, markers)
-                return
-            self.committed_frames += 0 if batch is None else batch.table.num_rows
+            self._transact(batch, sessions)
             if self._memory_mb > MEMORY_MB:
                 # A checkpoint pins the big value whole: take it while the room is there. The
                 # batch is committed already; if this fails, the next commit tries again.
                 with contextlib.suppress(duckdb.Error):
-                    conn.execute("CHECKPOINT")
+                    self._conn.execute("CHECKPOINT")
                     self._set_memory(MEMORY_MB)
         for marker in markers:
             marker.done.set()
+
+    def _transact(self, batch: _Batch | None, sessions: list[Session]) -> None:
+        """Commit a batch and session rows in one transaction, or in several: a batch too big
+        to project within the buffer limit is committed in halves, each its own."""
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            if batch is not None:
+                self._insert(batch)
+            for session in _latest(sessions):
+                upsert_session(conn, session)
+            conn.execute("COMMIT")
+        except duckdb.OutOfMemoryException:
+            if batch is None or batch.table.num_rows < 2:
+                raise
+            # A full batch of frames holding many messages each can need more than the buffer
+            # limit to project (a 16 MB batch of 11-93 kB GWS frames did): split it rather than
+            # fail the writer. The limit raised for the batch's largest frame holds throughout.
+            with contextlib.suppress(duckdb.Error):  # COMMIT itself may have ended it
+                conn.execute("ROLLBACK")
+            half = batch.table.num_rows // 2
+            self._transact(batch._replace(table=batch.table.slice(0, half)), [])
+            self._transact(batch._replace(table=batch.table.slice(half)), sessions)
+            return
+        self.committed_frames += 0 if batch is None else batch.table.num_rows
 
     def _insert(self, batch: _Batch) -> None:
         """Insert frames and their messages; a frame the projection chokes on is kept raw."""

@@ -532,3 +532,18 @@ def test_random_inputs_never_raise_nor_overlap_connects(data: st.DataObject) -> 
         if any(isinstance(e, ConnectionLost) and e.timed_out for e in client.events_received()):
             pending.clear()  # a connect that timed out counts as lost, with all in flight
     assert client.state is not State.IDLE
+
+
+def test_an_ext_hook_that_raises_still_leaves_earlier_deliveries_delivered() -> None:
+    def picky(message: Message) -> Message:
+        if message.data == {"bad": True}:
+            raise ValueError("cannot read this one")
+        return message
+
+    client = started(ext_in=picky)
+    handshaken(client)
+    good = event("/me/internal", 1)
+    bad = Message.from_wire({"channel": "/me/internal", "data": {"bad": True}})
+    with pytest.raises(ValueError, match="cannot read"):
+        client.receive([good, bad], 1.0)
+    assert client.events_received()[-1] == MessagesDelivered((good,))

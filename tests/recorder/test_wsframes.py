@@ -156,3 +156,30 @@ def test_fast_path_leaves_a_64_bit_length_and_an_oversized_frame_to_the_checks()
     assert got == [(TEXT, b"a" * 10), (TEXT, b"hello")]
     with pytest.raises(FrameError, match="over the 1000-byte limit"):
         reader.feed(frame(b"b" * 1001, TEXT))
+
+
+def test_a_callback_that_raises_leaves_the_frames_after_it_buffered() -> None:
+    got: list[bytes] = []
+
+    def on_message(opcode: int, raw: bytes) -> None:
+        got.append(raw)
+        if raw == b"a":
+            raise RuntimeError("the sink is full")
+
+    reader = WsReader(on_message)
+    data = frame(b"a") + frame(b"b") + frame(b"cdefg")
+    with pytest.raises(RuntimeError):
+        reader.feed(data[:-2])  # the last frame cut short
+    reader.feed(data[-2:] + frame(b"h"))
+    assert got == [b"a", b"b", b"cdefg", b"h"]
+
+
+def test_a_stray_continuation_after_fast_read_text_is_read_as_text_lenient() -> None:
+    """The proxy reads leniently: a final continuation with nothing to continue takes the
+    last message's opcode, and a fast-read text frame is that last message."""
+    compressor = zlib.compressobj(wbits=-15)
+    deflated = compressor.compress(b"zip") + compressor.flush(zlib.Z_SYNC_FLUSH)
+    first, second = frame(deflated[:-4], TEXT, rsv1=True), frame(b"hi")
+    data = first + second + frame(b"abc", 0)
+    got, _ = read(data, [len(first), len(first) + len(second)])  # "hi" alone: the fast path
+    assert got == [(TEXT, b"zip"), (TEXT, b"hi"), (TEXT, b"abc")]

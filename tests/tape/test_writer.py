@@ -221,3 +221,31 @@ def test_session_log_received_is_append_for_a_received_frame() -> None:
         assert a.t_wall_ns <= b.t_wall_ns
         assert a.t_mono_ns <= b.t_mono_ns
     assert [f.seq for f in sink.frames] == [1, 2, 3, 4]
+
+
+def test_a_split_batch_keeps_the_memory_raised_for_its_largest_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limit raised for a big frame must hold for every part of a split batch, not only
+    until the first part commits (then the part with the big frame ran at 96 MB and failed)."""
+    writer = TapeWriter(tmp_path / "t.duckdb")
+    real = tape.writer._insert_batch
+    seen: list[tuple[int, int]] = []  # (largest raw in the part, buffer limit in MB)
+
+    def first_too_big(conn: duckdb.DuckDBPyConnection, batch: tape.writer._Batch) -> None:
+        largest = max(len(r.as_py()) for r in batch.table.column("raw"))
+        seen.append((largest, writer._memory_mb))
+        if len(seen) == 1:
+            raise duckdb.OutOfMemoryException("simulated: the batch is too big to project")
+        real(conn, batch)
+
+    monkeypatch.setattr(tape.writer, "_insert_batch", first_too_big)
+    big = b'[{"channel":"/x","data":"' + b"x" * (20 * 2**20) + b'"}]'
+    for seq in range(1, 4):
+        writer.write(make_frame("s", seq, b'[{"channel":"/x","data":1}]'))
+    writer.write(make_frame("s", 4, big))
+    writer.close()
+    assert len(seen) > 2, "the batch was not split"
+    assert all(limit >= 8 * (largest >> 20) for largest, limit in seen)
+    with TapeReader(writer.path) as reader:
+        assert [f.seq for f in reader.frames("s")] == [1, 2, 3, 4]
