@@ -350,7 +350,7 @@ class TapeWriter:
             _insert_batch(conn, batch)
         except duckdb.Error as exc:
             if isinstance(exc, duckdb.OutOfMemoryException) and batch.table.num_rows > 1:
-                raise  # the batch is too big, not a frame bad: _commit splits it
+                raise  # the batch is too big, not a frame bad: _transact splits it
             # Rare: JSON orjson accepts but DuckDB reads differently. Never lose the batch or
             # the recording for it: find the frames at fault and store them with the reason.
             conn.execute("ROLLBACK")
