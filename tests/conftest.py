@@ -8,7 +8,7 @@ import tempfile
 import orjson
 from hypothesis import settings
 
-from tape.frame import Frame
+from tape.frame import Frame, Session
 from tests.constants import ROOT, SAMPLE, TIMEOUT
 from tests.peers.faye import faye_server
 from tests.peers.faye_client import faye_client
@@ -86,3 +86,25 @@ def make_frame(session_id: str, seq: int, raw: bytes, **extra: object) -> Frame:
     }
     values.update(extra)
     return Frame(**values)  # type: ignore[arg-type]
+
+
+class ListSink:
+    """A FrameSink that keeps frames in a list, for code under test that needs one."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    def write(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    def put_session(self, session: Session) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

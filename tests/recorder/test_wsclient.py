@@ -19,8 +19,9 @@ from recorder.websocket import WebSocketTransport
 from recorder.wsclient import HandshakeError, WsConnection, accept_key, connect
 from recorder.wsframes import BINARY, TEXT, WsReader, mask_frame
 from tape.bayeux import Message
-from tape.frame import Frame, Session
+from tape.frame import Session
 from tape.session import SessionLog
+from tests.conftest import ListSink
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -293,28 +294,6 @@ async def test_pings_go_out_every_interval_while_pongs_come_back() -> None:
     assert client.losses == ["closed with code 1000"]
 
 
-class _Frames:
-    """A FrameSink that keeps frames in a list (the transport under test needs one)."""
-
-    def __init__(self) -> None:
-        self.frames: list[Frame] = []
-
-    def write(self, frame: Frame) -> None:
-        self.frames.append(frame)
-
-    def put_session(self, session: Session) -> None:
-        pass
-
-    def check(self) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 async def test_the_transport_stops_with_a_closing_handshake_and_reports_no_failure() -> None:
     got: asyncio.Queue[str] = asyncio.Queue()
     closed: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
@@ -329,7 +308,7 @@ async def test_the_transport_stops_with_a_closing_handshake_and_reports_no_failu
         return ws
 
     async with server(handler) as url:
-        sink = _Frames()
+        sink = ListSink()
         log = SessionLog(sink, Session(session_id="s", transport="websocket"))
         delivered: list[Message] = []
         failures: list[str] = []
@@ -357,7 +336,7 @@ async def test_the_transport_stops_with_a_closing_handshake_and_reports_no_failu
 
 async def test_a_url_the_request_cannot_carry_is_reported_not_fatal() -> None:
     failures: list[tuple[str, int | None]] = []
-    log = SessionLog(_Frames(), Session(session_id="s", transport="websocket"))
+    log = SessionLog(ListSink(), Session(session_id="s", transport="websocket"))
     transport = WebSocketTransport(
         "ws://127.0.0.1:1/cometd",
         log,

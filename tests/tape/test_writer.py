@@ -20,7 +20,7 @@ from tape.frame import FRAME_COLUMNS, Direction, Frame, Kind
 from tape.reader import TapeReader
 from tape.schema import TapeError
 from tape.writer import FRAMES_SCHEMA, TapeWriter, frames_of, frames_table
-from tests.conftest import TIMEOUT, gws_frame_raw, make_frame
+from tests.conftest import TIMEOUT, ListSink, gws_frame_raw, make_frame
 
 
 def test_a_frame_is_committed_within_the_commit_interval(tmp_path: Path) -> None:
@@ -197,18 +197,8 @@ def test_session_log_received_is_append_for_a_received_frame() -> None:
     from tape.frame import Session
     from tape.session import SessionLog
 
-    class Sink:
-        def __init__(self) -> None:
-            self.frames: list[Frame] = []
-
-        def write(self, frame: Frame) -> None:
-            self.frames.append(frame)
-
-        def put_session(self, session: Session) -> None:
-            pass
-
-    sink = Sink()
-    log = SessionLog(sink, Session(session_id="s", transport="websocket"))  # type: ignore[arg-type]
+    sink = ListSink()
+    log = SessionLog(sink, Session(session_id="s", transport="websocket"))
     for problem in (None, "invalid-json: oops"):
         log.received(b"[]", "websocket", problem)
         log.append("in", b"[]", transport="websocket", parse_error=problem, checked=True)
