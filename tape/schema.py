@@ -114,13 +114,18 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: Path | str, *, read_only: bool = False, row_group_size: int | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open a DuckDB file, turning DuckDB's errors into ones a user can act on."""
     path = Path(path)
     if read_only and not path.exists():
         raise TapeError(f"{path}: no such tape file")
     try:
-        conn = duckdb.connect(str(path), read_only=read_only)
+        if row_group_size is None:
+            conn = duckdb.connect(str(path), read_only=read_only)
+        else:
+            conn = _attach(path, row_group_size)
     except duckdb.IOException as exc:
         text = str(exc)
         if "lock" in text.lower():
@@ -134,6 +139,20 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     # No progress bar: a long statement (a migration, a rebuild) would print one into the
     # output of whatever command opened the tape.
     conn.execute("SET enable_progress_bar = false")
+    return conn
+
+
+def _attach(path: Path, row_group_size: int) -> duckdb.DuckDBPyConnection:
+    """The file attached as the default catalog with its own row group size (a per-attach
+    setting). The spill folder is the one DuckDB gives a file it opens directly."""
+    conn = duckdb.connect()
+    try:
+        conn.execute("SET temp_directory = ?", [f"{path}.tmp"])
+        conn.execute(f"ATTACH ? AS tape (ROW_GROUP_SIZE {int(row_group_size)})", [str(path)])
+        conn.execute("USE tape")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -195,8 +214,10 @@ def install_views(conn: duckdb.DuckDBPyConnection) -> None:
         entry.load()(conn)
 
 
-def open_for_writing(path: Path | str) -> duckdb.DuckDBPyConnection:
-    conn = connect(path)
+def open_for_writing(
+    path: Path | str, *, row_group_size: int | None = None
+) -> duckdb.DuckDBPyConnection:
+    conn = connect(path, row_group_size=row_group_size)
     try:
         if schema_version(conn) is None:
             if _has_user_tables(conn):

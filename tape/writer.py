@@ -11,7 +11,7 @@ import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -45,7 +45,8 @@ FRAMES_SCHEMA = pa.schema(
 
 _RAW = FRAMES_SCHEMA.names.index("raw")
 _BINARY, _INT64 = pa.binary(), pa.int64()
-BATCH_ROWS = 10_000
+BATCH_ROWS = 8_192
+ROW_GROUP_ROWS = 8_192
 SCAN_CHUNK_ROWS = 1_024
 # A commit's Arrow batch is at most this big: room for BATCH_ROWS frames of ~1.6 kB. Fewer,
 # larger commits, measured here: 4 MB -> 16 MB took the ingest benchmark from ~30k to ~35k
@@ -55,6 +56,7 @@ BATCH_BYTES = 16 * 2**20
 QUEUE_BYTES = 32 * 2**20  # bound memory too: 50k frames of 5 kB would otherwise be 250 MB
 COMMIT_INTERVAL_S = 0.2
 MEMORY_MB = 96  # DuckDB's buffer limit: 64 MB cost 30% throughput here, 128 MB 35 MB more RSS
+WORKERS = 2  # threads that build and insert batches at once; commits stay in order
 QUEUE_SIZE = 50_000  # >1.5 s of headroom at 30k frames/s (a checkpoint stalls <0.75 s), ~50 MB
 
 
@@ -135,10 +137,15 @@ def upsert_session(conn: duckdb.DuckDBPyConnection, session: Session) -> None:
 
 
 class TapeWriter:
-    """Append-only writer for a DuckDB tape file. Thread-safe `write`; one writer thread.
+    """Append-only writer for a DuckDB tape file. Thread-safe `write`; `workers` writer threads.
 
     The hand-off is a deque, not a queue.Queue: `deque.append` is atomic and ~20x cheaper than
     Queue.put's lock and condition, which measured as the largest per-frame cost at 50k+/s.
+
+    Each writer thread takes the next batch in queue order with a ticket, builds it and inserts
+    it in its own transaction, and commits in ticket order: two batches are built and projected
+    at once (one thread's Python beside the other's DuckDB work), while commits stay in the
+    order the frames came, so a crash never leaves a gap in `seq`.
     """
 
     def __init__(
@@ -150,13 +157,14 @@ class TapeWriter:
         queue_size: int = QUEUE_SIZE,
         queue_bytes: int = QUEUE_BYTES,
         threads: int | None = None,
+        workers: int = WORKERS,
     ) -> None:
         """`threads` caps DuckDB's worker threads (default: one per core)."""
         self.path = Path(path)
         # pyarrow's first conversion may import pandas (~1 s, see tape.runtime): pay that here,
         # not when the first commit is due
         pa.array([0])
-        self._conn = open_for_writing(self.path)
+        self._conn = open_for_writing(self.path, row_group_size=ROW_GROUP_ROWS)
         if threads is not None:
             self._conn.execute(f"SET threads = {int(threads)}")
         # Fewer, larger checkpoints: each one stalls the writer, not the producers.
@@ -179,9 +187,21 @@ class TapeWriter:
         self._stopping = False
         # Makes "not closed, so append" atomic against close(); uncontended it costs ~0.1 us.
         self._gate = threading.Lock()
+        self._take_lock = threading.Lock()  # a batch and its ticket are taken together
+        self._next_ticket = 0
+        self._serving = 0  # the ticket whose commit is next
+        self._turn = threading.Condition()
         self.committed_frames = 0
-        self._thread = threading.Thread(target=self._run, name="tape-writer", daemon=True)
-        self._thread.start()
+        catalog = self._conn.execute("SELECT current_database()").fetchall()[0][0]
+        self._cursors = [self._conn.cursor() for _ in range(max(1, workers))]
+        for cursor in self._cursors:
+            cursor.execute(f'USE "{catalog}"')
+        self._threads = [
+            threading.Thread(target=self._run, args=(c,), name=f"tape-writer-{i}", daemon=True)
+            for i, c in enumerate(self._cursors)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def write(self, frame: Frame) -> None:
         self._put(frame)
@@ -206,10 +226,13 @@ class TapeWriter:
     def _full(self) -> bool:
         return len(self._pending) >= self._limit or self._pending_bytes >= self._byte_limit
 
+    def _alive(self) -> bool:
+        return self._error is None and any(t.is_alive() for t in self._threads)
+
     def _wait_for_room(self) -> None:
         """Back-pressure: only when the writer is a whole queue behind (never in a checkpoint)."""
         with self._drained:
-            while self._full() and self._thread.is_alive():
+            while self._full() and self._alive():
                 self._drained.wait(0.1)
 
     def flush(self) -> None:
@@ -219,7 +242,7 @@ class TapeWriter:
         self._pending.append(marker)
         self._wake.set()
         while not marker.done.wait(0.5):
-            if not self._thread.is_alive():
+            if not self._alive():
                 break
         self._check()
 
@@ -230,7 +253,10 @@ class TapeWriter:
             self._closed = True
         self._stopping = True
         self._wake.set()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
+        for cursor in self._cursors:
+            cursor.close()
         self._conn.close()
         if self._error is not None:
             raise TapeError(f"writing {self.path} failed: {self._error}") from self._error
@@ -251,50 +277,83 @@ class TapeWriter:
         if self._closed:
             raise TapeError(f"{self.path}: writer is closed")
 
-    def _run(self) -> None:
+    def _run(self, conn: duckdb.DuckDBPyConnection) -> None:
         try:
-            while True:
+            while self._error is None:
                 stopping = self._stopping
-                self._drain()
-                if stopping and not self._pending:
+                job = self._take()
+                if job is not None:
+                    self._commit(conn, *job)
+                    with self._drained:
+                        self._drained.notify_all()
+                    continue
+                if stopping:
                     return
                 self._wake.wait(self._interval)
                 self._wake.clear()
         except BaseException as exc:  # surfaced to callers by _check/close
-            self._error = exc
+            if self._error is None:
+                self._error = exc
+            with self._turn:
+                self._turn.notify_all()
             with self._drained:
                 self._drained.notify_all()
 
-    def _drain(self) -> None:
-        """Commit everything pending, in batches of at most `batch_rows` frames."""
-        while self._pending:
-            frames: list[Frame] = []
-            sessions: list[Session] = []
-            markers: list[_Flush] = []
+    def _take(self) -> _Job | None:
+        """The next batch in queue order, at most `batch_rows` frames, and its ticket."""
+        frames: list[Frame] = []
+        sessions: list[Session] = []
+        markers: list[_Flush] = []
+        size = 0
+        with self._take_lock:
             pending = self._pending
-            size = 0
+            if not pending:
+                return None
             while pending and len(frames) < self._batch_rows and size < BATCH_BYTES:
                 item = pending.popleft()
                 _sort(item, frames, sessions, markers)
                 size += len(item.raw) if isinstance(item, Frame) else 0
-            with self._gate:
-                self._pending_bytes -= size
-            self._commit(frames, sessions, markers)
-            with self._drained:
-                self._drained.notify_all()
+            ticket = self._next_ticket
+            self._next_ticket += 1
+        with self._gate:
+            self._pending_bytes -= size
+        return _Job(ticket, frames, sessions, markers)
+
+    @contextlib.contextmanager
+    def _turn_of(self, ticket: int) -> Iterator[None]:
+        """Wait until every earlier ticket has committed; then this one commits."""
+        with self._turn:
+            while self._serving != ticket:
+                if self._error is not None:
+                    raise _AbandonedError("another writer thread failed")
+                self._turn.wait(0.1)
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._serving = ticket + 1
+                self._turn.notify_all()
 
     def _set_memory(self, mb: int) -> None:
         if mb != self._memory_mb:
             self._conn.execute(f"SET memory_limit = '{mb}MB'")
             self._memory_mb = mb
 
-    def _commit(self, frames: list[Frame], sessions: list[Session], markers: list[_Flush]) -> None:
+    def _commit(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        ticket: int,
+        frames: list[Frame],
+        sessions: list[Session],
+        markers: list[_Flush],
+    ) -> None:
         batch = None
+        memory = MEMORY_MB
         if frames:
             # DuckDB holds a value in one block, and parsing a frame's JSON took up to 4.5x its
             # size: a long-poll reply carrying a 100 MB backlog must not fail for want of room.
             largest = max(len(f.raw) for f in frames) >> 20
-            self._set_memory(min(max(MEMORY_MB, 8 * largest), _ram_mb() * 4 // 5))
+            memory = min(max(MEMORY_MB, 8 * largest), _ram_mb() * 4 // 5)
             prepared = [prepare_frame(f) for f in frames]
             batch = _Batch(frames_table(prepared), *_projected(prepared))
             del prepared
@@ -302,30 +361,58 @@ class TapeWriter:
             # now, and holding both through the commit put up to BATCH_BYTES more on the peak
             # RSS. The rare paths below read the frames back from the table.
             frames.clear()
-        self._commit_batch(batch, sessions, markers)
+        inserted = False
+        if batch is not None and memory == MEMORY_MB:
+            # The common case, beside the other thread: insert now, commit in turn.
+            try:
+                conn.execute("BEGIN")
+                self._insert(conn, batch)
+                inserted = True
+            except duckdb.Error:  # done again alone, in turn, where a batch can be split
+                with contextlib.suppress(duckdb.Error):
+                    conn.execute("ROLLBACK")
+        with self._turn_of(ticket):
+            if inserted and batch is not None:
+                try:
+                    conn.execute("COMMIT")
+                    self.committed_frames += batch.table.num_rows
+                    batch = None
+                except duckdb.Error:
+                    with contextlib.suppress(duckdb.Error):  # COMMIT itself may have ended it
+                        conn.execute("ROLLBACK")
+            if batch is not None:
+                self._set_memory(max(memory, self._memory_mb))
+            self._commit_batch(conn, batch, sessions, markers)
 
     def _commit_batch(
-        self, batch: _Batch | None, sessions: list[Session], markers: list[_Flush]
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        batch: _Batch | None,
+        sessions: list[Session],
+        markers: list[_Flush],
     ) -> None:
         if batch is not None or sessions:
-            self._transact(batch, sessions)
-            if self._memory_mb > MEMORY_MB:
-                # A checkpoint pins the big value whole: take it while the room is there. The
-                # batch is committed already; if this fails, the next commit tries again.
-                with contextlib.suppress(duckdb.Error):
-                    self._conn.execute("CHECKPOINT")
-                    self._set_memory(MEMORY_MB)
+            # Session rows commit in turn, in a transaction begun after every earlier commit:
+            # one begun beside another thread's update of the same row would conflict.
+            self._transact(conn, batch, sessions)
+        if self._memory_mb > MEMORY_MB:
+            # A checkpoint pins the big value whole: take it while the room is there. The
+            # batch is committed already; if this fails, the next commit tries again.
+            with contextlib.suppress(duckdb.Error):
+                conn.execute("CHECKPOINT")
+                self._set_memory(MEMORY_MB)
         for marker in markers:
             marker.done.set()
 
-    def _transact(self, batch: _Batch | None, sessions: list[Session]) -> None:
+    def _transact(
+        self, conn: duckdb.DuckDBPyConnection, batch: _Batch | None, sessions: list[Session]
+    ) -> None:
         """Commit a batch and session rows in one transaction, or in several: a batch too big
         to project within the buffer limit is committed in halves, each its own."""
-        conn = self._conn
         conn.execute("BEGIN")
         try:
             if batch is not None:
-                self._insert(batch)
+                self._insert(conn, batch)
             for session in _latest(sessions):
                 upsert_session(conn, session)
             conn.execute("COMMIT")
@@ -338,14 +425,13 @@ class TapeWriter:
             with contextlib.suppress(duckdb.Error):  # COMMIT itself may have ended it
                 conn.execute("ROLLBACK")
             half = batch.table.num_rows // 2
-            self._transact(batch._replace(table=batch.table.slice(0, half)), [])
-            self._transact(batch._replace(table=batch.table.slice(half)), sessions)
+            self._transact(conn, batch._replace(table=batch.table.slice(0, half)), [])
+            self._transact(conn, batch._replace(table=batch.table.slice(half)), sessions)
             return
         self.committed_frames += 0 if batch is None else batch.table.num_rows
 
-    def _insert(self, batch: _Batch) -> None:
+    def _insert(self, conn: duckdb.DuckDBPyConnection, batch: _Batch) -> None:
         """Insert frames and their messages; a frame the projection chokes on is kept raw."""
-        conn = self._conn
         try:
             _insert_batch(conn, batch)
         except duckdb.Error as exc:
@@ -358,6 +444,17 @@ class TapeWriter:
             checked = [_isolate(conn, f) for f in frames_of(batch.table)]
             conn.execute("BEGIN")
             _insert_batch(conn, _Batch(frames_table(checked), *_projected(checked)))
+
+
+class _Job(NamedTuple):
+    ticket: int
+    frames: list[Frame]
+    sessions: list[Session]
+    markers: list[_Flush]
+
+
+class _AbandonedError(Exception):
+    """A writer thread stops waiting for its turn: another one failed first."""
 
 
 def frames_of(table: pa.Table) -> list[Frame]:

@@ -172,9 +172,9 @@ def test_a_batch_too_big_to_project_at_once_is_committed_in_parts(
     too_big: list[int] = []
     real_insert = writer._insert
 
-    def watched(batch: tape.writer._Batch) -> None:
+    def watched(conn: duckdb.DuckDBPyConnection, batch: tape.writer._Batch) -> None:
         try:
-            real_insert(batch)
+            real_insert(conn, batch)
         except duckdb.OutOfMemoryException:
             too_big.append(batch.table.num_rows)
             raise
@@ -239,3 +239,51 @@ def test_a_split_batch_keeps_the_memory_raised_for_its_largest_frame(
     assert all(limit >= 8 * (largest >> 20) for largest, limit in seen)
     with TapeReader(writer.path) as reader:
         assert [f.seq for f in reader.frames("s")] == [1, 2, 3, 4]
+
+
+def test_batches_commit_in_queue_order_even_when_a_later_one_is_ready_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writer threads insert at once, but a batch never commits before an earlier one: a
+    crash then can only lose a tail, never leave a gap in `seq`."""
+    writer = TapeWriter(tmp_path / "t.duckdb", batch_rows=100)
+    real_insert = writer._insert
+    first_stalled, second_inserted = threading.Event(), threading.Event()
+    release = threading.Event()
+
+    def insert(conn: duckdb.DuckDBPyConnection, batch: tape.writer._Batch) -> None:
+        first = batch.table.column("seq")[0].as_py() == 1
+        if first:
+            first_stalled.set()
+            assert release.wait(TIMEOUT)
+        real_insert(conn, batch)
+        if not first:
+            second_inserted.set()
+
+    monkeypatch.setattr(writer, "_insert", insert)
+    for seq in range(1, 201):
+        writer.write(make_frame("s", seq, gws_frame_raw(seq)))
+    assert first_stalled.wait(TIMEOUT)
+    assert second_inserted.wait(TIMEOUT)
+    time.sleep(0.3)  # the second batch's thread is waiting for its turn
+    assert writer.committed_frames == 0
+    release.set()
+    writer.close()
+    with TapeReader(writer.path) as reader:
+        assert [f.seq for f in reader.frames("s")] == list(range(1, 201))
+
+
+def test_session_rows_updated_in_every_batch_never_conflict(tmp_path: Path) -> None:
+    """Session rows are upserted in turn: two threads' transactions never both update one."""
+    from tape.frame import Session
+
+    with TapeWriter(tmp_path / "t.duckdb", batch_rows=7, commit_interval=0.01) as writer:
+        for seq in range(1, 2_001):
+            writer.write(make_frame("s", seq, b'[{"channel":"/a"}]'))
+            if seq % 5 == 0:
+                writer.put_session(Session(session_id="s", client_id=f"c{seq}"))
+        writer.flush()
+    with TapeReader(writer.path) as reader:
+        (session,) = reader.sessions()
+        assert session.client_id == "c2000"
+        assert [f.seq for f in reader.frames("s")] == list(range(1, 2_001))
