@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from tape.projection import project, project_http
 from tape.schema import open_for_writing
+from tape.writer import ROW_GROUP_ROWS
 
 OPERATIONS = (
     ("DoNotCallRecord", "DoNotCallAcknowledge"),
@@ -59,6 +60,7 @@ def draw(
     *,
     campaigns: int = 10,
     error_rate: float = 0.01,
+    row_group_size: int | None = ROW_GROUP_ROWS,
     missing_ack_rate: float = 0.01,
 ) -> Generated:
     rng = np.random.default_rng(seed)
@@ -139,8 +141,12 @@ def generate(
     split_every: int = 3,
     error_rate: float = 0.01,
     missing_ack_rate: float = 0.01,
+    row_group_size: int | None = ROW_GROUP_ROWS,
 ) -> Generated:
-    """Write a new tape at `path` (it must not exist) and return what was drawn."""
+    """Write a new tape at `path` (it must not exist) and return what was drawn.
+
+    Its row groups are the size the tape writer's are (`row_group_size`), so that analysis is
+    measured on the tape a recording makes; None gives DuckDB's default."""
     if path.exists():
         raise FileExistsError(f"{path} exists; give a new path")
     drawn = draw(requests, seed, error_rate=error_rate, missing_ack_rate=missing_ack_rate)
@@ -163,7 +169,7 @@ def generate(
             "notification_type": [n for _, n in OPERATIONS],
         }
     )
-    conn = open_for_writing(path)
+    conn = open_for_writing(path, row_group_size=row_group_size)
     try:
         conn.register("drawn", table)
         conn.register("ops", ops)

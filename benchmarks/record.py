@@ -7,7 +7,9 @@
    messages over WebSocket as fast as it can, to find our own ceiling; RSS over 1M messages.
 
     python benchmarks/record.py [--faye-messages 200000] [--fast-messages 1000000]
-                                [--transport websocket|long-polling|both]
+                                [--transport websocket|long-polling|both] [--per-frame 1 10]
+
+`--faye-messages 0` or `--fast-messages 0` skips that part.
 """
 
 from __future__ import annotations
@@ -194,14 +196,23 @@ def main() -> None:
     parser.add_argument(
         "--transport", choices=["websocket", "long-polling", "both"], default="both"
     )
+    parser.add_argument(
+        "--per-frame",
+        type=int,
+        nargs="+",
+        default=[1, 10],
+        help="messages per frame from the fast source (default: 1 and 10)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         faye = FayeServer()
-        faye.start()
+        if args.faye_messages:
+            faye.start()
         try:
             both = ("websocket", "long-polling")
-            for transport in both if args.transport == "both" else (args.transport,):
+            transports = both if args.transport == "both" else (args.transport,)
+            for transport in transports if args.faye_messages else ():
                 ours, rss = ours_from_faye(faye, args.faye_messages, transport, tmp)
                 peer = asyncio.run(aiocometd_from_faye(faye, args.faye_messages, transport))
                 print(
@@ -210,7 +221,7 @@ def main() -> None:
                 )
         finally:
             faye.stop()
-        for batch in (1, 10) if args.fast_messages else ():
+        for batch in args.per_frame if args.fast_messages else ():
             rate, rss = ours_from_fast_source(args.fast_messages, batch, tmp)
             print(
                 f"fast source, websocket, {batch} msg/frame: ours {rate:,.0f} msg/s recorded "

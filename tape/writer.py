@@ -52,8 +52,8 @@ SCAN_CHUNK_ROWS = 1_024
 # larger commits, measured here: 4 MB -> 16 MB took the ingest benchmark from ~30k to ~35k
 # frames/s (RSS flat, ~260 MB) and the recorder, fast source at 10 messages a frame, from
 # 43-47k to 57-59k msg/s, at a cost of peak RSS 282 -> ~325 MB there (8 MB: 47k, 304 MB).
-BATCH_BYTES = 16 * 2**20
-QUEUE_BYTES = 32 * 2**20  # bound memory too: 50k frames of 5 kB would otherwise be 250 MB
+BATCH_BYTES = 8 * 2**20
+QUEUE_BYTES = 24 * 2**20  # bound memory too: 50k frames of 5 kB would otherwise be 250 MB
 COMMIT_INTERVAL_S = 0.2
 MEMORY_MB = 96  # DuckDB's buffer limit: 64 MB cost 30% throughput here, 128 MB 35 MB more RSS
 WORKERS = 2  # threads that build and insert batches at once; commits stay in order
