@@ -1,7 +1,7 @@
-"""The tape writer: one thread owns the DuckDB connection and commits Arrow batches.
+"""The tape writer: writer threads own DuckDB cursors and commit Arrow batches in order.
 
-Callers enqueue frames and return at once; the writer thread commits every <= 200 ms or
-<= 10,000 rows, so a DuckDB checkpoint stall (0.4-0.75 s measured here) delays only the writer,
+Callers enqueue frames and return at once; the writer threads commit every <= 200 ms or
+<= 8,192 rows, so a DuckDB checkpoint stall (0.4-0.75 s measured here) delays only the writer,
 never the thread receiving from the network (DESIGN.md, "Writing").
 """
 
@@ -46,12 +46,15 @@ FRAMES_SCHEMA = pa.schema(
 _RAW = FRAMES_SCHEMA.names.index("raw")
 _BINARY, _INT64 = pa.binary(), pa.int64()
 BATCH_ROWS = 8_192
-ROW_GROUP_ROWS = 8_192
+# The tape's row groups (DuckDB's default: 122,880). A transaction that fills one is written
+# straight to the file, compressed ("optimistic write"), not to the WAL and again at the next
+# checkpoint: with a full batch filling exactly one, ingest went from ~30k to 40-55k frames/s
+# here, for ~60% more bytes on disk. 2,048 made the writer's memory grow with the tape.
+ROW_GROUP_ROWS = BATCH_ROWS
 SCAN_CHUNK_ROWS = 1_024
-# A commit's Arrow batch is at most this big: room for BATCH_ROWS frames of ~1.6 kB. Fewer,
-# larger commits, measured here: 4 MB -> 16 MB took the ingest benchmark from ~30k to ~35k
-# frames/s (RSS flat, ~260 MB) and the recorder, fast source at 10 messages a frame, from
-# 43-47k to 57-59k msg/s, at a cost of peak RSS 282 -> ~325 MB there (8 MB: 47k, 304 MB).
+# A commit's Arrow batch is at most this big: room for BATCH_ROWS frames of ~1 kB. With two
+# batches in flight, 16 MB put the recorder at 10 messages a frame at 332 MB peak RSS; 8 MB
+# batches and a 24 MB queue, 284-299 MB at 57-88k msg/s (one thread and 16 MB: 53-65k).
 BATCH_BYTES = 8 * 2**20
 QUEUE_BYTES = 24 * 2**20  # bound memory too: 50k frames of 5 kB would otherwise be 250 MB
 COMMIT_INTERVAL_S = 0.2
