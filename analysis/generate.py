@@ -60,7 +60,6 @@ def draw(
     *,
     campaigns: int = 10,
     error_rate: float = 0.01,
-    row_group_size: int | None = ROW_GROUP_ROWS,
     missing_ack_rate: float = 0.01,
 ) -> Generated:
     rng = np.random.default_rng(seed)

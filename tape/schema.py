@@ -135,6 +135,10 @@ def connect(
             ) from exc
         raise TapeError(f"{path} is not a tape (DuckDB could not open it: {text})") from exc
     except duckdb.Error as exc:
+        if "already attached" in str(exc):
+            raise TapeError(
+                f"{path} is open for writing in this process already; close that writer first"
+            ) from exc
         raise TapeError(f"{path} is not a tape (DuckDB could not open it: {exc})") from exc
     # No progress bar: a long statement (a migration, a rebuild) would print one into the
     # output of whatever command opened the tape.

@@ -326,16 +326,23 @@ class TapeWriter:
     def _turn_of(self, ticket: int) -> Iterator[None]:
         """Wait until every earlier ticket has committed; then this one commits."""
         with self._turn:
-            while self._serving != ticket:
+            while self._serving != ticket or self._error is not None:
                 if self._error is not None:
                     raise _AbandonedError("another writer thread failed")
                 self._turn.wait(0.1)
         try:
             yield
-        finally:
+        except BaseException as exc:
+            # The turn is never passed on after a failure: a later batch, inserted already,
+            # must not commit past this one and leave a gap.
             with self._turn:
-                self._serving = ticket + 1
+                if self._error is None:
+                    self._error = exc
                 self._turn.notify_all()
+            raise
+        with self._turn:
+            self._serving = ticket + 1
+            self._turn.notify_all()
 
     def _set_memory(self, mb: int) -> None:
         if mb != self._memory_mb:
@@ -376,6 +383,13 @@ class TapeWriter:
                     conn.execute("ROLLBACK")
         with self._turn_of(ticket):
             if inserted and batch is not None:
+                if sessions:
+                    # Before the frames, on the connection no thread inserts on: a crash in
+                    # between then leaves no committed frame without its session row. (In
+                    # this thread's open transaction the upsert could conflict with the
+                    # other thread's, committed since it began.)
+                    self._transact(self._conn, None, sessions)
+                    sessions = []
                 try:
                     conn.execute("COMMIT")
                     self.committed_frames += batch.table.num_rows
@@ -395,8 +409,6 @@ class TapeWriter:
         markers: list[_Flush],
     ) -> None:
         if batch is not None or sessions:
-            # Session rows commit in turn, in a transaction begun after every earlier commit:
-            # one begun beside another thread's update of the same row would conflict.
             self._transact(conn, batch, sessions)
         if self._memory_mb > MEMORY_MB:
             # A checkpoint pins the big value whole: take it while the room is there. The

@@ -287,3 +287,41 @@ def test_session_rows_updated_in_every_batch_never_conflict(tmp_path: Path) -> N
         (session,) = reader.sessions()
         assert session.client_id == "c2000"
         assert [f.seq for f in reader.frames("s")] == list(range(1, 2_001))
+
+
+def test_a_batch_failing_in_its_turn_stops_later_batches_committing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch redone in its turn (here: one big frame, alone, that DuckDB cannot project)
+    fails the writer; the next batch, inserted meanwhile by the other thread, must not commit
+    past it and leave a gap (a review found it did)."""
+    real = tape.writer._insert_batch
+
+    def insert_batch(conn: duckdb.DuckDBPyConnection, batch: tape.writer._Batch) -> None:
+        if batch.table.column("seq")[0].as_py() == 1:
+            time.sleep(0.3)  # the other thread inserts its batch meanwhile
+            raise duckdb.OutOfMemoryException("simulated: could not allocate block")
+        real(conn, batch)
+
+    monkeypatch.setattr(tape.writer, "_insert_batch", insert_batch)
+    path = tmp_path / "t.duckdb"
+    writer = TapeWriter(path)
+    writer.write(make_frame("s", 1, b'[{"channel":"/a","data":"' + b"x" * (9 << 20) + b'"}]'))
+    for seq in range(2, 3_001):
+        writer.write(make_frame("s", seq, gws_frame_raw(seq)))
+    with pytest.raises(TapeError, match="could not allocate"):
+        writer.flush()
+    with pytest.raises(TapeError, match="could not allocate"):
+        writer.close()
+    with TapeReader(path) as reader:
+        assert [f.seq for f in reader.frames("s")] == []
+
+
+def test_opening_a_tape_a_writer_in_this_process_holds_says_so(tmp_path: Path) -> None:
+    from tape.schema import connect
+
+    path = tmp_path / "t.duckdb"
+    with TapeWriter(path):
+        for read_only in (False, True):
+            with pytest.raises(TapeError, match="open for writing in this process already"):
+                connect(path, read_only=read_only)
