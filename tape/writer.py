@@ -13,13 +13,13 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from tape.frame import FRAME_COLUMNS, SESSION_COLUMNS, Frame, Kind, Session
+from tape.frame import FRAME_COLUMNS, SESSION_COLUMNS, Direction, Frame, Kind, Session
 from tape.prepare import prepare_frame, prepare_session
 from tape.projection import HTTP_KINDS, PROJECTION_SQL, project, project_http
 from tape.schema import TapeError, open_for_writing
@@ -82,7 +82,12 @@ class _Flush:
 
 def frames_table(frames: list[Frame]) -> pa.Table:
     """Build one Arrow batch, column by column (never a per-row INSERT)."""
-    columns = list(zip(*frames, strict=True))[: len(FRAME_COLUMNS)]
+    return _columns_table(list(zip(*frames, strict=True)))
+
+
+def _columns_table(columns: list[tuple[Any, ...]]) -> pa.Table:
+    """The Arrow batch of frames given as columns (Frame's fields, transposed)."""
+    columns = columns[: len(FRAME_COLUMNS)]
     arrays = [
         _column(col, t) for col, t in zip(columns, FRAMES_SCHEMA.types, strict=True) if t != _BINARY
     ]
@@ -362,11 +367,11 @@ class TapeWriter:
         if frames:
             # DuckDB holds a value in one block, and parsing a frame's JSON took up to 4.5x its
             # size: a long-poll reply carrying a 100 MB backlog must not fail for want of room.
-            largest = max(len(f.raw) for f in frames) >> 20
+            columns = list(zip(*frames, strict=True))
+            largest = max(map(len, columns[_RAW])) >> 20
             memory = min(max(MEMORY_MB, 8 * largest), _ram_mb() * 4 // 5)
-            prepared = [prepare_frame(f) for f in frames]
-            batch = _Batch(frames_table(prepared), *_projected(prepared))
-            del prepared
+            batch = _prepared_batch(frames, columns)
+            del columns
             # Let the frames go (the caller's list is this one): their bytes are in the table
             # now, and holding both through the commit put up to BATCH_BYTES more on the peak
             # RSS. The rare paths below read the frames back from the table.
@@ -484,6 +489,30 @@ class _Batch(NamedTuple):
     table: pa.Table
     bayeux: bool  # a Bayeux frame that decoded: `messages` rows
     http: bool  # a REST request or response: `http_fields` rows
+
+
+_CHECKED = Frame._fields.index("checked")
+_HEADERS, _PATH = FRAME_COLUMNS.index("headers"), FRAME_COLUMNS.index("http_path")
+_KIND, _DIRECTION = FRAME_COLUMNS.index("kind"), FRAME_COLUMNS.index("direction")
+_ERROR = FRAME_COLUMNS.index("parse_error")
+
+
+def _prepared_batch(frames: list[Frame], columns: list[tuple[Any, ...]]) -> _Batch:
+    """The batch of `frames` after prepare_frame, as Arrow. A batch only of frames received
+    and decoded already (the bulk of any recording, which prepare_frame passes unchanged) is
+    recognised column by column, in C: ~0.6 us a frame less of the writer's Python, which
+    holds the GIL the event loop needs."""
+    n = len(frames)
+    if (
+        columns[_CHECKED].count(True) == n
+        and columns[_HEADERS].count(None) == n
+        and columns[_PATH].count(None) + columns[_PATH].count("") == n
+        and columns[_KIND].count(Kind.BAYEUX) == n
+        and columns[_DIRECTION].count(Direction.IN) == n
+    ):
+        return _Batch(_columns_table(columns), columns[_ERROR].count(None) > 0, False)
+    prepared = [prepare_frame(f) for f in frames]
+    return _Batch(frames_table(prepared), *_projected(prepared))
 
 
 def _projected(frames: list[Frame]) -> tuple[bool, bool]:

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
@@ -325,3 +326,33 @@ def test_opening_a_tape_a_writer_in_this_process_holds_says_so(tmp_path: Path) -
         for read_only in (False, True):
             with pytest.raises(TapeError, match="open for writing in this process already"):
                 connect(path, read_only=read_only)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([Direction.IN, "in", Direction.OUT]),
+            st.sampled_from([Kind.BAYEUX, "bayeux", Kind.LIFECYCLE, "http-request"]),
+            st.sampled_from([None, "", "/api/v2/me?password=x"]),
+            st.sampled_from([None, '[["Cookie","a=b"]]']),
+            st.sampled_from([None, "invalid-json: oops"]),
+            st.booleans(),
+            st.sampled_from([b"[]", b'[{"channel":"/a"}]', b"{", b'{"password":"x"}']),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_the_batch_of_received_frames_is_the_prepared_batch(rows: list[tuple[Any, ...]]) -> None:
+    """The writer recognises a batch prepare_frame would pass unchanged column by column; it
+    must build exactly what preparing each frame builds, and project the same."""
+    from tape.prepare import prepare_frame
+
+    frames = [
+        Frame("s", i, i, i, d, "websocket", k, raw, None, None, path, None, headers, error, checked)
+        for i, (d, k, path, headers, error, checked, raw) in enumerate(rows)
+    ]
+    batch = tape.writer._prepared_batch(frames, list(zip(*frames, strict=True)))
+    prepared = [prepare_frame(f) for f in frames]
+    assert batch.table.equals(frames_table(prepared))
+    assert (batch.bayeux, batch.http) == tape.writer._projected(prepared)
