@@ -1,6 +1,7 @@
 """Child process for the crash test: writes frames at a steady rate and reports progress.
 
 Each stdout line is `enqueued committed`. The parent kills this process with SIGKILL.
+`--flat-out` writes as fast as it can instead, so both writer threads have a batch in flight.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ RATE = 20_000  # frames/s
 CHUNK = 200
 
 
-def main(path: str) -> None:
+def main(path: str, flat_out: bool = False) -> None:
     writer = TapeWriter(path)
     log = SessionLog(writer, Session(session_id="crash", transport="websocket"))
     raw = gws_frame_raw(1)
@@ -28,8 +29,9 @@ def main(path: str) -> None:
             log.append("in", raw)
         sent += CHUNK
         print(sent, writer.committed_frames, flush=True)
-        time.sleep(max(0.0, start + sent / RATE - time.monotonic()))
+        if not flat_out:
+            time.sleep(max(0.0, start + sent / RATE - time.monotonic()))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], "--flat-out" in sys.argv[2:])
