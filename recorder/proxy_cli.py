@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from recorder.cli import _pairs
+from recorder.cli import _pairs, run_loop
 from recorder.proxy import DEFAULT_BAYEUX_PATHS, CaptureProxy, ProxyOptions
 from tape.cli import listen_address
 from tape.process_writer import ProcessTapeWriter
@@ -119,14 +119,8 @@ async def _serve(options: ProxyOptions, output: Path, host: str, port: int) -> N
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop's event loop where it exists: it measured ~20% more proxy throughput here."""
     settle_gc()
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - Windows
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+    run_loop(main)
 
 
 async def _status(proxy: CaptureProxy, stop: asyncio.Event) -> None:

@@ -147,6 +147,7 @@ class WebSocketTransport:
         per-call cost paid once per read: a 64 kB read holds ~100 of Faye's one-message frames,
         and this was ~15% of the time. The lifecycle frames the recorder writes on a reply
         ("connected", "gap") then follow the read's last frame rather than the reply's own."""
+        self._log.release()  # the read's frames, to the tape together
         if self._received:
             messages, self._received = self._received, []
             self._deliver(messages)

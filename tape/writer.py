@@ -8,6 +8,7 @@ never the thread receiving from the network (DESIGN.md, "Writing").
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import threading
 from collections import deque
@@ -224,6 +225,17 @@ class TapeWriter:
     def write(self, frame: Frame) -> None:
         self._put(frame)
 
+    def write_many(self, frames: list[Frame]) -> None:
+        """write() for each of `frames`, in order, under one lock."""
+        pending = self._pending
+        size = sum(map(len, map(_RAW_OF, frames)))
+        with self._gate:
+            if self._error is not None or self._closed:
+                self._check()
+            pending.extend(frames)
+            self._pending_bytes += size
+        self._after_put()
+
     def put_session(self, session: Session) -> None:
         self._put(session)
 
@@ -235,7 +247,10 @@ class TapeWriter:
                 self._check()
             pending.append(item)
             self._pending_bytes += size
-        if len(pending) >= self._batch_rows or self._pending_bytes >= self._byte_limit // 4:
+        self._after_put()
+
+    def _after_put(self) -> None:
+        if len(self._pending) >= self._batch_rows or self._pending_bytes >= self._byte_limit // 4:
             if not self._wake.is_set():  # set() takes a lock: a behind writer saw it per frame
                 self._wake.set()
             if self._full():
@@ -502,6 +517,7 @@ class _Batch(NamedTuple):
 
 
 _CHECKED = Frame._fields.index("checked")
+_RAW_OF = operator.itemgetter(Frame._fields.index("raw"))
 _HEADERS, _PATH = FRAME_COLUMNS.index("headers"), FRAME_COLUMNS.index("http_path")
 _KIND, _DIRECTION = FRAME_COLUMNS.index("kind"), FRAME_COLUMNS.index("direction")
 _ERROR = FRAME_COLUMNS.index("parse_error")

@@ -193,6 +193,33 @@ def test_a_batch_too_big_to_project_at_once_is_committed_in_parts(
         assert sum(1 for _ in reader.messages("s")) == count * 60
 
 
+@pytest.mark.parametrize("to_tape", [False, True], ids=["sink-without-write_many", "tape"])
+def test_received_frames_reach_the_sink_in_seq_order(tmp_path: Path, to_tape: bool) -> None:
+    """received() holds a socket read's frames until release(); any other write releases them
+    first, so the sink sees every frame once, in seq order, whichever way they came."""
+    from tape.frame import Session
+    from tape.session import SessionLog
+
+    sink: Any = TapeWriter(tmp_path / "t.duckdb") if to_tape else ListSink()
+    log = SessionLog(sink, Session(session_id="s", transport="websocket"))
+    log.received(b'[{"channel":"/a"}]', "websocket", None)
+    log.received(b'[{"channel":"/b"}]', "websocket", None)
+    log.append("out", b"[]", checked=True)  # released before it
+    log.received(b"[]", "websocket", None)
+    log.release()
+    log.release()  # nothing held: a no-op
+    log.received(b"[]", "websocket", None)
+    log.lifecycle("stopped")  # released before it
+    log.received(b"[]", "websocket", None)
+    log.close("stopped")  # and at the close
+    if to_tape:
+        sink.close()
+        seqs = [f.seq for f in TapeReader(tmp_path / "t.duckdb").frames("s")]
+    else:
+        seqs = [f.seq for f in sink.frames]
+    assert seqs == list(range(1, 8))
+
+
 def test_session_log_received_is_append_for_a_received_frame() -> None:
     """The recorder's hot path builds the Frame itself: it must be the one `append` builds."""
     from tape.frame import Session
