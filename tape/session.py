@@ -17,6 +17,7 @@ from tape.writer import FrameSink
 
 # Frame(*fields) without the NamedTuple's generated __new__ (a Python-level call).
 _new_frame = tuple.__new__
+HOLD = 512  # received frames held at most before they go to the sink (see SessionLog._held)
 
 
 def new_session_id() -> str:
@@ -36,7 +37,8 @@ class SessionLog:
         # Frames received in one socket read, handed to the sink together by release(): one
         # call and one lock for ~100 of Faye's one-message frames, not one each (that was ~8%
         # of the event loop's GIL time at one message a frame). Any other write releases them
-        # first, so the sink still gets every frame in seq order.
+        # first, so the sink still gets every frame in seq order; and at most HOLD frames are
+        # held, so a caller that never releases (the ingest benchmark) still streams them.
         self._held: list[Frame] = []
         self._write_many = getattr(sink, "write_many", None)
         sink.put_session(self.session)
@@ -90,7 +92,8 @@ class SessionLog:
     def received(self, raw: bytes, transport: str, parse_error: str | None) -> None:
         """`append("in", raw, transport=transport, parse_error=parse_error, checked=True)` at a
         fraction of its call cost, for the hot path: a frame received, with no HTTP fields.
-        The frame is held until release() (the transport calls it after each socket read)."""
+        The frame is held until release() (the transport calls it after each socket read), or
+        until HOLD frames are held."""
         self._seq += 1
         self._held.append(
             _new_frame(
@@ -114,6 +117,8 @@ class SessionLog:
                 ),
             )
         )
+        if len(self._held) >= HOLD:
+            self.release()
 
     def release(self) -> None:
         """Hand the frames received() holds to the sink, in order."""

@@ -220,6 +220,18 @@ def test_received_frames_reach_the_sink_in_seq_order(tmp_path: Path, to_tape: bo
     assert seqs == list(range(1, 8))
 
 
+def test_received_frames_are_not_held_without_bound() -> None:
+    """A caller that never calls release() still streams its frames to the sink."""
+    from tape.frame import Session
+    from tape.session import HOLD, SessionLog
+
+    sink = ListSink()
+    log = SessionLog(sink, Session(session_id="s", transport="websocket"))
+    for _ in range(HOLD * 3 + 1):
+        log.received(b"[]", "websocket", None)
+    assert [f.seq for f in sink.frames] == list(range(1, HOLD * 3 + 1))
+
+
 def test_session_log_received_is_append_for_a_received_frame() -> None:
     """The recorder's hot path builds the Frame itself: it must be the one `append` builds."""
     from tape.frame import Session
