@@ -10,12 +10,15 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
@@ -43,6 +46,16 @@ def chromium_path() -> str:
     raise AssertionError("Debian's chromium is not installed: `apt-get install chromium`")
 
 
+def _group_alive(group: int) -> bool:
+    """Whether a process of `group` still runs (a zombie, left for PID 1 to reap, does not)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) == group and fields[0] != "Z":
+                return True
+    return False
+
+
 @dataclass
 class PageResult:
     errors: list[str] = field(default_factory=list)
@@ -58,6 +71,7 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group: its helpers are ended with it
         )
         self._ids = itertools.count(1)
         self._pending: list[dict[str, Any]] = []
@@ -80,13 +94,32 @@ class Browser:
 
     def close(self) -> None:
         self._stack.close()
-        self._proc.terminate()
+        # The group chromium leads (renderer, GPU and other helpers), not only its main process:
+        # a helper still running kept writing to the profile while it was removed (one CI run).
+        group = self._proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
         try:
             self._proc.wait(10)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
             self._proc.wait()
-        self._profile.cleanup()
+        deadline = time.monotonic() + 5
+        while _group_alive(group) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        # A file written at the last moment would still fail the removal: try again for a while.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._profile.cleanup()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def __enter__(self) -> Browser:
         return self
