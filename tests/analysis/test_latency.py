@@ -3,9 +3,11 @@ percentiles equal numpy's; metrics in a separate frame still join."""
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -13,6 +15,7 @@ import orjson
 from analysis.generate import OPERATIONS, generate
 from analysis.views import open_tapes
 from tape.jsonl import JsonlReader
+from tape.schema import open_for_writing
 from tape.tapeio import import_items
 from tests.constants import ROOT, SAMPLE, TIMEOUT
 
@@ -111,3 +114,74 @@ def test_100k_requests_percentiles_equal_numpys_unmatched_exact(tmp_path: Path) 
     ).fetchall()[0]
     assert split > 30_000
     assert joined == int(acked.sum())
+
+
+def _random_tape(path: Path, rng: random.Random) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """Requests (http_fields) and acks (messages) at distinct times, in up to two sessions,
+    with referenceIds that are sometimes reused, and acks that are sometimes duplicated or
+    orphaned; returns (requests, acks) as inserted."""
+    conn = open_for_writing(path)
+    refs = [f"r{i}" for i in range(rng.choice([3, 12, 400]))]
+    times = iter(rng.sample(range(10**6), 200))
+    requests, acks = [], []
+    for session in ("s1", "s2")[: rng.randint(1, 2)]:
+        for seq in range(1, rng.randint(2, 60)):
+            t = next(times) * 1_000_000
+            ref = rng.choice([*refs, None])
+            if rng.random() < 0.45:
+                method = rng.choice(["POST", "PUT", "GET"])
+                requests.append((session, seq, t, ref, method))
+                conn.execute(
+                    "INSERT INTO http_fields (session_id, seq, t_wall_ns, direction, kind, "
+                    "exchange_id, http_method, http_path, reference_id) "
+                    "VALUES (?, ?, ?, 'out', 'http-request', ?, ?, "
+                    "'/api/v2/me/outbound-records/1', ?)",
+                    [session, seq, t, f"x{seq}", method, ref],
+                )
+            else:
+                acks.append((session, seq, t, ref))
+                conn.execute(
+                    "INSERT INTO messages (session_id, seq, idx, t_wall_ns, t_mono_ns, direction, "
+                    "channel, notification_type, reference_id, record_handle) "
+                    "VALUES (?, ?, 0, ?, 0, 'in', '/v2/me/outbound', 'DoNotCallAcknowledge', "
+                    "?, '1')",
+                    [session, seq, t, ref],
+                )
+    conn.close()
+    return requests, acks
+
+
+def test_acks_answer_the_latest_request_and_duplicates_follow_the_first(tmp_path: Path) -> None:
+    """The documented rule, computed naively here, against the acks view on random tapes: with
+    every referenceId sent once the view pairs by a hash join, otherwise by an ASOF join and a
+    ranking; both kinds of tape must come out as the rule says."""
+    rng = random.Random(5)
+    kinds = set()
+    for n in range(25):
+        tape = tmp_path / f"r{n}.duckdb"
+        requests, acks = _random_tape(tape, rng)
+        acting = [r for r in requests if r[4] != "GET" and r[3] is not None]
+        expected = {}
+        for session, seq, t, ref in acks:
+            earlier = [r for r in acting if r[0] == session and r[3] == ref and r[2] <= t]
+            latest = max(earlier, key=lambda r: r[2], default=None)
+            expected[(session, seq)] = (latest[1] if latest else None, t)
+        answered: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        for (session, seq), (request_seq, t) in expected.items():
+            if request_seq is not None:
+                answered.setdefault((session, request_seq), []).append((t, seq))
+        firsts = {(key[0], min(v)[1]) for key, v in answered.items()}
+        unique = len({(r[0], r[3]) for r in acting}) == len(acting)
+        kinds.add(unique and all(len(v) == 1 for v in answered.values()))
+        rows = (
+            open_tapes([tape], cache=False)
+            .execute("SELECT session_id, seq, request_seq, duplicate FROM acks")
+            .fetchall()
+        )
+        got = {(s, q): (r, d) for s, q, r, d in rows}
+        want = {
+            key: (request_seq, request_seq is not None and key not in firsts)
+            for key, (request_seq, _) in expected.items()
+        }
+        assert got == want, n
+    assert kinds == {True, False}  # both ways of pairing were exercised
