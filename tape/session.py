@@ -121,7 +121,11 @@ class SessionLog:
             self.release()
 
     def release(self) -> None:
-        """Hand the frames received() holds to the sink, in order."""
+        """Hand the frames received() holds to the sink, in order. With none held it does
+        nothing: a read with no frame in it (a ping, a close) must not raise a dead sink's
+        error out of the socket's callback."""
+        if not self._held:
+            return
         held, self._held = self._held, []
         if self._write_many is not None:
             self._write_many(held)

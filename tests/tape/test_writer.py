@@ -220,6 +220,23 @@ def test_received_frames_reach_the_sink_in_seq_order(tmp_path: Path, to_tape: bo
     assert seqs == list(range(1, 8))
 
 
+def test_release_with_nothing_held_does_not_touch_a_closed_writer(tmp_path: Path) -> None:
+    """The transport releases after every socket read, pings and closes included: with no
+    frame held that must not raise the writer's error out of the socket's callback."""
+    from tape.frame import Session
+    from tape.session import SessionLog
+
+    writer = TapeWriter(tmp_path / "t.duckdb")
+    log = SessionLog(writer, Session(session_id="s", transport="websocket"))
+    log.received(b"[]", "websocket", None)
+    log.release()
+    writer.close()
+    log.release()  # nothing held: no call, no error
+    log.received(b"[]", "websocket", None)
+    with pytest.raises(TapeError):
+        log.release()  # a frame held: the closed writer says so
+
+
 def test_received_frames_are_not_held_without_bound() -> None:
     """A caller that never calls release() still streams its frames to the sink."""
     from tape.frame import Session
