@@ -76,9 +76,13 @@ class Browser:
         self._ids = itertools.count(1)
         self._pending: list[dict[str, Any]] = []
         self._stack = contextlib.ExitStack()
-        self._ws = self._stack.enter_context(
-            connect(self._devtools_url(), max_size=64 * 1024 * 1024)
-        )
+        try:
+            self._ws = self._stack.enter_context(
+                connect(self._devtools_url(), max_size=64 * 1024 * 1024)
+            )
+        except BaseException:
+            self.close()  # chromium started: never leave it (in its own session) running
+            raise
 
     def _devtools_url(self) -> str:
         assert self._proc.stderr is not None
