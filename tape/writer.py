@@ -240,6 +240,9 @@ class TapeWriter:
         self._put(session)
 
     def _put(self, item: object) -> None:
+        # write_many()'s body again for one item, on purpose: one shared helper taking a tuple
+        # measured 75k and 78k against 81k frames/s (ingest, pre-validated), on the path every
+        # appended frame takes.
         pending = self._pending
         size = len(item.raw) if isinstance(item, Frame) else 0
         with self._gate:
