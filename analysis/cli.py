@@ -90,7 +90,10 @@ def _with_filters(command: F, reads: Reads) -> F:
     @click.option(
         "--no-cache",
         is_flag=True,
-        help="Compute the views afresh; neither read nor write the cache.",
+        help=(
+            "Compute the views afresh from the frames: neither read nor write the cache, "
+            "nor read the latency the tape stored when it closed."
+        ),
     )
     @functools.wraps(command)
     def wrapper(

@@ -24,7 +24,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from tape.projection import project, project_http
-from tape.schema import open_for_writing
+from tape.schema import finalize, open_for_writing
 from tape.writer import ROW_GROUP_ROWS
 
 OPERATIONS = (
@@ -141,6 +141,7 @@ def generate(
     error_rate: float = 0.01,
     missing_ack_rate: float = 0.01,
     row_group_size: int | None = ROW_GROUP_ROWS,
+    finish: bool = True,
 ) -> Generated:
     """Write a new tape at `path` (it must not exist) and return what was drawn.
 
@@ -192,6 +193,8 @@ def generate(
         project_http(conn, "frames")
         conn.execute("COMMIT")
         conn.execute("CHECKPOINT")
+        if finish:  # as a writer closing the tape does (the benchmark times it on its own)
+            finalize(conn)
     finally:
         conn.close()
     return drawn

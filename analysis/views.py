@@ -20,6 +20,7 @@ import duckdb
 
 from analysis.cache import BASE_TABLES, attached_select, base_selects, materialized, tables_of
 from analysis.definitions import sql_files, sql_literal, view_names
+from analysis.stored import stored
 from tape.projection import MESSAGE_DATA_VIEW
 from tape.schema import TapeError, check_version, connect
 
@@ -85,7 +86,8 @@ def open_tapes(
     Every view partitions by session, so each source's views are computed (or read from its
     cache, see analysis/cache.py) on their own and unioned: the same rows as computing them
     over the union. `views` names those the caller will read (None: all of them): only those
-    are cached. Any view can still be queried; the others are computed when read.
+    are cached. Any view can still be queried; the others are computed when read. A view the
+    tape stored as it closed (analysis/stored.py) is read from the tape, never cached.
     """
     if not paths:
         raise TapeError("give at least one tape")
@@ -101,6 +103,7 @@ def open_tapes(
         schema = f"source{n}"
         conn.execute(f"CREATE SCHEMA {schema}")
         cached: dict[str, Path] = {}
+        from_tape: dict[str, str] = {}
         if path.is_dir():
             have = {t for t in BASE_TABLES if any((path / t).rglob("*.parquet"))}
             tables = base_selects(partial(_parquet, path), have)
@@ -108,8 +111,10 @@ def open_tapes(
             _check(path)
             conn.execute(f"ATTACH {sql_literal(str(path))} AS tape{n} (READ_ONLY)")
             tables = base_selects(partial(attached_select, f"tape{n}"), tables_of(conn, f"tape{n}"))
+            if cache:
+                from_tape = stored(conn, f"tape{n}")
             if cache and wanted:
-                cached = materialized(path, wanted)
+                cached = materialized(path, [v for v in wanted if v not in from_tape])
         for table, select in tables.items():
             conn.execute(f"CREATE VIEW {schema}.{table} AS SELECT * FROM ({select}){keep}")
         conn.execute(  # every session, whatever --session says: to check what it names
@@ -119,7 +124,12 @@ def open_tapes(
         for sql in sql_files():
             conn.execute(sql)
         conn.execute("SET schema = 'main'")
-        # A cached view replaces its definition; the views reading it bind to it by name.
+        # A stored or cached view replaces its definition; the views reading it bind to it by
+        # name.
+        for name, select in from_tape.items():
+            conn.execute(
+                f"CREATE OR REPLACE VIEW {schema}.{name} AS SELECT * FROM ({select}){keep}"
+            )
         for name, file in cached.items():
             alias = f"cache{n}_{name}"
             conn.execute(f"ATTACH {sql_literal(str(file))} AS {alias} (READ_ONLY)")

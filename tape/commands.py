@@ -12,7 +12,13 @@ from tape.info import render_info, tape_info
 from tape.jsonl import JsonlReader, write_jsonl
 from tape.projection import rebuild
 from tape.reader import TapeReader
-from tape.schema import TapeError, install_views, open_for_reading, open_for_writing
+from tape.schema import (
+    TapeError,
+    finalize,
+    install_views,
+    open_for_reading,
+    open_for_writing,
+)
 from tape.tapeio import import_items
 
 _TAPE = click.Path(dir_okay=False, path_type=Path)
@@ -78,12 +84,14 @@ def info_command(tape: Path) -> None:
 @click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def rebuild_command(tape: Path) -> None:
     """Derive the messages and http_fields projections again from the frames (the log is the
-    truth), migrate an older tape to the current schema, and (re)install the analysis views."""
+    truth), migrate an older tape to the current schema, (re)install the analysis views and
+    store request -> ack latency again."""
     open_for_reading(tape).close()  # refuse anything that is not already a tape
     conn = open_for_writing(tape)
     try:
         count = rebuild(conn)
         install_views(conn)
+        finalize(conn)
         http_count = int(conn.execute("SELECT count(*) FROM http_fields").fetchall()[0][0])
     finally:
         conn.close()

@@ -218,6 +218,14 @@ def install_views(conn: duckdb.DuckDBPyConnection) -> None:
         entry.load()(conn)
 
 
+def finalize(conn: duckdb.DuckDBPyConnection) -> None:
+    """Store in a tape what other packages derive from a finished tape (entry point group
+    `cometd_tape.finalize`: analysis stores request -> ack latency, see analysis/stored.py).
+    Every writer runs it as it closes, and `rebuild` after deriving the projections."""
+    for entry in metadata.entry_points(group="cometd_tape.finalize"):
+        entry.load()(conn)
+
+
 def open_for_writing(
     path: Path | str, *, row_group_size: int | None = None
 ) -> duckdb.DuckDBPyConnection:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import operator
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,7 @@ import pyarrow as pa
 from tape.frame import FRAME_COLUMNS, SESSION_COLUMNS, Direction, Frame, Kind, Session
 from tape.prepare import prepare_frame, prepare_session
 from tape.projection import HTTP_KINDS, PROJECTION_SQL, project, project_http
-from tape.schema import TapeError, open_for_writing
+from tape.schema import TapeError, finalize, open_for_writing
 
 FRAMES_SCHEMA = pa.schema(
     [
@@ -293,9 +294,28 @@ class TapeWriter:
             thread.join()
         for cursor in self._cursors:
             cursor.close()
-        self._conn.close()
+        try:
+            if self._error is None:
+                self._finalize()
+        finally:
+            self._conn.close()
         if self._error is not None:
             raise TapeError(f"writing {self.path} failed: {self._error}") from self._error
+
+    def _finalize(self) -> None:
+        """Store what analysis derives from the finished tape (tape.schema.finalize), with
+        DuckDB's own limits: the writer's are sized for streaming, not for joining millions of
+        rows. The frames are committed already; a failure here only means analysis computes
+        what was not stored, so it is reported, not raised."""
+        try:
+            self._conn.execute("RESET threads")
+            self._conn.execute("RESET memory_limit")
+            finalize(self._conn)
+        except duckdb.Error as exc:
+            sys.stderr.write(
+                f"warning: {self.path}: could not store request -> ack latency for analysis "
+                f"({exc}); analysis will compute it instead\n"
+            )
 
     def __enter__(self) -> TapeWriter:
         return self

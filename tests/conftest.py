@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import orjson
@@ -16,8 +18,9 @@ from tests.peers.faye_client import faye_client
 __all__ = ["ROOT", "SAMPLE", "TIMEOUT", "faye_client", "faye_server"]
 
 # The analysis cache goes to a folder of this test run's own (subprocesses inherit it), never to
-# the user's ~/.cache.
-os.environ["COMETD_TAPE_CACHE"] = tempfile.mkdtemp(prefix="cometd-tape-cache-")
+# the user's ~/.cache. It is removed when the run ends: caches of big tapes reach ~80 MB.
+os.environ["COMETD_TAPE_CACHE"] = _CACHE = tempfile.mkdtemp(prefix="cometd-tape-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 # CI explores the same examples every run, so a red CI is a real regression, not a new draw;
 # local runs keep exploring new ones.

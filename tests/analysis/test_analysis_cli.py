@@ -464,7 +464,8 @@ def test_only_the_views_a_command_reads_are_cached(
     folder = tmp_path / "cache"
     monkeypatch.setenv("COMETD_TAPE_CACHE", str(folder))
     path = tmp_path / "g.duckdb"
-    generate(path, 500, seed=2, sessions=1)
+    # Not finished, as a tape whose writer was killed: no latency stored in it, so computed.
+    generate(path, 500, seed=2, sessions=1, finish=False)
 
     def cached() -> list[str]:
         return sorted(p.name.split(".")[1] for p in folder.glob("*.duckdb"))
