@@ -308,6 +308,10 @@ class TapeWriter:
         rows. The frames are committed already; a failure here only means analysis computes
         what was not stored, so it is reported, not raised."""
         try:
+            # The close's checkpoint of what the frames left in the WAL, within the writer's
+            # memory limit: with DuckDB's own, recording 1M messages at 10 a frame peaked at
+            # 643 against 285 MB.
+            self._conn.execute("CHECKPOINT")
             self._conn.execute("RESET threads")
             self._conn.execute("RESET memory_limit")
             finalize(self._conn)
