@@ -119,6 +119,9 @@ def rebuild(conn: duckdb.DuckDBPyConnection) -> int:
     project(conn, "frames")
     conn.execute("DELETE FROM http_fields")
     project_http(conn, "frames")
+    # What other packages stored from the old projections (tape.schema.finalize) no longer
+    # describes them: their tape_meta stamps start with `stored_`.
+    conn.execute("DELETE FROM tape_meta WHERE starts_with(key, 'stored_')")
     conn.execute("COMMIT")
     rows = conn.execute("SELECT count(*) FROM messages").fetchall()
     return int(rows[0][0])

@@ -26,7 +26,7 @@ def import_items(items: Iterable[Frame | Session], output: Path) -> tuple[int, i
         writer.close()
     except BaseException:
         with contextlib.suppress(TapeError):  # the first error is the one to report
-            writer.close()
+            writer.close(finalize=not created)  # nothing to store in a tape about to go
         if created:  # a failed import leaves no half-written tape behind
             for leftover in (output, output.with_name(output.name + ".wal")):
                 leftover.unlink(missing_ok=True)

@@ -4,15 +4,19 @@ longer describe the tape."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
 import analysis.stored
+import tape.writer
 from analysis.generate import generate
 from tape.frame import Frame, Kind
+from tape.projection import rebuild
 from tape.reader import TapeReader
+from tape.schema import open_for_writing
 from tape.writer import TapeWriter
 from tests.analysis.test_analysis_cli import T0, Tape, analyze_json, assert_same
 from tests.cli import cometd_tape
@@ -118,11 +122,43 @@ def test_a_failure_to_store_loses_no_frame(
         raise duckdb.OutOfMemoryException("out of memory (as a test)")
 
     monkeypatch.setattr(analysis.stored, "store", broken)
-    path = tmp_path / "t.duckdb"
+    _write_three(tmp_path / "t.duckdb")
+    assert "latency was not stored for analysis" in capsys.readouterr().err
+    with TapeReader(tmp_path / "t.duckdb") as reader:
+        assert [f.seq for f in reader.frames("a")] == [1, 2, 3]
+
+
+def _write_three(path: Path) -> None:
     with TapeWriter(path) as writer:
         for seq in range(1, 4):
             writer.write(Frame("a", seq, T0 + seq, 0, "in", "long-polling", Kind.BAYEUX, b"[]"))
-    assert "could not store request -> ack latency" in capsys.readouterr().err
-    with TapeReader(path) as reader:
+
+
+def test_a_close_that_stores_too_long_is_cut_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def endless(conn: duckdb.DuckDBPyConnection) -> None:
+        conn.execute("SELECT sum(i) FROM range(10000000000000) t(i)").fetchall()
+
+    monkeypatch.setattr(analysis.stored, "store", endless)
+    monkeypatch.setattr(tape.writer, "FINALIZE_BUDGET_S", 0.5)
+    started = time.monotonic()
+    _write_three(tmp_path / "t.duckdb")
+    assert time.monotonic() - started < 30
+    assert "it took over 0.5 s" in capsys.readouterr().err
+    with TapeReader(tmp_path / "t.duckdb") as reader:
         assert [f.seq for f in reader.frames("a")] == [1, 2, 3]
-    assert analyze_json("sql", str(path), "SELECT count(*) AS n FROM latency_parts") == [{"n": 0}]
+
+
+def test_rebuilt_projections_void_the_stored_rows(tmp_path: Path) -> None:
+    path = tmp_path / "t.duckdb"
+    tape = Tape()
+    tape.request("a", 0, "r1")
+    tape.ack("a", 10, "r1")
+    tape.write(path)
+    _tamper(path)
+    assert _max_ack_ms(str(path)) == 12345
+    conn = open_for_writing(path)  # rebuild's first step, as if its store then failed
+    rebuild(conn)
+    conn.close()
+    assert _max_ack_ms(str(path)) == 10
