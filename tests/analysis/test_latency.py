@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 
 from analysis.generate import OPERATIONS, generate
 from analysis.views import open_tapes
@@ -185,3 +186,82 @@ def test_acks_answer_the_latest_request_and_duplicates_follow_the_first(tmp_path
         }
         assert got == want, n
     assert kinds == {True, False}  # both ways of pairing were exercised
+
+
+def _random_metrics_tape(
+    path: Path, rng: random.Random, unique_keys: bool
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Acks and metrics messages in frames at times on a coarse grid (so ties in time, and
+    distances of exactly 5 s, happen), frames out of time order, several messages a frame;
+    with `unique_keys`, each metrics message has a record handle of its own. Returns (acks,
+    metrics) as (session, seq, idx, t, handle, event[, server_generation_ts])."""
+    events = ["DoNotCallAcknowledge", "RecordProcessedAcknowledge"]
+    acks: list[tuple[Any, ...]] = []
+    metrics: list[tuple[Any, ...]] = []
+    fresh = iter(range(100, 10**6))
+    for session in ("s1", "s2"):
+        for seq in range(1, rng.randint(2, 40)):
+            t = rng.randrange(0, 40) * 500_000_000
+            for idx in range(rng.randint(1, 3)):
+                event = rng.choice(events)
+                if rng.random() < 0.5:
+                    handle = str(next(fresh)) if unique_keys else str(rng.randint(1, 3))
+                    metrics.append((session, seq, idx, t, handle, event, len(metrics) + 1))
+                    continue
+                known = [m[4] for m in metrics if m[0] == session]
+                if unique_keys:
+                    handle = rng.choice([*known, str(next(fresh))])
+                else:
+                    handle = str(rng.randint(1, 3))
+                acks.append((session, seq, idx, t, handle, event))
+    rows = [(*m[:4], "/me/internal", m[4], None, m[5], m[6]) for m in metrics]
+    rows += [(*a[:4], "/v2/me/outbound", a[4], a[5], None, None) for a in acks]
+    names = ["session_id", "seq", "idx", "t_wall_ns", "channel", "record_handle"]
+    names += ["notification_type", "user_event", "server_generation_ts"]
+    table = pa.Table.from_pylist([dict(zip(names, row, strict=True)) for row in rows])
+    conn = open_for_writing(path)
+    conn.register("rows", table)
+    conn.execute(
+        "INSERT INTO messages BY NAME SELECT *, 0 AS t_mono_ns, 'in' AS direction FROM rows"
+    )
+    conn.close()
+    return acks, metrics
+
+
+def test_acks_take_the_metrics_the_documented_rule_names(tmp_path: Path) -> None:
+    """The rule (same frame first, else the nearest within 5 s either side, ties to the lowest
+    seq and idx), computed naively, against the acks view on random tapes: tapes with one
+    metrics message per record handle and event (paired by one hash join) and tapes that
+    repeat them (same-frame join, then ASOF joins)."""
+    rng = random.Random(11)
+    for n in range(20):
+        tape = tmp_path / f"m{n}.duckdb"
+        acks, metrics = _random_metrics_tape(tape, rng, unique_keys=n % 2 == 0)
+        want = {}
+        for session, seq, idx, t, handle, event in acks:
+            candidates = [
+                m
+                for m in metrics
+                if m[0] == session
+                and m[4] == handle
+                and m[5] == event
+                and abs(m[3] - t) <= 5_000_000_000
+            ]
+            best = min(
+                candidates,
+                key=lambda m: (m[1] != seq, abs(m[3] - t), m[1], m[2]),
+                default=None,
+            )
+            want[(session, seq, idx)] = (best[6], best[1]) if best else (None, None)
+        rows = (
+            open_tapes([tape], cache=False)
+            .execute(
+                "SELECT session_id, seq, idx, server_generation_ts, metrics_in_same_frame FROM acks"
+            )
+            .fetchall()
+        )
+        got = {(s, q, i): (g, same) for s, q, i, g, same in rows}
+        assert got == {
+            key: (sgts, None if metric_seq is None else metric_seq == key[1])
+            for key, (sgts, metric_seq) in want.items()
+        }, n
