@@ -9,14 +9,13 @@ closes, and stores the result in the tape as a table (`stored_latency_parts`, th
 The stored rows are used only while they describe the tape as it is: tape_meta's
 `stored_latency` holds the views' SQL fingerprint and the frame count they were computed from,
 and `rebuild`, which re-derives the projections they come from, drops it (with every tape_meta
-key starting `stored_`) in the same transaction.
-A tape whose writer never closed (killed), or that gained frames after, or an analysis from a
-cometd-tape whose view SQL differs, computes the view as before (and caches it, see cache.py).
-`analyze ... --no-cache` ignores the stored rows too.
+key starting `stored_`) in the same transaction. A tape whose writer never closed (killed), or
+that gained frames after, or an analysis by a cometd-tape whose view SQL differs, computes the
+view as before (and caches it, see cache.py). `analyze ... --no-cache` ignores them too.
 
 A tape with no REST requests that act (GET, HEAD and OPTIONS only read) stores an empty table
-at no cost (latency_parts has one row per
-request): the recorder's own tapes, which hold only Bayeux traffic, close as fast as before.
+at no cost, as latency_parts has one row per request: the recorder's own tapes, which hold only
+Bayeux traffic, close as fast as before.
 """
 
 from __future__ import annotations
