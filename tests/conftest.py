@@ -18,9 +18,14 @@ from tests.peers.faye_client import faye_client
 __all__ = ["ROOT", "SAMPLE", "TIMEOUT", "faye_client", "faye_server"]
 
 # The analysis cache goes to a folder of this test run's own (subprocesses inherit it), never to
-# the user's ~/.cache. It is removed when the run ends: caches of big tapes reach ~80 MB.
-os.environ["COMETD_TAPE_CACHE"] = _CACHE = tempfile.mkdtemp(prefix="cometd-tape-cache-")
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# the user's ~/.cache. It is removed when the run ends: caches of big tapes reach ~80 MB. A helper
+# process of the run that imports this module (one the crash test kills) uses the run's folder.
+if "COMETD_TAPE_TEST_CACHE" in os.environ:
+    os.environ["COMETD_TAPE_CACHE"] = os.environ["COMETD_TAPE_TEST_CACHE"]
+else:
+    _CACHE = tempfile.mkdtemp(prefix="cometd-tape-cache-")
+    os.environ["COMETD_TAPE_CACHE"] = os.environ["COMETD_TAPE_TEST_CACHE"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 # CI explores the same examples every run, so a red CI is a real regression, not a new draw;
 # local runs keep exploring new ones.
