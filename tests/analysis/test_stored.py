@@ -37,6 +37,16 @@ def _tamper(path: Path) -> None:
     conn.close()
 
 
+def _tampered_tape(path: Path) -> Path:
+    """One request acked 10 ms later, stored as the writer closed, then tampered with."""
+    tape = Tape()
+    tape.request("a", 0, "r1")
+    tape.ack("a", 10, "r1")
+    tape.write(path)
+    _tamper(path)
+    return path
+
+
 def _max_ack_ms(*args: str) -> float:
     rows = analyze_json("latency", *args)
     return max(r["max"] for r in rows if r["part"] == "ack_ms")
@@ -75,12 +85,7 @@ def test_analysis_reads_the_stored_rows_and_no_cache_computes(
 
 
 def test_stored_rows_of_an_older_tape_or_older_sql_are_not_used(tmp_path: Path) -> None:
-    path = tmp_path / "t.duckdb"
-    tape = Tape()
-    tape.request("a", 0, "r1")
-    tape.ack("a", 10, "r1")
-    tape.write(path)
-    _tamper(path)
+    path = _tampered_tape(tmp_path / "t.duckdb")
     # A writer killed after more frames: they are committed, but nothing was stored again.
     conn = duckdb.connect(str(path))
     conn.execute(
@@ -91,9 +96,7 @@ def test_stored_rows_of_an_older_tape_or_older_sql_are_not_used(tmp_path: Path) 
     conn.close()
     assert _max_ack_ms(str(path)) == 10
 
-    path2 = tmp_path / "t2.duckdb"
-    tape.write(path2)
-    _tamper(path2)
+    path2 = _tampered_tape(tmp_path / "t2.duckdb")
     conn = duckdb.connect(str(path2))  # as stored by a cometd-tape whose view SQL differs
     conn.execute("UPDATE tape_meta SET value = 'other' || value WHERE key = 'stored_latency'")
     conn.close()
@@ -151,12 +154,7 @@ def test_a_close_that_stores_too_long_is_cut_short(
 
 
 def test_rebuilt_projections_void_the_stored_rows(tmp_path: Path) -> None:
-    path = tmp_path / "t.duckdb"
-    tape = Tape()
-    tape.request("a", 0, "r1")
-    tape.ack("a", 10, "r1")
-    tape.write(path)
-    _tamper(path)
+    path = _tampered_tape(tmp_path / "t.duckdb")
     assert _max_ack_ms(str(path)) == 12345
     conn = open_for_writing(path)  # rebuild's first step, as if its store then failed
     rebuild(conn)
