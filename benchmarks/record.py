@@ -2,7 +2,8 @@
 
 1. From a real Faye server publishing as fast as it can: our recorder (a `cometd-tape record`
    process) and an aiocometd-ng client that only counts, against the same server in the same
-   run, with the ratio.
+   run, with the ratio, and the rate Faye published at meanwhile: when the recorder keeps up,
+   Faye's own publishing speed on the shared cores is its ceiling.
 2. From a fast local Bayeux source (a small aiohttp server in a child process) that pushes
    messages over WebSocket as fast as it can, to find our own ceiling; RSS over 1M messages.
 
@@ -96,19 +97,23 @@ def check_tape(tape: Path, count: int) -> None:
         raise SystemExit(f"{tape.name}: {row} /bench messages recorded, not {count}")
 
 
-def ours_from_faye(faye: FayeServer, count: int, transport: str, tmp: Path) -> tuple[float, int]:
+def ours_from_faye(
+    faye: FayeServer, count: int, transport: str, tmp: Path
+) -> tuple[float, int, float]:
+    """(msg/s recorded, peak RSS in MB, msg/s Faye published at meanwhile)."""
     tape = tmp / f"faye-{transport}.duckdb"
     proc = record_process(faye.url, tape, count, transport)
     faye.wait_subscribed(["/bench"], timeout=30)
     start = time.monotonic()
-    faye.blast("/bench", count, 500, timeout=120, via=VIA)
+    published = faye.blast("/bench", count, 500, timeout=120, via=VIA)
     _, rss = wait_rss(proc, 120)
     rate = count / (time.monotonic() - start)
     check_tape(tape, count)
-    return rate, rss
+    return rate, rss, count * 1000 / published["elapsed_ms"]
 
 
-async def aiocometd_from_faye(faye: FayeServer, count: int, transport: str) -> float:
+async def aiocometd_from_faye(faye: FayeServer, count: int, transport: str) -> tuple[float, float]:
+    """(msg/s aiocometd-ng counted, msg/s Faye published at meanwhile)."""
     from aiocometd_ng import Client, ConnectionType
     from aiocometd_ng.extensions import Extension
 
@@ -154,8 +159,8 @@ async def aiocometd_from_faye(faye: FayeServer, count: int, transport: str) -> f
             if received >= count:
                 break
         rate = count / (time.monotonic() - start)
-        await blast
-    return rate
+        published = await blast
+    return rate, count * 1000 / published["elapsed_ms"]
 
 
 FAST_SOURCE = Path(__file__).resolve().parent / "fast_source.py"
@@ -213,11 +218,16 @@ def main() -> None:
             both = ("websocket", "long-polling")
             transports = both if args.transport == "both" else (args.transport,)
             for transport in transports if args.faye_messages else ():
-                ours, rss = ours_from_faye(faye, args.faye_messages, transport, tmp)
-                peer = asyncio.run(aiocometd_from_faye(faye, args.faye_messages, transport))
+                ours, rss, ours_pub = ours_from_faye(faye, args.faye_messages, transport, tmp)
+                peer, peer_pub = asyncio.run(
+                    aiocometd_from_faye(faye, args.faye_messages, transport)
+                )
                 print(
                     f"Faye -> {transport}: ours {ours:,.0f} msg/s recorded (peak RSS {rss} MB), "
-                    f"aiocometd-ng {peer:,.0f} msg/s counted; ratio {ours / peer:.2f}x"
+                    f"aiocometd-ng {peer:,.0f} msg/s counted; ratio {ours / peer:.2f}x\n"
+                    f"  Faye published at {ours_pub:,.0f} msg/s to ours, {peer_pub:,.0f} msg/s "
+                    f"to aiocometd-ng (ours recorded {ours / ours_pub:.0%} of Faye's rate, "
+                    "committed)"
                 )
         finally:
             faye.stop()

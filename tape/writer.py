@@ -73,6 +73,14 @@ CHECKPOINT_MB = 16
 # The most a close spends storing what analysis derives from the tape (5M REST requests: ~12 s
 # here); well inside the 300 s a writer process's parent waits for its close.
 FINALIZE_BUDGET_S = 120.0
+# The interpreter's switch interval while a writer is open (Python's default: 5 ms). Every
+# DuckDB call takes the GIL back several times (a trivial SELECT, 6-7 times), and a thread that
+# asks for it waits out the holder's interval: with another thread busy in Python, a writer's
+# 8,192-frame insert, projection and commit took 29 against 8 us a frame, nearly all of it
+# waiting. At 1 ms, measured here in alternating runs: the ingest producer waited 0.2-0.5
+# against 2.1 s of 6-10 s for room in the queue (59k, 64k against 49k, 56k frames/s); the
+# recorder from Faye over WebSocket was faster in 5 pairs of 5 (median 37.6k against 35.6k).
+SWITCH_INTERVAL_S = 0.001
 QUEUE_SIZE = 50_000  # >1.5 s of headroom at 30k frames/s (a checkpoint stalls <0.75 s), ~50 MB
 
 
@@ -185,6 +193,7 @@ class TapeWriter:
         # pyarrow's first conversion may import pandas (~1 s, see tape.runtime): pay that here,
         # not when the first commit is due
         pa.array([0])
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._conn = open_for_writing(self.path, row_group_size=ROW_GROUP_ROWS)
         self._conn.execute(f"SET threads = {int(threads)}")
         # Full batches skip the WAL (see ROW_GROUP_ROWS); what goes through it (batches of a

@@ -181,8 +181,9 @@ def test_a_batch_too_big_to_project_at_once_is_committed_in_parts(
             raise
 
     monkeypatch.setattr(writer, "_insert", watched)
-    for seq in range(1, count + 1):
-        writer.write(make_frame("s", seq, raw))
+    # All queued in one call (as a recorder hands over a socket read's frames), so the writer's
+    # first batch is a full one however quickly its threads wake.
+    writer.write_many([make_frame("s", seq, raw) for seq in range(1, count + 1)])
     writer.flush()
     writer.close()
     assert too_big, "no batch was too big: the test no longer exercises the split"
