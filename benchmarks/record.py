@@ -88,13 +88,22 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-def check_tape(tape: Path, count: int) -> None:
+def check_tape(tape: Path, count: int, proc: subprocess.Popen[bytes]) -> None:
     """The figure counts only if the tape holds every message (exactly once is the interop
-    tests' job)."""
+    tests' job). If not, say what the recorder said, and how its session ended."""
     with duckdb.connect(str(tape), read_only=True) as conn:
         row = conn.execute("SELECT count(*) FROM messages WHERE channel = '/bench'").fetchone()
-    if row is None or row[0] != count:
-        raise SystemExit(f"{tape.name}: {row} /bench messages recorded, not {count}")
+        if row is not None and row[0] == count:
+            return
+        ends = conn.execute("SELECT end_reason FROM sessions").fetchall()
+        lifecycle = conn.execute(
+            "SELECT seq, decode(raw) FROM frames WHERE kind = 'lifecycle' ORDER BY seq"
+        ).fetchall()
+    said = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+    raise SystemExit(
+        f"{tape.name}: {row} /bench messages recorded, not {count} (recorder exit "
+        f"{proc.returncode}; sessions ended {ends}; lifecycle {lifecycle[-10:]}):\n{said}"
+    )
 
 
 def ours_from_faye(
@@ -108,7 +117,7 @@ def ours_from_faye(
     published = faye.blast("/bench", count, 500, timeout=120, via=VIA)
     _, rss = wait_rss(proc, 120)
     rate = count / (time.monotonic() - start)
-    check_tape(tape, count)
+    check_tape(tape, count, proc)
     return rate, rss, count * 1000 / published["elapsed_ms"]
 
 
@@ -185,7 +194,7 @@ def ours_from_fast_source(count: int, batch: int, tmp: Path) -> tuple[float, int
         started = source.stdout.read().split()
         if proc.returncode != 0 or started[:1] != ["started"]:
             raise SystemExit(f"fast source run failed (recorder exit {proc.returncode})")
-        check_tape(tape, count)
+        check_tape(tape, count, proc)
         return count / (end - float(started[1])), rss
     finally:
         source.kill()

@@ -19,6 +19,7 @@ from recorder.auth import Credentials, Csrf, session_headers
 from recorder.events import Outgoing
 from recorder.wire import log_received, stored_headers
 from tape.bayeux import Message
+from tape.schema import TapeError
 from tape.session import SessionLog
 
 Deliver = Callable[[list[Message]], None]
@@ -119,6 +120,14 @@ class LongPollingTransport:
         return (advice or 0) / 1000 + NETWORK_DELAY_S
 
     async def _post(self, batch: Outgoing) -> None:
+        try:
+            await self._post_logged(batch)
+        except TapeError:
+            # The tape can take no more frames: the recorder's loop stops on it (log.check)
+            # and says why, once. Raised here, it would end this task with a traceback.
+            return
+
+    async def _post_logged(self, batch: Outgoing) -> None:
         assert self._session is not None
         body = orjson.dumps(list(batch.messages))
         url = f"{self.url}/{batch.kind}" if self._suffix else self.url

@@ -21,6 +21,7 @@ from recorder.wire import log_received
 from recorder.wsclient import HandshakeError, WsConnection, connect
 from recorder.wsframes import BINARY
 from tape.bayeux import Message
+from tape.schema import TapeError
 from tape.session import SessionLog
 
 Deliver = Callable[[list[Message]], None]
@@ -137,17 +138,26 @@ class WebSocketTransport:
     def _on_frame(self, opcode: int, raw: bytes) -> None:
         """Log each frame as it is parsed; its messages go to the protocol after the read."""
         self.bytes_in += len(raw)
-        if opcode == BINARY:
-            log_received(self._log, raw, self.name, error="binary WebSocket frame")
+        try:
+            if opcode == BINARY:
+                log_received(self._log, raw, self.name, error="binary WebSocket frame")
+                return
+            self._received += log_received(self._log, raw, self.name)
+        except TapeError:  # the tape is done for: see _on_read
             return
-        self._received += log_received(self._log, raw, self.name)
 
     def _on_read(self) -> None:
         """Hand the protocol every message of one socket read at once, in order, with its
         per-call cost paid once per read: a 64 kB read holds ~100 of Faye's one-message frames,
         and this was ~15% of the time. The lifecycle frames the recorder writes on a reply
         ("connected", "gap") then follow the read's last frame rather than the reply's own."""
-        self._log.release()  # the read's frames, to the tape together
+        try:
+            self._log.release()  # the read's frames, to the tape together
+        except TapeError:
+            # The tape can take no more frames: the recorder's loop stops on it (log.check)
+            # and says why, once. Raised here, it would fail the socket with a traceback.
+            self._received = []
+            return
         if self._received:
             messages, self._received = self._received, []
             self._deliver(messages)

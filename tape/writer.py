@@ -62,6 +62,12 @@ BATCH_BYTES = 8 * 2**20
 QUEUE_BYTES = 24 * 2**20  # bound memory too: 50k frames of 5 kB would otherwise be 250 MB
 COMMIT_INTERVAL_S = 0.2
 MEMORY_MB = 96  # DuckDB's buffer limit: 64 MB cost 30% throughput here, 128 MB 35 MB more RSS
+# Once a frame of 1 MB or more has come (a long-poll reply carrying a server's backlog), the
+# limit stays raised by this much per MB of the largest such frame, for the rest of the tape.
+# At 96 MB, replies of 0.1-6 MB from a busy server (600k messages, 300 MB) failed the writer in
+# 3 runs of 3: the other writer thread's open transaction held the room DuckDB's checkpoint
+# needed to pin a big value, and a failed checkpoint invalidates the database.
+BIG_FRAME_MB_PER_MB = 24
 WORKERS = 2  # threads that build and insert batches at once; commits stay in order
 # DuckDB's own threads: one, as the writer threads are the parallelism. Against one per core,
 # measured here in alternating runs: ingest 76k, 67k, 82k against 60k, 52k, 58k frames/s
@@ -202,6 +208,8 @@ class TapeWriter:
         # 0.7 s, the Faye WebSocket run 35-39k against 34k msg/s, peak RSS 222-230 against 255 MB.
         self._conn.execute(f"SET checkpoint_threshold = '{CHECKPOINT_MB}MB'")
         self._memory_mb = 0
+        self._base_mb = MEMORY_MB  # the limit between big batches; raised by big frames
+        self._memory_lock = threading.Lock()
         self._set_memory(MEMORY_MB)
         # Rows are read back by session and seq (ORDER BY), never by position, so DuckDB may
         # append a batch's slices in parallel: ~25% less writer time, measured here.
@@ -428,10 +436,22 @@ class TapeWriter:
             self._serving = ticket + 1
             self._turn.notify_all()
 
-    def _set_memory(self, mb: int) -> None:
-        if mb != self._memory_mb:
-            self._conn.execute(f"SET memory_limit = '{mb}MB'")
-            self._memory_mb = mb
+    def _raise_base(self, mb: int, conn: duckdb.DuckDBPyConnection) -> None:
+        """Raise the limit kept between big batches (never lowered: see BIG_FRAME_MB_PER_MB)
+        before this batch is inserted, so the other writer thread has the room too."""
+        mb = min(mb, _ram_mb() * 4 // 5)
+        with self._memory_lock:
+            if mb > self._base_mb:
+                self._base_mb = mb
+        self._set_memory(max(mb, self._memory_mb), conn)
+
+    def _set_memory(self, mb: int, conn: duckdb.DuckDBPyConnection | None = None) -> None:
+        """Set DuckDB's buffer limit, the database's, on `conn`: the calling writer thread's
+        cursor (a DuckDB connection is not for two threads at once), else the writer's own."""
+        with self._memory_lock:
+            if mb != self._memory_mb:
+                (conn or self._conn).execute(f"SET memory_limit = '{mb}MB'")
+                self._memory_mb = mb
 
     def _commit(
         self,
@@ -448,7 +468,9 @@ class TapeWriter:
             # size: a long-poll reply carrying a 100 MB backlog must not fail for want of room.
             columns = list(zip(*frames, strict=True))
             largest = max(map(len, columns[_RAW])) >> 20
-            memory = min(max(MEMORY_MB, 8 * largest), _ram_mb() * 4 // 5)
+            if largest:
+                self._raise_base(MEMORY_MB + BIG_FRAME_MB_PER_MB * largest, conn)
+            memory = min(max(self._base_mb, 8 * largest), _ram_mb() * 4 // 5)
             batch = _prepared_batch(frames, columns)
             del columns
             # Let the frames go (the caller's list is this one): their bytes are in the table
@@ -456,7 +478,7 @@ class TapeWriter:
             # RSS. The rare paths below read the frames back from the table.
             frames.clear()
         inserted = False
-        if batch is not None and memory == MEMORY_MB:
+        if batch is not None and memory == self._base_mb:
             # The common case, beside the other thread: insert now, commit in turn.
             try:
                 conn.execute("BEGIN")
@@ -482,7 +504,7 @@ class TapeWriter:
                     with contextlib.suppress(duckdb.Error):  # COMMIT itself may have ended it
                         conn.execute("ROLLBACK")
             if batch is not None:
-                self._set_memory(max(memory, self._memory_mb))
+                self._set_memory(max(memory, self._memory_mb), conn)
             self._commit_batch(conn, batch, sessions, markers)
 
     def _commit_batch(
@@ -494,12 +516,12 @@ class TapeWriter:
     ) -> None:
         if batch is not None or sessions:
             self._transact(conn, batch, sessions)
-        if self._memory_mb > MEMORY_MB:
+        if self._memory_mb > self._base_mb:
             # A checkpoint pins the big value whole: take it while the room is there. The
             # batch is committed already; if this fails, the next commit tries again.
             with contextlib.suppress(duckdb.Error):
                 conn.execute("CHECKPOINT")
-                self._set_memory(MEMORY_MB)
+                self._set_memory(self._base_mb, conn)
         for marker in markers:
             marker.done.set()
 
@@ -534,8 +556,13 @@ class TapeWriter:
         try:
             _insert_batch(conn, batch)
         except duckdb.Error as exc:
-            if isinstance(exc, duckdb.OutOfMemoryException) and batch.table.num_rows > 1:
-                raise  # the batch is too big, not a frame bad: _transact splits it
+            if isinstance(exc, duckdb.OutOfMemoryException):
+                if batch.table.num_rows > 1:
+                    raise  # the batch is too big, not a frame bad: _transact splits it
+            elif not isinstance(exc, _FRAME_FAULTS):
+                # The disk or the database, not a frame: checking 8,192 frames one by one
+                # first took ~20 s here before the writer could say so.
+                raise
             # Rare: JSON orjson accepts but DuckDB reads differently. Never lose the batch or
             # the recording for it: find the frames at fault and store them with the reason.
             conn.execute("ROLLBACK")
@@ -543,6 +570,10 @@ class TapeWriter:
             checked = [_isolate(conn, f) for f in frames_of(batch.table)]
             conn.execute("BEGIN")
             _insert_batch(conn, _Batch(frames_table(checked), *_projected(checked)))
+
+
+# What a frame's own bytes can make the projection raise (JSON DuckDB reads otherwise).
+_FRAME_FAULTS = (duckdb.InvalidInputException, duckdb.ConversionException)
 
 
 class _Job(NamedTuple):

@@ -224,3 +224,32 @@ async def test_a_connect_never_answered_on_a_live_websocket_is_given_up_and_retr
     assert waited, lifecycle
     assert 2.5 <= waited[0] < 4  # the advised 2 s plus the 0.5 s grace
     assert delivered == 1
+
+
+@pytest.mark.parametrize("transport", ["long-polling", "websocket"])
+async def test_a_tape_that_fails_mid_recording_stops_it_with_one_error(
+    server: ScriptedServer,
+    tmp_path: Path,
+    transport: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The disk fills while frames keep coming: the recorder stops with the tape's error as
+    its reason, and nothing is logged besides (no traceback from a request task or from the
+    socket's callback, where the next frame meets the failed tape first)."""
+    import duckdb
+
+    import tape.writer
+
+    def disk_full(conn: duckdb.DuckDBPyConnection, batch: object) -> None:
+        raise duckdb.IOException("No space left on device (test)")
+
+    monkeypatch.setattr(tape.writer, "_insert_batch", disk_full)
+    for i in range(200):
+        server.script.connect_replies.append([event(10 * i + j) for j in range(10)])
+    options = RecordOptions(url=server.url, transport=transport, max_messages=10**6)
+    tape_path = tmp_path / "full.duckdb"
+    outcome = await asyncio.wait_for(record_to_tape(options, tape_path), TIMEOUT)
+    assert not outcome.ok
+    assert "No space left on device (test)" in outcome.reason
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
