@@ -466,6 +466,7 @@ class TapeWriter:
         if frames:
             # DuckDB holds a value in one block, and parsing a frame's JSON took up to 4.5x its
             # size: a long-poll reply carrying a 100 MB backlog must not fail for want of room.
+            # The raised base (BIG_FRAME_MB_PER_MB) covers 8x already; 8x stays as the floor.
             columns = list(zip(*frames, strict=True))
             largest = max(map(len, columns[_RAW])) >> 20
             if largest:
