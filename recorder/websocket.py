@@ -160,7 +160,10 @@ class WebSocketTransport:
             return
         if self._received:
             messages, self._received = self._received, []
-            self._deliver(messages)
+            try:
+                self._deliver(messages)  # may write lifecycle frames ("connected", "gap")
+            except TapeError:
+                return
 
     def _drop_outbox(self) -> None:
         while not self._outbox.empty():

@@ -79,7 +79,7 @@ CHECKPOINT_MB = 16
 # The most a close spends storing what analysis derives from the tape (5M REST requests: ~12 s
 # here); well inside the 300 s a writer process's parent waits for its close.
 FINALIZE_BUDGET_S = 120.0
-# The interpreter's switch interval while a writer is open (Python's default: 5 ms). Every
+# The interpreter's switch interval once a writer opens (Python's default: 5 ms). Every
 # DuckDB call takes the GIL back several times (a trivial SELECT, 6-7 times), and a thread that
 # asks for it waits out the holder's interval: with another thread busy in Python, a writer's
 # 8,192-frame insert, projection and commit took 29 against 8 us a frame, nearly all of it
@@ -439,19 +439,28 @@ class TapeWriter:
     def _raise_base(self, mb: int, conn: duckdb.DuckDBPyConnection) -> None:
         """Raise the limit kept between big batches (never lowered: see BIG_FRAME_MB_PER_MB)
         before this batch is inserted, so the other writer thread has the room too."""
-        mb = min(mb, _ram_mb() * 4 // 5)
-        with self._memory_lock:
-            if mb > self._base_mb:
-                self._base_mb = mb
-        self._set_memory(max(mb, self._memory_mb), conn)
+        self._set_memory(min(mb, _ram_mb() * 4 // 5), conn, base=True)
 
-    def _set_memory(self, mb: int, conn: duckdb.DuckDBPyConnection | None = None) -> None:
+    def _set_memory(
+        self,
+        mb: int,
+        conn: duckdb.DuckDBPyConnection | None = None,
+        *,
+        base: bool = False,
+        lower: bool = False,
+    ) -> None:
         """Set DuckDB's buffer limit, the database's, on `conn`: the calling writer thread's
-        cursor (a DuckDB connection is not for two threads at once), else the writer's own."""
+        cursor (a DuckDB connection is not for two threads at once), else the writer's own.
+        `base`: `mb` is the new limit between batches. The limit never goes below that, nor
+        (unless `lower`) below where it is: one lock around the decision and the SET, so two
+        threads raising it cannot leave it at the smaller of their two values."""
         with self._memory_lock:
-            if mb != self._memory_mb:
-                (conn or self._conn).execute(f"SET memory_limit = '{mb}MB'")
-                self._memory_mb = mb
+            if base:
+                self._base_mb = max(self._base_mb, mb)
+            target = max(mb, self._base_mb) if lower else max(mb, self._base_mb, self._memory_mb)
+            if target != self._memory_mb:
+                (conn or self._conn).execute(f"SET memory_limit = '{target}MB'")
+                self._memory_mb = target
 
     def _commit(
         self,
@@ -505,7 +514,7 @@ class TapeWriter:
                     with contextlib.suppress(duckdb.Error):  # COMMIT itself may have ended it
                         conn.execute("ROLLBACK")
             if batch is not None:
-                self._set_memory(max(memory, self._memory_mb), conn)
+                self._set_memory(memory, conn)
             self._commit_batch(conn, batch, sessions, markers)
 
     def _commit_batch(
@@ -522,7 +531,7 @@ class TapeWriter:
             # batch is committed already; if this fails, the next commit tries again.
             with contextlib.suppress(duckdb.Error):
                 conn.execute("CHECKPOINT")
-                self._set_memory(self._base_mb, conn)
+                self._set_memory(self._base_mb, conn, lower=True)
         for marker in markers:
             marker.done.set()
 
@@ -560,7 +569,7 @@ class TapeWriter:
             if isinstance(exc, duckdb.OutOfMemoryException):
                 if batch.table.num_rows > 1:
                     raise  # the batch is too big, not a frame bad: _transact splits it
-            elif not isinstance(exc, _FRAME_FAULTS):
+            elif isinstance(exc, _NOT_A_FRAME):
                 # The disk or the database, not a frame: checking 8,192 frames one by one
                 # first took ~20 s here before the writer could say so.
                 raise
@@ -573,8 +582,9 @@ class TapeWriter:
             _insert_batch(conn, _Batch(frames_table(checked), *_projected(checked)))
 
 
-# What a frame's own bytes can make the projection raise (JSON DuckDB reads otherwise).
-_FRAME_FAULTS = (duckdb.InvalidInputException, duckdb.ConversionException)
+# What no frame's bytes can make the projection raise: I/O (a full disk), transactions, a
+# database already invalidated. Anything else may be a frame DuckDB reads otherwise than orjson.
+_NOT_A_FRAME = (duckdb.OperationalError, duckdb.FatalException)
 
 
 class _Job(NamedTuple):
