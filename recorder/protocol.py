@@ -27,7 +27,7 @@ from recorder.events import (
     UnsubscribeFailed,
 )
 from tape import bayeux
-from tape.bayeux import Advice, Message, Reconnect
+from tape.bayeux import Advice, LazyDelivery, Message, Reconnect
 from tape.channel import META_PREFIX, validate_channel
 
 ConnectionType = Literal["long-polling", "websocket"]
@@ -193,9 +193,13 @@ class BayeuxClient:
             for message in messages:
                 if ext_in is not None:
                     message = ext_in(message)
-                fields = message.fields  # read directly: this runs for every message recorded
                 # Delivered events are matched by channel, never by id: a server may reuse ids
-                # that collide with ours (PEERS.md, aiocometd-ng).
+                # that collide with ours (PEERS.md, aiocometd-ng). A LazyDelivery is one by
+                # construction, and reading its fields would parse it.
+                if type(message) is LazyDelivery:
+                    run.append(message)
+                    continue
+                fields = message.fields  # read directly: this runs for every message recorded
                 if "data" in fields and not fields["channel"].startswith(META_PREFIX):
                     run.append(message)
                     continue

@@ -172,7 +172,7 @@ class Recorder:
         for event in self.client.events_received():
             # The hot path (every message recorded): counted inline, checked once per batch.
             if type(event) is ev.MessagesDelivered:
-                per_channel.update([m.fields["channel"] for m in event.messages])
+                per_channel.update([m.channel for m in event.messages])
                 delivered += len(event.messages)
                 continue
             if delivered:

@@ -7,14 +7,14 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDictProxy
 
-from tape.bayeux import BayeuxDecodeError, Message, decode_frame
+from tape.bayeux import BayeuxDecodeError, Message, decode_frame_lazily
 from tape.redact import headers_json
 from tape.session import SessionLog
 
 
 def decode(raw: bytes) -> tuple[list[Message], str | None]:
     try:
-        return decode_frame(raw), None
+        return decode_frame_lazily(raw), None
     except BayeuxDecodeError as exc:
         return [], f"{exc.kind}: {exc}"
 
@@ -38,7 +38,7 @@ def log_received(
     """Log one received body/frame and return its messages ([] when it did not decode)."""
     if error is None and not http:  # a WebSocket frame, the hot path: the fewest calls
         try:
-            messages = decode_frame(raw)
+            messages = decode_frame_lazily(raw)
         except BayeuxDecodeError as exc:
             log.received(raw, transport, f"{exc.kind}: {exc}")
             return []

@@ -19,10 +19,12 @@ from tape.bayeux import (
     InvalidField,
     InvalidJson,
     InvalidShape,
+    LazyDelivery,
     Message,
     MissingChannel,
     Reconnect,
     decode_frame,
+    decode_frame_lazily,
     encode_batch,
     frame_error,
     is_unknown_client,
@@ -424,6 +426,8 @@ def assert_views(message: Message, wire: dict[str, Any]) -> None:
 def test_round_trip_preserves_every_field(wires: list[dict[str, Any]]) -> None:
     raw = orjson.dumps(wires)
     decoded = decode_frame(raw)
+    assert fast_check_accepts(raw)  # every valid frame within orjson's integers takes it
+    assert_lazily_equal(raw, decoded)
     assert encode_batch(decoded) == raw
     assert frame_error(raw) is None
     again = decode_frame(encode_batch(decode_frame(raw)))
@@ -437,13 +441,39 @@ def test_round_trip_preserves_every_field(wires: list[dict[str, Any]]) -> None:
 
 
 def check_garbage(raw: bytes | str) -> None:
+    """frame_error (whose fast check comes first) and both decoders agree on every input."""
     reason = frame_error(raw)
     if reason is None:
-        decode_frame(raw)
+        assert_lazily_equal(raw, decode_frame(raw))
         return
-    with pytest.raises(BayeuxDecodeError) as caught:
-        decode_frame(raw)
-    assert reason == f"{caught.value.kind}: {caught.value}"
+    for decode in (decode_frame, decode_frame_lazily):
+        with pytest.raises(BayeuxDecodeError) as caught:
+            decode(raw)
+        assert reason == f"{caught.value.kind}: {caught.value}"
+
+
+def assert_lazily_equal(raw: bytes | str, eager: list[Message]) -> None:
+    """decode_frame_lazily gives what decode_frame gives, read through every view."""
+    lazy = decode_frame_lazily(raw)
+    assert [type(m) is LazyDelivery for m in lazy] == [
+        m.is_event and type(raw) is bytes and fast_check_accepts(raw) for m in eager
+    ]
+    for message, expected in zip(lazy, eager, strict=True):
+        assert (message.channel, message.id, message.has_data, message.is_event) == (
+            expected.channel,
+            expected.id,
+            expected.has_data,
+            expected.is_event,
+        )
+        assert message == expected
+        assert expected == message
+        assert_views(message, expected.fields)
+    assert lazy == eager
+    assert encode_batch(lazy) == encode_batch(eager)
+
+
+def fast_check_accepts(raw: bytes) -> bool:
+    return bayeux._envelopes(raw) is not None
 
 
 @given(st.binary())
@@ -492,3 +522,67 @@ def test_the_fast_delivery_check_agrees_with_the_field_rules(
     assert frame_error(raw) == expected
     if expected is None:
         assert decode_frame(raw)[index] == Message.from_wire(obj)
+
+
+# Mutated valid frames: the fast check (msgspec, which skips `data` unread) must refuse
+# whatever orjson and the rules refuse, for every kind of damage a byte can do.
+_DAMAGE = st.sampled_from([*b'[]{}",:0123456789eE+-.\\u tfnrl/', 0x00, 0x1F, 0xFF, 0xC3, 0xED])
+
+
+@given(
+    st.lists(message_dicts, min_size=1, max_size=3),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 2), _DAMAGE), min_size=1, max_size=3),
+)
+def test_damaged_frames_are_refused_alike(
+    wires: list[dict[str, Any]], edits: list[tuple[int, int, int]]
+) -> None:
+    raw = bytearray(orjson.dumps(wires))
+    for position, op, byte in edits:
+        at = position % (len(raw) + 1)
+        if op == 0:
+            raw[at:at] = bytes([byte])
+        elif op == 1:
+            del raw[at : at + 1]
+        else:
+            raw[at : at + 1] = bytes([byte])
+    check_garbage(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    ("raw", "fast", "valid"),
+    [
+        # RFC 8259 allows numbers beyond a double; orjson alone refused them
+        (b'[{"channel":"/a","data":{"n":1e400}}]', True, True),
+        (b'[{"channel":"/a","data":-1E+999}]', True, True),
+        (b'[{"channel":"/a","data":"caf\xc3\xa9"}]', True, True),  # UTF-8
+        (b'[{"channel":"/a","data":"\xff"}]', False, False),  # not UTF-8, in what is skipped
+        (b'[{"channel":"/a","data":"\xed\xa0\x80"}]', False, False),  # an encoded surrogate
+        (b'[{"channel":"/a","data":"\\ud800"}]', False, False),  # a lone escaped surrogate
+        (b'[{"channel":"/a","data":NaN}]', False, False),
+        (b'[{"channel":"/a","id":9223372036854775808,"data":1}]', False, True),  # beyond int64
+        (b'[{"channel":"/a","id":18446744073709551616,"data":1}]', False, False),  # a float
+        (b'[{"channel":"/meta/connect","advice":{"timeout":18446744073709551616}}]', False, False),
+        (b'[{"channel":"/a","id":true,"data":1}]', False, False),
+        (b'[{"channel":"/meta/connect","advice":{"interval":1.0}}]', False, False),
+        (b'[{"channel":"/meta/connect","advice":{"reconnect":"later"}}]', False, False),
+        (b'[{"channel":"/meta/x","channel":"/a","data":1}]', True, True),  # the last key wins
+        (b'[{"channel":"/a","data":' + b"[" * 1020 + b"]" * 1020 + b"}]", False, True),
+        (b'[{"channel":"/a","data":' + b"[" * 1100 + b"]" * 1100 + b"}]", False, False),
+    ],
+)
+def test_fast_check_edges(raw: bytes, fast: bool, valid: bool) -> None:
+    assert fast_check_accepts(raw) is fast
+    assert (frame_error(raw) is None) is valid
+    if b"[[[" not in raw:  # comparing 1,000-deep lists would exhaust Python's recursion limit
+        check_garbage(raw)
+
+
+def test_a_lazy_delivery_is_parsed_only_when_read() -> None:
+    raw = b'[{"channel":"/meta/connect","successful":true},{"channel":"/a","id":7,"data":[1]}]'
+    reply, delivery = decode_frame_lazily(raw)
+    assert type(reply) is Message
+    assert type(delivery) is LazyDelivery
+    assert (delivery.channel, delivery.id, delivery.is_event) == ("/a", "7", True)
+    assert delivery.data == [1]
+    assert delivery.fields == {"channel": "/a", "id": 7, "data": [1]}
+    assert decode_frame_lazily(b'[{"channel":"/a","data":1e400}]')[0].data == float("inf")
