@@ -473,7 +473,7 @@ def decode_frame_lazily(raw: bytes | str) -> list[Message]:
     envelopes = _envelopes(raw)
     if envelopes is None:
         return decode_frame(raw)
-    frame = _FrameObjects(raw)
+    frame: _Frame = [raw, None]  # a list, not a class: its construction is ~0.3 us cheaper
     out: list[Message] = []
     for index, envelope in enumerate(envelopes):
         channel = envelope.channel
@@ -482,24 +482,20 @@ def decode_frame_lazily(raw: bytes | str) -> list[Message]:
             _set_wire(delivery, (frame, index, channel, envelope.id))
             out.append(delivery)
         else:  # meta replies and the rest: parsed now, as decode_frame does
-            out.append(_message(frame.objects()[index]))
+            out.append(_message(_objects(frame)[index]))
     return out
 
 
-class _FrameObjects:
-    """A frame's wire objects, parsed once, when the first of its messages needs them."""
+# A frame's raw bytes and, once the first of its messages needs them, its wire objects.
+_Frame = list[Any]
 
-    __slots__ = ("_objects", "raw")
 
-    def __init__(self, raw: bytes | str) -> None:
-        self.raw = raw
-        self._objects: list[dict[str, Any]] | None = None
-
-    def objects(self) -> list[dict[str, Any]]:
-        if self._objects is None:
-            loaded = _loads(self.raw)
-            self._objects = [loaded] if isinstance(loaded, dict) else loaded
-        return self._objects
+def _objects(frame: _Frame) -> list[dict[str, Any]]:
+    objects: list[dict[str, Any]] | None = frame[1]
+    if objects is None:
+        loaded = _loads(frame[0])
+        objects = frame[1] = [loaded] if isinstance(loaded, dict) else loaded
+    return objects
 
 
 class LazyDelivery(Message):
@@ -508,12 +504,12 @@ class LazyDelivery(Message):
 
     # (frame, index in it, channel, id as on the wire): one slot, set once, in C
     __slots__ = ("_wire",)
-    _wire: tuple[_FrameObjects, int, str, str | int | None]
+    _wire: tuple[_Frame, int, str, str | int | None]
 
     @property
     def fields(self) -> dict[str, Any]:
         frame, index, _, _ = self._wire
-        return frame.objects()[index]
+        return _objects(frame)[index]
 
     @property
     def channel(self) -> str:  # type: ignore[override]
