@@ -372,9 +372,27 @@ def _loads(raw: bytes | str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if not exc.msg.startswith("number is infinity") or _envelopes(raw) is None:
+        if not exc.msg.startswith("number is infinity"):
             raise
-        return json.loads(raw)  # the grammar is checked already: only the number differs
+        try:  # the stdlib reads it; what orjson refuses besides is refused here too
+            loaded = json.loads(raw, parse_int=_orjson_int, parse_constant=_no_constant)
+            json.dumps(loaded, ensure_ascii=False).encode()  # a lone surrogate: refused
+        except (ValueError, RecursionError):  # UnicodeError is a ValueError
+            raise exc from None
+        return loaded
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _orjson_int(literal: str) -> int | float:
+    """An integer literal as orjson reads it: an int within int64/uint64, else a float."""
+    if len(literal) <= 20:
+        value = int(literal)
+        if -(2**63) <= value < 2**64:
+            return value
+    return float(literal)  # never int() of thousands of digits: Python refuses those
 
 
 def _validated(raw: bytes | str) -> list[dict[str, Any]]:
@@ -409,9 +427,9 @@ _ID_TYPES = frozenset({str, int, _NULL})
 # msgspec checks a frame against it in C without building the values it does not keep: `data`
 # and `ext` are only checked to be well-formed JSON. 1.0-1.5 us for a 761-byte two-message GWS
 # frame, against 5-7 us for orjson.loads and the rules. It may refuse what the rules accept
-# (integers beyond int64, nesting deeper than ~1,000, anything not `bytes`): such frames take
-# the exact path. It must never accept what the rules refuse; tests/tape/test_bayeux_fast.py
-# checks that on generated and mutated frames.
+# (integers beyond int64, 512 brackets or more, anything not `bytes`): such frames take the
+# exact path. It must never accept what the rules refuse; tests/tape/test_bayeux.py checks that
+# on generated and damaged frames.
 _Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # orjson reads these as int
 _ABSENT = msgspec.Raw()  # `data` left out (a present value is at least one byte: `null`)
 
@@ -441,12 +459,18 @@ class _Envelope(msgspec.Struct):
 
 
 _ENVELOPES = msgspec.json.Decoder(list[_Envelope] | _Envelope)
+# How deep msgspec may nest depends on Python's recursion limit and the stack it is called on;
+# orjson stops at 1,024. Frames with this many brackets or more (so perhaps nested as deep) take
+# the exact path, so the fast check's answer never depends on either.
+_MAX_BRACKETS = 512
 
 
 def _envelopes(raw: bytes | str) -> list[_Envelope] | None:
     """The frame's messages if the codec certainly accepts it, else None: the exact path
     (orjson and the rules) then decides, and words the reason."""
     if type(raw) is not bytes:
+        return None
+    if raw.count(b"[") + raw.count(b"{") >= _MAX_BRACKETS:
         return None
     if not raw.isascii():
         # orjson refuses invalid UTF-8 anywhere; msgspec does not check what it skips.
@@ -500,7 +524,9 @@ def _objects(frame: _Frame) -> list[dict[str, Any]]:
 
 class LazyDelivery(Message):
     """A delivery from decode_frame_lazily: equal to, and read like, the Message decode_frame
-    gives; `fields` is parsed from the frame on first use."""
+    gives; `fields` is parsed from the frame on first use (the whole frame at once: at decode
+    time already if the frame holds a meta message). `channel` and `id` are those received: an
+    ext hook that changes a message returns a new one rather than editing `fields`."""
 
     # (frame, index in it, channel, id as on the wire): one slot, set once, in C
     __slots__ = ("_wire",)
@@ -526,6 +552,10 @@ class LazyDelivery(Message):
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Message) and self.fields == other.fields
+
+    def __reduce__(self) -> tuple[type[Message], tuple[dict[str, Any]]]:
+        # copy, deepcopy and pickle give the plain Message (Message's own would set `fields`)
+        return Message, (self.fields,)
 
     __hash__ = None  # type: ignore[assignment]  # as Message's: its fields are a dict
 

@@ -6,6 +6,7 @@ import itertools
 from collections import Counter
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,7 +28,7 @@ from recorder.protocol import (
     SubscribeFailed,
     Unsubscribed,
 )
-from tape.bayeux import Message
+from tape.bayeux import LazyDelivery, Message, decode_frame, decode_frame_lazily
 
 CHANNELS = ["/v2/me/outbound", "/me/internal"]
 
@@ -398,6 +399,33 @@ def test_events_are_delivered_in_order_even_with_colliding_ids() -> None:
         MessagesDelivered((events[1], events[2])),
     ]
     assert len(sent(client, "connect")) == 1
+
+
+def test_a_lazily_decoded_frame_is_handled_as_the_decoded_one() -> None:
+    """The recorder decodes with decode_frame_lazily: the same events, deliveries unparsed."""
+    outcomes = []
+    for decode in (decode_frame, decode_frame_lazily):
+        client, connect = connected()
+        frame = orjson.dumps(
+            [
+                {"channel": "/v2/me/outbound", "id": connect["id"], "data": {"n": 1}},
+                reply(connect).to_wire(),
+                {"channel": "/me/internal", "data": {"n": 2}},
+                {"channel": "/me/internal", "id": 7, "data": None},
+            ]
+        )
+        client.receive(decode(frame), 1.0)
+        outcomes.append((client.events_received(), sent(client)))
+    (eager_events, eager_sent), (lazy_events, lazy_sent) = outcomes
+    assert lazy_events == eager_events
+    assert lazy_sent == eager_sent
+    delivered = [m for e in lazy_events if isinstance(e, MessagesDelivered) for m in e.messages]
+    assert [type(m) for m in delivered] == [LazyDelivery] * 3
+    assert [(m.channel, m.id, m.data) for m in delivered] == [
+        ("/v2/me/outbound", connect["id"], {"n": 1}),
+        ("/me/internal", None, {"n": 2}),
+        ("/me/internal", "7", None),
+    ]
 
 
 def test_ext_hooks_apply_to_every_message() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 import re
 from typing import Any
 
@@ -566,6 +568,9 @@ def test_damaged_frames_are_refused_alike(
         (b'[{"channel":"/meta/connect","advice":{"interval":1.0}}]', False, False),
         (b'[{"channel":"/meta/connect","advice":{"reconnect":"later"}}]', False, False),
         (b'[{"channel":"/meta/x","channel":"/a","data":1}]', True, True),  # the last key wins
+        (b'[{"channel":"/a","data":' + b"1" * 4301 + b"}]", True, True),  # a float, as orjson's
+        (b'[{"channel":"/a","data":[1e400,123456789012345678901234567890]}]', True, True),
+        (b"[" + b",".join([b'{"channel":"/a","data":1}'] * 600) + b"]", False, True),  # brackets
         (b'[{"channel":"/a","data":' + b"[" * 1020 + b"]" * 1020 + b"}]", False, True),
         (b'[{"channel":"/a","data":' + b"[" * 1100 + b"]" * 1100 + b"}]", False, False),
     ],
@@ -577,7 +582,36 @@ def test_fast_check_edges(raw: bytes, fast: bool, valid: bool) -> None:
         check_garbage(raw)
 
 
+def test_numbers_beyond_a_double_read_as_orjson_reads_the_rest() -> None:
+    raw = b'[{"channel":"/a","data":[1e400,123456789012345678901234567890,18446744073709551615]}]'
+    (message,) = decode_frame(raw)
+    assert message.data == [float("inf"), 1.2345678901234568e29, 2**64 - 1]
+    assert encode_batch([message]) == (
+        b'[{"channel":"/a","data":[null,1.2345678901234568e+29,18446744073709551615]}]'
+    )
+    # what orjson refuses besides (nesting past its limit, NaN, a lone surrogate) is refused
+    for rest in (b"[" * 1100 + b"]" * 1100, b"NaN", b'"\\udc00"', b'"\xed\xa0\x80"'):
+        with pytest.raises(InvalidJson):
+            decode_frame(b'[{"channel":"/a","data":[1e400,' + rest + b"]}]")
+
+
+def test_a_lazy_delivery_copies_as_the_message_it_equals() -> None:
+    (delivery,) = decode_frame_lazily(b'[{"channel":"/a","id":1,"data":{"k":[1]}}]')
+    pickled = pickle.loads(pickle.dumps(delivery))
+    for copied in (copy.copy(delivery), copy.deepcopy(delivery), pickled):
+        assert type(copied) is Message
+        assert copied == delivery
+
+
 def test_a_lazy_delivery_is_parsed_only_when_read() -> None:
+    (alone,) = decode_frame_lazily(b'[{"channel":"/a","data":{"k":1}}]')
+    frame = alone._wire[0]
+    assert frame[1] is None  # nothing parsed yet: the recorder reads no more than the channel
+    assert (alone.channel, alone.is_event) == ("/a", True)
+    assert frame[1] is None
+    assert alone.data == {"k": 1}
+    assert frame[1] == [{"channel": "/a", "data": {"k": 1}}]
+
     raw = b'[{"channel":"/meta/connect","successful":true},{"channel":"/a","id":7,"data":[1]}]'
     reply, delivery = decode_frame_lazily(raw)
     assert type(reply) is Message
