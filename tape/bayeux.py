@@ -458,7 +458,9 @@ class _Envelope(msgspec.Struct):
     data: msgspec.Raw = _ABSENT
 
 
-_ENVELOPES = msgspec.json.Decoder(list[_Envelope] | _Envelope)
+_ENVELOPES: msgspec.json.Decoder[list[_Envelope] | _Envelope] = msgspec.json.Decoder(
+    list[_Envelope] | _Envelope
+)
 # How deep msgspec may nest depends on Python's recursion limit and the stack it is called on;
 # orjson stops at 1,024. Frames with this many brackets or more (so perhaps nested as deep) take
 # the exact path, so the fast check's answer never depends on either.
@@ -483,7 +485,9 @@ def _envelopes(raw: bytes | str) -> list[_Envelope] | None:
         decoded = _ENVELOPES.decode(raw)
     except (msgspec.MsgspecError, RecursionError):  # DecodeError, ValidationError; deep nesting
         return None
-    return [decoded] if type(decoded) is _Envelope else cast(list[_Envelope], decoded)
+    # `type() is`, not isinstance (~170 ns on a Struct class), and the cast's type as a string:
+    # building list[_Envelope] on every frame cost a quarter as much as the decode itself.
+    return [decoded] if type(decoded) is _Envelope else cast("list[_Envelope]", decoded)
 
 
 def decode_frame(raw: bytes | str) -> list[Message]:

@@ -231,9 +231,13 @@ const handlers = {
       const overhead = JSON.stringify({ seq: i, pad: '' }).length;
       pairs[i] = [channel, { seq: i, pad: 'x'.repeat(Math.max(0, size - overhead)) }];
     }
+    // When publishing began, on the clock Python's time.monotonic() reads (CLOCK_MONOTONIC on
+    // Linux): a benchmark measures a subscriber's rate from there, not from building `pairs`.
+    const startedNs = process.hrtime.bigint();
     const elapsed = cmd.via === 'engine' ? await publishViaEngine(pairs) : await publishAll(pairs);
     return {
       published: count,
+      started_monotonic_ns: Number(startedNs),
       elapsed_ms: elapsed,
       msg_per_s: elapsed > 0 ? Math.round((count * 1000) / elapsed) : null,
     };
