@@ -6,7 +6,10 @@ the codec first, as the recorder's receive path does (`recorder.wire.log_receive
 codec's cost is counted; and fed frames marked decoded without counting the codec. In the same
 run, a naive per-row INSERT loop over the same frames, and the ratios.
 
-    python benchmarks/ingest.py [--frames 1000000] [--naive-frames 3000]
+    python benchmarks/ingest.py [--frames 1000000] [--naive-frames 3000] [--rounds 1]
+
+`--rounds N` runs the three ways N times, interleaved (the order turns each round), and ends
+with each way's median and range: on a shared machine one run says little.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import os
 import random
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -136,6 +140,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--naive-frames", type=int, default=3_000)
     parser.add_argument("--distinct", type=int, default=20_000, help="distinct frames, cycled")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each way, interleaved")
     args = parser.parse_args()
     keep_pandas_out_of_arrow()  # as `cometd-tape record` does for its in-process writer
     distinct = min(args.distinct, args.frames)
@@ -146,24 +151,19 @@ def main() -> None:
     total = distinct * repeat
     print(f"frames: {total:,} ({distinct:,} distinct), mean {sum(map(len, raws)) / distinct:.0f} B")
     with tempfile.TemporaryDirectory() as tmp:
-        results = {}
-        for mode, label in MODES.items():
-            path = Path(tmp) / f"ours-{mode}.duckdb"
-            reset_peak_rss()
-            rate = run_ours(path, raws, repeat, mode)
-            peak = peak_rss_mb()
-            size = path.stat().st_size / total
-            msgs = (
-                duckdb.connect(str(path), read_only=True)
-                .execute("SELECT count(*) FROM messages")
-                .fetchall()[0][0]
-            )
-            assert msgs == 2 * total, f"projection has {msgs} rows, expected {2 * total}"
-            results[mode] = rate
-            print(
-                f"ours ({label}): {rate:,.0f} frames/s, {size:.0f} B/frame on disk, "
-                f"messages {msgs:,}, peak RSS {peak:.0f} MB"
-            )
+        results: dict[str, list[float]] = {mode: [] for mode in MODES}
+        modes = list(MODES)
+        for round_ in range(args.rounds):
+            for mode in modes[round_ % 3 :] + modes[: round_ % 3]:
+                results[mode].append(run_mode(Path(tmp), mode, raws, repeat, total))
+        if args.rounds > 1:
+            for mode, label in MODES.items():
+                rates = results[mode]
+                print(
+                    f"ours ({label}) over {len(rates)} rounds: median "
+                    f"{statistics.median(rates):,.0f} frames/s, {min(rates):,.0f}-"
+                    f"{max(rates):,.0f}"
+                )
         print(
             f"(peak RSS counts {base_mb:.0f} MB held before writing: interpreter, libraries "
             f"and the benchmark's {distinct:,} frames)"
@@ -172,8 +172,30 @@ def main() -> None:
         print(f"naive per-row INSERT: {naive:,.0f} frames/s (frames only, no projection)")
         print(
             "ratio ours/naive: "
-            + ", ".join(f"{results[mode] / naive:.0f}x ({mode})" for mode in MODES)
+            + ", ".join(
+                f"{statistics.median(results[mode]) / naive:.0f}x ({mode})" for mode in MODES
+            )
         )
+
+
+def run_mode(tmp: Path, mode: str, raws: list[bytes], repeat: int, total: int) -> float:
+    """One way, into a new tape: prints its figures, returns its rate."""
+    path = tmp / f"ours-{mode}.duckdb"
+    for stale in (path, path.with_name(path.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    reset_peak_rss()
+    rate = run_ours(path, raws, repeat, mode)
+    peak = peak_rss_mb()
+    size = path.stat().st_size / total
+    with duckdb.connect(str(path), read_only=True) as conn:
+        msgs = conn.execute("SELECT count(*) FROM messages").fetchall()[0][0]
+    assert msgs == 2 * total, f"projection has {msgs} rows, expected {2 * total}"
+    print(
+        f"ours ({MODES[mode]}): {rate:,.0f} frames/s, {size:.0f} B/frame on disk, "
+        f"messages {msgs:,}, peak RSS {peak:.0f} MB",
+        flush=True,
+    )
+    return rate
 
 
 if __name__ == "__main__":

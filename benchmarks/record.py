@@ -12,8 +12,10 @@
 
     python benchmarks/record.py [--faye-messages 200000] [--fast-messages 1000000]
                                 [--transport websocket|long-polling|both] [--per-frame 1 10]
+                                [--rounds 1]
 
-`--faye-messages 0` or `--fast-messages 0` skips that part.
+`--faye-messages 0` or `--fast-messages 0` skips that part. `--rounds N` runs N pairs against Faye
+per transport (the pair's order turning each round) and ends with the ratio's median and range.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -114,6 +117,8 @@ def ours_from_faye(
 ) -> tuple[float, int, float]:
     """(msg/s recorded, peak RSS in MB, msg/s Faye published at meanwhile)."""
     tape = tmp / f"faye-{transport}.duckdb"
+    for earlier in (tape, tape.with_name(tape.name + ".wal")):  # an earlier round's
+        earlier.unlink(missing_ok=True)
     proc = record_process(faye.url, tape, count, transport)
     faye.wait_subscribed(["/bench"], timeout=30)
     published = faye.blast("/bench", count, 500, timeout=120, via=VIA)
@@ -180,6 +185,31 @@ async def aiocometd_from_faye(faye: FayeServer, count: int, transport: str) -> t
     return count / (end - _started(published)), count * 1000 / published["elapsed_ms"]
 
 
+def faye_pair(
+    faye: FayeServer, count: int, transport: str, tmp: Path, *, ours_first: bool
+) -> float:
+    """Ours and aiocometd-ng from the same Faye, one after the other: prints, returns the ratio."""
+    if ours_first:
+        ours, rss, ours_pub = ours_from_faye(faye, count, transport, tmp)
+        peer, peer_pub = asyncio.run(aiocometd_from_faye(faye, count, transport))
+    else:
+        peer, peer_pub = asyncio.run(aiocometd_from_faye(faye, count, transport))
+        ours, rss, ours_pub = ours_from_faye(faye, count, transport, tmp)
+    print(
+        f"Faye -> {transport}: ours {ours:,.0f} msg/s recorded (peak RSS {rss} MB), "
+        f"aiocometd-ng {peer:,.0f} msg/s counted; ratio {ours / peer:.2f}x",
+        flush=True,
+    )
+    if transport == "websocket":  # long-polling: the engine queues for the next poll
+        print(
+            f"  Faye's publish loop ran at {ours_pub:,.0f} msg/s with ours subscribed "
+            f"(ours recorded {ours / ours_pub:.0%} of that, committed), "
+            f"{peer_pub:,.0f} msg/s with aiocometd-ng",
+            flush=True,
+        )
+    return ours / peer
+
+
 FAST_SOURCE = Path(__file__).resolve().parent / "fast_source.py"
 
 
@@ -225,6 +255,9 @@ def main() -> None:
         default=[1, 10],
         help="messages per frame from the fast source (default: 1 and 10)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="pairs of Faye runs per transport, ends with medians"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -234,20 +267,20 @@ def main() -> None:
         try:
             both = ("websocket", "long-polling")
             transports = both if args.transport == "both" else (args.transport,)
-            for transport in transports if args.faye_messages else ():
-                ours, rss, ours_pub = ours_from_faye(faye, args.faye_messages, transport, tmp)
-                peer, peer_pub = asyncio.run(
-                    aiocometd_from_faye(faye, args.faye_messages, transport)
-                )
-                print(
-                    f"Faye -> {transport}: ours {ours:,.0f} msg/s recorded (peak RSS {rss} MB), "
-                    f"aiocometd-ng {peer:,.0f} msg/s counted; ratio {ours / peer:.2f}x"
-                )
-                if transport == "websocket":  # long-polling: the engine queues for the next poll
+            ratios: dict[str, list[float]] = {t: [] for t in transports}
+            for round_ in range(args.rounds if args.faye_messages else 0):
+                for transport in transports:
+                    # the pair's order turns each round: neither client always runs first
+                    ratios[transport].append(
+                        faye_pair(
+                            faye, args.faye_messages, transport, tmp, ours_first=round_ % 2 == 0
+                        )
+                    )
+            for transport, values in ratios.items():
+                if len(values) > 1:
                     print(
-                        f"  Faye's publish loop ran at {ours_pub:,.0f} msg/s with ours subscribed "
-                        f"(ours recorded {ours / ours_pub:.0%} of that, committed), "
-                        f"{peer_pub:,.0f} msg/s with aiocometd-ng"
+                        f"Faye -> {transport} over {len(values)} rounds: ratio median "
+                        f"{statistics.median(values):.2f}x, {min(values):.2f}-{max(values):.2f}x"
                     )
         finally:
             faye.stop()
