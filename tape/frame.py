@@ -63,6 +63,77 @@ class Frame(NamedTuple):
 FRAME_COLUMNS: tuple[str, ...] = Frame._fields[:-1]
 
 
+class ReceivedRun:
+    """Frames received one after another in one session, column by column, as
+    SessionLog.received() gathers them and the tape writer takes them: neither the receiving
+    thread nor the writer builds or takes apart a Frame per frame (~1.5 us a frame of GIL time
+    between them, measured here). Frame i is what `SessionLog.append("in", raws[i],
+    transport=transport, parse_error=errors[i], checked=True)` stores, with seq first_seq + i:
+    a Bayeux frame received and decoded by the codec, with no HTTP fields."""
+
+    __slots__ = ("errors", "first_seq", "monos", "raws", "session_id", "size", "transport", "walls")
+
+    def __init__(
+        self,
+        session_id: str,
+        first_seq: int,
+        transport: str,
+        raws: list[bytes],
+        walls: list[int],
+        monos: list[int],
+        errors: list[str | None],
+    ) -> None:
+        self.session_id, self.first_seq, self.transport = session_id, first_seq, transport
+        self.raws, self.walls, self.monos, self.errors = raws, walls, monos, errors
+        self.size = sum(map(len, raws))
+
+    def __len__(self) -> int:
+        return len(self.raws)
+
+    def frames(self) -> list[Frame]:
+        """The run as Frames, for sinks that take only those."""
+        return [
+            Frame(
+                self.session_id,
+                self.first_seq + i,
+                wall,
+                mono,
+                Direction.IN,
+                self.transport,
+                Kind.BAYEUX,
+                raw,
+                parse_error=error,
+                checked=True,
+            )
+            for i, (raw, wall, mono, error) in enumerate(
+                zip(self.raws, self.walls, self.monos, self.errors, strict=True)
+            )
+        ]
+
+    def split(self, k: int) -> tuple[ReceivedRun, ReceivedRun]:
+        """Its first k frames, and the rest."""
+        return (
+            ReceivedRun(
+                self.session_id,
+                self.first_seq,
+                self.transport,
+                self.raws[:k],
+                self.walls[:k],
+                self.monos[:k],
+                self.errors[:k],
+            ),
+            ReceivedRun(
+                self.session_id,
+                self.first_seq + k,
+                self.transport,
+                self.raws[k:],
+                self.walls[k:],
+                self.monos[k:],
+                self.errors[k:],
+            ),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     """One recorded Bayeux session: the `sessions` table row."""

@@ -12,14 +12,10 @@ from typing import Any
 
 import orjson
 
-from tape.frame import Direction, Frame, Kind, Session, Transport
+from tape.frame import Direction, Frame, Kind, ReceivedRun, Session, Transport
 from tape.writer import FrameSink
 
-# Frame(*fields) without the NamedTuple's generated __new__ (a Python-level call).
-_new_frame = tuple.__new__
-HOLD = 512  # received frames held at most before they go to the sink (see SessionLog._held)
-# The members received() stores, looked up once: an Enum attribute costs ~0.1 us a read here.
-_IN, _BAYEUX = Direction.IN, Kind.BAYEUX
+HOLD = 512  # received frames held at most before they go to the sink (see SessionLog._raws)
 
 
 def new_session_id() -> str:
@@ -41,7 +37,14 @@ class SessionLog:
         # of the event loop's GIL time at one message a frame). Any other write releases them
         # first, so the sink still gets every frame in seq order; and at most HOLD frames are
         # held, so a caller that never releases (the ingest benchmark) still streams them.
-        self._held: list[Frame] = []
+        # They are held as a ReceivedRun's columns, which a sink with `write_run` (the tape
+        # writer) takes as they are; any other sink gets them as Frames.
+        self._raws: list[bytes] = []
+        self._walls: list[int] = []
+        self._monos: list[int] = []
+        self._errors: list[str | None] = []
+        self._run_transport = ""
+        self._write_run = getattr(sink, "write_run", None)
         self._write_many = getattr(sink, "write_many", None)
         sink.put_session(self.session)
 
@@ -67,7 +70,7 @@ class SessionLog:
     ) -> Frame:
         """Record one frame. Pass `checked=True` when the codec already decoded `raw`, and
         `at=(time.time_ns(), time.monotonic_ns())` when it was seen earlier than now."""
-        if self._held:
+        if self._raws:
             self.release()
         self._seq += 1
         wall, mono = at if at is not None else (time.time_ns(), time.monotonic_ns())
@@ -96,43 +99,41 @@ class SessionLog:
         fraction of its call cost, for the hot path: a frame received, with no HTTP fields.
         The frame is held until release() (the transport calls it after each socket read), or
         until HOLD frames are held."""
+        if transport != self._run_transport:  # a run has one transport
+            if self._raws:
+                self.release()
+            self._run_transport = transport
         self._seq += 1
-        self._held.append(
-            _new_frame(
-                Frame,
-                (
-                    self._session_id,
-                    self._seq,
-                    time.time_ns(),
-                    time.monotonic_ns() - self._mono0,
-                    _IN,
-                    transport,
-                    _BAYEUX,
-                    raw,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    parse_error,
-                    True,
-                ),
-            )
-        )
-        if len(self._held) >= HOLD:
+        self._raws.append(raw)
+        self._walls.append(time.time_ns())
+        self._monos.append(time.monotonic_ns() - self._mono0)
+        self._errors.append(parse_error)
+        if len(self._raws) >= HOLD:
             self.release()
 
     def release(self) -> None:
         """Hand the frames received() holds to the sink, in order. With none held it does
         nothing: a read with no frame in it (a ping, a close) must not raise a dead sink's
         error out of the socket's callback."""
-        if not self._held:
+        raws = self._raws
+        if not raws:
             return
-        held, self._held = self._held, []
-        if self._write_many is not None:
-            self._write_many(held)
+        run = ReceivedRun(
+            self._session_id,
+            self._seq - len(raws) + 1,
+            self._run_transport,
+            raws,
+            self._walls,
+            self._monos,
+            self._errors,
+        )
+        self._raws, self._walls, self._monos, self._errors = [], [], [], []
+        if self._write_run is not None:
+            self._write_run(run)
+        elif self._write_many is not None:
+            self._write_many(run.frames())
         else:
-            for frame in held:
+            for frame in run.frames():
                 self._sink.write(frame)
 
     def lifecycle(self, event: str, **details: Any) -> Frame:
@@ -141,14 +142,14 @@ class SessionLog:
         return self.append(Direction.IN, raw, kind=Kind.LIFECYCLE)
 
     def update(self, **changes: Any) -> None:
-        if self._held:
+        if self._raws:
             self.release()
         self.session = self.session.with_changes(**changes)
         self._sink.put_session(self.session)
 
     def check(self) -> None:
         """Raise TapeError if the sink can no longer store frames."""
-        if self._held:
+        if self._raws:
             self.release()
         self._sink.check()
 

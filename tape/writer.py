@@ -8,6 +8,7 @@ never the thread receiving from the network (DESIGN.md, "Writing").
 from __future__ import annotations
 
 import contextlib
+import itertools
 import operator
 import os
 import sys
@@ -15,13 +16,13 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from tape.frame import FRAME_COLUMNS, SESSION_COLUMNS, Direction, Frame, Kind, Session
+from tape.frame import FRAME_COLUMNS, SESSION_COLUMNS, Direction, Frame, Kind, ReceivedRun, Session
 from tape.prepare import prepare_frame, prepare_session
 from tape.projection import HTTP_KINDS, PROJECTION_SQL, project, project_http
 from tape.schema import TapeError, finalize, open_for_writing
@@ -119,7 +120,10 @@ def _columns_table(columns: list[tuple[Any, ...]]) -> pa.Table:
         _column(col, t) for col, t in zip(columns, FRAMES_SCHEMA.types, strict=True) if t != _BINARY
     ]
     arrays.insert(_RAW, binary_array(columns[_RAW]))
-    table = pa.Table.from_arrays(arrays, names=FRAMES_SCHEMA.names)
+    return _scan_chunks(pa.Table.from_arrays(arrays, names=FRAMES_SCHEMA.names))
+
+
+def _scan_chunks(table: pa.Table) -> pa.Table:
     # DuckDB scans an Arrow table one record batch per thread: 1,024-row slices (zero-copy) let
     # the projection's JSON parsing run on every core; one 10,000-row batch ran on one.
     return pa.Table.from_batches(table.to_batches(max_chunksize=SCAN_CHUNK_ROWS))
@@ -219,6 +223,7 @@ class TapeWriter:
         self._limit = queue_size
         self._byte_limit = queue_bytes
         self._pending_bytes = 0
+        self._pending_rows = 0  # frames and session rows (a run counts its frames)
         self._pending: deque[object] = deque()
         self._wake = threading.Event()
         self._drained = threading.Condition()
@@ -255,6 +260,18 @@ class TapeWriter:
                 self._check()
             pending.extend(frames)
             self._pending_bytes += size
+            self._pending_rows += len(frames)
+        self._after_put()
+
+    def write_run(self, run: ReceivedRun) -> None:
+        """write_many(run.frames()), without the Frames: a batch of runs becomes Arrow columns
+        straight from theirs (see _runs_batch)."""
+        with self._gate:
+            if self._error is not None or self._closed:
+                self._check()
+            self._pending.append(run)
+            self._pending_bytes += run.size
+            self._pending_rows += len(run.raws)
         self._after_put()
 
     def put_session(self, session: Session) -> None:
@@ -271,17 +288,18 @@ class TapeWriter:
                 self._check()
             pending.append(item)
             self._pending_bytes += size
+            self._pending_rows += 1
         self._after_put()
 
     def _after_put(self) -> None:
-        if len(self._pending) >= self._batch_rows or self._pending_bytes >= self._byte_limit // 4:
+        if self._pending_rows >= self._batch_rows or self._pending_bytes >= self._byte_limit // 4:
             if not self._wake.is_set():  # set() takes a lock: a behind writer saw it per frame
                 self._wake.set()
             if self._full():
                 self._wait_for_room()
 
     def _full(self) -> bool:
-        return len(self._pending) >= self._limit or self._pending_bytes >= self._byte_limit
+        return self._pending_rows >= self._limit or self._pending_bytes >= self._byte_limit
 
     def _alive(self) -> bool:
         return self._error is None and any(t.is_alive() for t in self._threads)
@@ -396,22 +414,37 @@ class TapeWriter:
 
     def _take(self) -> _Job | None:
         """The next batch in queue order, at most `batch_rows` frames, and its ticket."""
-        frames: list[Frame] = []
+        frames: list[Frame | ReceivedRun] = []
         sessions: list[Session] = []
         markers: list[_Flush] = []
-        size = 0
+        size = rows = taken = 0
         with self._take_lock:
             pending = self._pending
             if not pending:
                 return None
-            while pending and len(frames) < self._batch_rows and size < BATCH_BYTES:
+            while pending and rows < self._batch_rows and size < BATCH_BYTES:
                 item = pending.popleft()
+                if type(item) is ReceivedRun:
+                    run = _fit(item, self._batch_rows - rows, BATCH_BYTES - size)
+                    if run is not item:  # split: the rest is next in the queue
+                        pending.appendleft(item.split(len(run.raws))[1])
+                    frames.append(run)
+                    rows += len(run.raws)
+                    taken += len(run.raws)
+                    size += run.size
+                    continue
                 _sort(item, frames, sessions, markers)
-                size += len(item.raw) if isinstance(item, Frame) else 0
+                if isinstance(item, Frame):
+                    rows += 1
+                    taken += 1
+                    size += len(item.raw)
+                elif isinstance(item, Session):
+                    taken += 1
             ticket = self._next_ticket
             self._next_ticket += 1
         with self._gate:
             self._pending_bytes -= size
+            self._pending_rows -= taken
         return _Job(ticket, frames, sessions, markers)
 
     @contextlib.contextmanager
@@ -466,7 +499,7 @@ class TapeWriter:
         self,
         conn: duckdb.DuckDBPyConnection,
         ticket: int,
-        frames: list[Frame],
+        frames: list[Frame | ReceivedRun],
         sessions: list[Session],
         markers: list[_Flush],
     ) -> None:
@@ -476,13 +509,27 @@ class TapeWriter:
             # DuckDB holds a value in one block, and parsing a frame's JSON took up to 4.5x its
             # size: a long-poll reply carrying a 100 MB backlog must not fail for want of room.
             # The raised base (BIG_FRAME_MB_PER_MB) covers 8x already; 8x stays as the floor.
-            columns = list(zip(*frames, strict=True))
-            largest = max(map(len, columns[_RAW])) >> 20
+            # A recording's batches are runs of received frames (see ReceivedRun); anything
+            # else, or a batch mixing both, goes as Frames.
+            runs = all(type(f) is ReceivedRun for f in frames)
+            if runs:
+                raws = list(
+                    itertools.chain.from_iterable(cast(ReceivedRun, r).raws for r in frames)
+                )
+            else:
+                flat = _flatten(frames)
+                columns = list(zip(*flat, strict=True))
+                raws = columns[_RAW]
+            largest = max(map(len, raws)) >> 20
             if largest:
                 self._raise_base(MEMORY_MB + BIG_FRAME_MB_PER_MB * largest, conn)
             memory = min(max(self._base_mb, 8 * largest), _ram_mb() * 4 // 5)
-            batch = _prepared_batch(frames, columns)
-            del columns
+            if runs:
+                batch = _runs_batch(cast(list[ReceivedRun], frames), raws)
+            else:
+                batch = _prepared_batch(flat, columns)
+                del columns, flat
+            del raws
             # Let the frames go (the caller's list is this one): their bytes are in the table
             # now, and holding both through the commit put up to BATCH_BYTES more on the peak
             # RSS. The rare paths below read the frames back from the table.
@@ -589,7 +636,7 @@ _NOT_A_FRAME = (duckdb.OperationalError, duckdb.FatalException)
 
 class _Job(NamedTuple):
     ticket: int
-    frames: list[Frame]
+    frames: list[Frame | ReceivedRun]
     sessions: list[Session]
     markers: list[_Flush]
 
@@ -637,6 +684,70 @@ def _prepared_batch(frames: list[Frame], columns: list[tuple[Any, ...]]) -> _Bat
     return _Batch(frames_table(prepared), *_projected(prepared))
 
 
+def _fit(run: ReceivedRun, rows: int, size: int) -> ReceivedRun:
+    """`run`, or the head of it a batch with room for `rows` frames and `size` bytes takes:
+    frames are taken while the batch is under both, as _take takes Frames (at least one)."""
+    if len(run.raws) <= rows and run.size <= size:
+        return run
+    k = total = 0
+    for length in map(len, run.raws):
+        if k >= rows or total >= size:
+            break
+        total += length
+        k += 1
+    return run.split(k)[0]
+
+
+def _flatten(items: list[Frame | ReceivedRun]) -> list[Frame]:
+    out: list[Frame] = []
+    for item in items:
+        if type(item) is ReceivedRun:
+            out.extend(item.frames())
+        else:
+            out.append(cast(Frame, item))
+    return out
+
+
+def _runs_batch(runs: list[ReceivedRun], raws: Sequence[bytes]) -> _Batch:
+    """The Arrow batch of received runs, built from their columns: what _prepared_batch makes
+    of the same frames as Frames (prepare_frame passes such frames unchanged)."""
+    n = len(raws)
+    chain = itertools.chain.from_iterable
+    errors = list(chain(r.errors for r in runs))
+    arrays = [
+        _per_run([r.session_id for r in runs], runs, n),
+        pa.array(
+            np.concatenate(
+                [np.arange(r.first_seq, r.first_seq + len(r.raws), dtype=np.int64) for r in runs]
+            )
+        ),
+        pa.array(np.fromiter(chain(r.walls for r in runs), dtype=np.int64, count=n)),
+        pa.array(np.fromiter(chain(r.monos for r in runs), dtype=np.int64, count=n)),
+        pa.repeat(pa.scalar(str(Direction.IN), pa.string()), n),
+        _per_run([r.transport for r in runs], runs, n),
+        pa.repeat(pa.scalar(str(Kind.BAYEUX), pa.string()), n),
+        binary_array(raws),
+        *(pa.nulls(n, t) for t in FRAMES_SCHEMA.types[_RAW + 1 : _ERROR]),
+        _column(tuple(errors), pa.string()),
+    ]
+    table = pa.Table.from_arrays(arrays, schema=FRAMES_SCHEMA)
+    return _Batch(_scan_chunks(table), errors.count(None) > 0, False)
+
+
+def _per_run(values: list[str], runs: list[ReceivedRun], n: int) -> pa.Array:
+    """A string column constant within each run (session_id, transport)."""
+    if values.count(values[0]) == len(values):
+        return pa.repeat(pa.scalar(values[0], pa.string()), n)
+    return pa.array(
+        list(
+            itertools.chain.from_iterable(
+                itertools.repeat(v, len(r.raws)) for v, r in zip(values, runs, strict=True)
+            )
+        ),
+        pa.string(),
+    )
+
+
 def _projected(frames: list[Frame]) -> tuple[bool, bool]:
     # Planning a projection costs ~12 ms a batch, measured here: it is skipped when nothing in
     # the batch would be projected (a proxy's REST traffic, lifecycle frames).
@@ -675,7 +786,10 @@ def _isolate(conn: duckdb.DuckDBPyConnection, frame: Frame) -> Frame:
 
 
 def _sort(
-    item: object, frames: list[Frame], sessions: list[Session], markers: list[_Flush]
+    item: object,
+    frames: list[Frame | ReceivedRun],
+    sessions: list[Session],
+    markers: list[_Flush],
 ) -> None:
     if isinstance(item, Frame):
         frames.append(item)
