@@ -13,7 +13,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tape.writer
@@ -443,3 +443,125 @@ def test_the_batch_of_received_frames_is_the_prepared_batch(rows: list[tuple[Any
     prepared = [prepare_frame(f) for f in frames]
     assert batch.table.equals(frames_table(prepared))
     assert (batch.bayeux, batch.http) == tape.writer._projected(prepared)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["s1", "s2"]),
+            st.sampled_from(["websocket", "long-polling"]),
+            st.lists(
+                st.tuples(
+                    st.sampled_from([b"[]", b'[{"channel":"/a"}]', b"{", b'{"password":"x"}']),
+                    st.sampled_from([None, "invalid-json: oops"]),
+                ),
+                min_size=1,
+                max_size=5,
+            ),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(min_value=0, max_value=6),
+)
+@settings(deadline=None)  # the first case may pay for pyarrow's first conversion
+def test_a_batch_of_received_runs_is_the_batch_of_their_frames(
+    spec: list[tuple[str, str, list[tuple[bytes, str | None]]]], cut: int
+) -> None:
+    """Runs (SessionLog.received's columns) become the Arrow batch their frames, prepared one
+    by one, would: sessions and transports mixed or not, parse errors or not; and a run cut in
+    two holds the same frames."""
+    from tape.frame import ReceivedRun
+    from tape.prepare import prepare_frame
+
+    runs, seq = [], 1
+    for session_id, transport, items in spec:
+        walls = [1_700_000_000_000_000_000 + seq * 1000 + i for i in range(len(items))]
+        runs.append(
+            ReceivedRun(
+                session_id,
+                seq,
+                transport,
+                [raw for raw, _ in items],
+                walls,
+                [wall - 7 for wall in walls],
+                [error for _, error in items],
+            )
+        )
+        seq += len(items)
+    frames = [frame for run in runs for frame in run.frames()]
+    assert [f.seq for f in frames] == list(range(1, seq))
+    batch = tape.writer._runs_batch(runs, [f.raw for f in frames])
+    prepared = [prepare_frame(f) for f in frames]
+    assert batch.table.equals(frames_table(prepared))
+    assert (batch.bayeux, batch.http) == tape.writer._projected(prepared)
+    head, tail = runs[0].split(min(cut, len(runs[0])))
+    assert head.frames() + tail.frames() == runs[0].frames()
+    assert head.size + tail.size == runs[0].size
+
+
+def test_runs_are_cut_at_batch_bounds_and_every_frame_stored_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run longer than a batch has room for, in rows or in bytes, is cut there and its rest
+    goes first into the next batch; a frame written between runs keeps its place. Two sessions
+    share the writer. Every frame is stored once, in seq order, as received."""
+    from tape.frame import ReceivedRun, Session
+    from tape.session import SessionLog
+
+    monkeypatch.setattr(tape.writer, "BATCH_BYTES", 3000)
+    batches: list[tuple[int, int]] = []
+    real = tape.writer._runs_batch
+
+    def watched(runs: Any, raws: Any) -> Any:
+        batches.append((len(raws), sum(map(len, raws))))
+        return real(runs, raws)
+
+    monkeypatch.setattr(tape.writer, "_runs_batch", watched)
+    taken: list[
+        tuple[str, int]
+    ] = []  # (session, seq) of each frame, in the order batches are taken
+    real_take = TapeWriter._take
+
+    def take(self: TapeWriter) -> Any:
+        job = real_take(self)
+        for item in job.frames if job is not None else ():
+            frames = item.frames() if isinstance(item, ReceivedRun) else [item]
+            taken.extend((f.session_id, f.seq) for f in frames)
+        return job
+
+    monkeypatch.setattr(TapeWriter, "_take", take)
+    writer = TapeWriter(tmp_path / "t.duckdb", batch_rows=7)
+    logs = {sid: SessionLog(writer, Session(session_id=sid, transport="websocket")) for sid in "ab"}
+    sent: dict[str, list[tuple[bytes, str | None]]] = {"a": [], "b": []}
+    for i in range(1, 61):
+        sid = "ab"[i // 10 % 2]
+        raw = gws_frame_raw(i) if i % 4 else b"[" * 5
+        error = None if i % 4 else "invalid-json: truncated"
+        logs[sid].received(raw, "websocket", error)
+        sent[sid].append((raw, error))
+        if i % 10 == 0:
+            logs[sid].release()  # runs of 10 frames: longer than a batch, ~7 kB each
+        if i == 35:
+            logs["b"].lifecycle("connected")  # a Frame among the runs
+    for log in logs.values():
+        log.close("stopped")
+    writer.close()
+    largest = max(len(raw) for frames in sent.values() for raw, _ in frames)
+    assert batches, "no batch was built from runs"
+    assert all(rows <= 7 and size < 3000 + largest for rows, size in batches)
+    for sid in "ab":  # taken, so committed, in seq order: a crash leaves no gap
+        seqs = [seq for session, seq in taken if session == sid]
+        assert seqs == list(range(1, len(seqs) + 1))
+    with TapeReader(writer.path) as reader:
+        for sid, expected in sent.items():
+            stored = list(reader.frames(sid))
+            assert [f.seq for f in stored] == list(range(1, len(stored) + 1))
+            received = [f for f in stored if f.kind == Kind.BAYEUX]
+            assert [(f.raw, f.parse_error) for f in received] == expected
+            assert all(f.direction == "in" and f.transport == "websocket" for f in received)
+            walls = [f.t_wall_ns for f in received]
+            assert walls == sorted(walls)
+        lifecycle = [f for f in reader.frames("b") if f.kind == Kind.LIFECYCLE]
+        assert [orjson.loads(f.raw)["event"] for f in lifecycle] == ["connected"]
+        assert lifecycle[0].seq == 17  # after the 16 frames b received before it (i = 10-19, 30-35)
