@@ -695,7 +695,9 @@ def _fit(run: ReceivedRun, rows: int, size: int) -> ReceivedRun:
             break
         total += length
         k += 1
-    return run.split(k)[0]
+    # Its last frame may be the one that crosses `size`: then the batch takes it whole, and
+    # no empty rest goes back into the queue (a batch of none would fail the writer).
+    return run if k == len(run.raws) else run.split(k)[0]
 
 
 def _flatten(items: list[Frame | ReceivedRun]) -> list[Frame]:
@@ -730,7 +732,9 @@ def _runs_batch(runs: list[ReceivedRun], raws: Sequence[bytes]) -> _Batch:
         *(pa.nulls(n, t) for t in FRAMES_SCHEMA.types[_RAW + 1 : _ERROR]),
         _column(tuple(errors), pa.string()),
     ]
-    table = pa.Table.from_arrays(arrays, schema=FRAMES_SCHEMA)
+    # names, not the schema: `raw` may be large_binary (a batch of 2 GB or more), as in
+    # _columns_table
+    table = pa.Table.from_arrays(arrays, names=FRAMES_SCHEMA.names)
     return _Batch(_scan_chunks(table), errors.count(None) > 0, False)
 
 

@@ -565,3 +565,32 @@ def test_runs_are_cut_at_batch_bounds_and_every_frame_stored_once(
         lifecycle = [f for f in reader.frames("b") if f.kind == Kind.LIFECYCLE]
         assert [orjson.loads(f.raw)["event"] for f in lifecycle] == ["connected"]
         assert lifecycle[0].seq == 17  # after the 16 frames b received before it (i = 10-19, 30-35)
+
+
+@pytest.mark.parametrize(("frames", "size"), [(1, 1400), (2, 600)])
+def test_a_run_whose_last_frame_fills_the_batch_is_taken_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frames: int, size: int
+) -> None:
+    """The frame that takes a batch past its byte limit is the run's last (one frame bigger
+    than a batch, say): the run goes whole, with no empty rest left in the queue for a batch
+    of its own (that failed the writer, and the batch before it with it)."""
+    from tape.frame import ReceivedRun, Session
+    from tape.session import SessionLog
+
+    monkeypatch.setattr(tape.writer, "BATCH_BYTES", 1000)
+    raw = b" " * (size - 2) + b"[]"
+    run = ReceivedRun(
+        "s", 1, "websocket", [raw] * frames, [1] * frames, [1] * frames, [None] * frames
+    )
+    assert tape.writer._fit(run, 7, 1000) is run
+    writer = TapeWriter(tmp_path / "t.duckdb")
+    log = SessionLog(writer, Session(session_id="s", transport="websocket"))
+    for _ in range(frames):
+        log.received(raw, "websocket", None)
+    log.release()
+    time.sleep(0.5)  # the writer takes the run, then finds the queue empty
+    log.check()
+    log.close("stopped")
+    writer.close()
+    with TapeReader(writer.path) as reader:
+        assert [f.seq for f in reader.frames("s")] == list(range(1, frames + 1))
