@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -594,3 +595,89 @@ def test_a_run_whose_last_frame_fills_the_batch_is_taken_whole(
     writer.close()
     with TapeReader(writer.path) as reader:
         assert [f.seq for f in reader.frames("s")] == list(range(1, frames + 1))
+
+
+def _bare_writer(batch_rows: int) -> TapeWriter:
+    """A TapeWriter's queue without its file or threads: for driving _take by hand."""
+    writer = object.__new__(TapeWriter)
+    writer._gate, writer._take_lock = threading.Lock(), threading.Lock()
+    writer._pending, writer._pending_bytes, writer._pending_rows = deque(), 0, 0
+    writer._next_ticket, writer._batch_rows = 0, batch_rows
+    writer._error, writer._closed, writer._wake = None, False, threading.Event()
+    writer._limit, writer._byte_limit = 10**9, 10**12
+    return writer
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.lists(st.integers(min_value=1, max_value=900), min_size=1, max_size=12),  # a run
+            st.integers(min_value=1, max_value=900),  # a Frame
+            st.just("session"),
+            st.just("flush"),
+        ),
+        max_size=25,
+    ),
+    st.integers(min_value=1, max_value=9),
+)
+@settings(deadline=None)
+def test_batches_take_the_queue_in_order_within_their_limits(
+    queue: list[Any], batch_rows: int
+) -> None:
+    """_take over any queue of runs, Frames, session rows and flush markers: every frame once,
+    in queue order, never an empty run, each batch within its rows and (but for its last frame)
+    its bytes; and the queue's row and byte counts end at zero."""
+    from tape.frame import ReceivedRun, Session
+    from tape.writer import _Flush
+
+    monkey_bytes = 2000
+    writer = _bare_writer(batch_rows)
+    expected: list[object] = []
+    seq = 0
+    for entry in queue:
+        if isinstance(entry, list):
+            raws = [b"x" * n for n in entry]
+            run = ReceivedRun(
+                "s",
+                seq + 1,
+                "websocket",
+                raws,
+                [0] * len(raws),
+                [0] * len(raws),
+                [None] * len(raws),
+            )
+            seq += len(raws)
+            writer.write_run(run)
+            expected.extend(("frame", f.seq, len(f.raw)) for f in run.frames())
+        elif isinstance(entry, int):
+            seq += 1
+            writer.write(make_frame("s", seq, b"x" * entry))
+            expected.append(("frame", seq, entry))
+        elif entry == "session":
+            writer.put_session(Session(session_id="s"))
+            expected.append("session")
+        else:
+            writer._pending.append(_Flush())
+            expected.append("flush")
+    taken: list[object] = []
+    original = tape.writer.BATCH_BYTES
+    tape.writer.BATCH_BYTES = monkey_bytes  # small, so bytes bound batches too
+    try:
+        while (job := writer._take()) is not None:
+            rows = [
+                f
+                for item in job.frames
+                for f in (item.frames() if isinstance(item, ReceivedRun) else [item])
+            ]
+            assert all(len(item) > 0 for item in job.frames if isinstance(item, ReceivedRun))
+            assert len(rows) <= batch_rows
+            assert sum(len(f.raw) for f in rows[:-1]) < monkey_bytes
+            taken.extend(("frame", f.seq, len(f.raw)) for f in rows)
+            taken.extend("session" for _ in job.sessions)
+            taken.extend("flush" for _ in job.markers)
+    finally:
+        tape.writer.BATCH_BYTES = original
+    # frames keep their order; sessions and markers travel with the batch they were taken in
+    assert [t for t in taken if t[0] == "frame"] == [e for e in expected if e[0] == "frame"]
+    assert sorted(map(str, taken)) == sorted(map(str, expected))
+    assert (writer._pending_rows, writer._pending_bytes) == (0, 0)
