@@ -70,6 +70,11 @@ MEMORY_MB = 96  # DuckDB's buffer limit: 64 MB cost 30% throughput here, 128 MB 
 # needed to pin a big value, and a failed checkpoint invalidates the database.
 BIG_FRAME_MB_PER_MB = 24
 WORKERS = 2  # threads that build and insert batches at once; commits stay in order
+# The second writer thread takes batches only while this many full batches wait: a stream one
+# thread keeps up with is written by one. Against Faye over WebSocket (~35-45k msg/s), two
+# threads always at work cost Faye's publish loop, on the same two cores, ~20% of its rate:
+# ours 41.4k against 33.6k msg/s (medians, 10 alternating pairs, 8 faster, 1 slower, 1 tied).
+BACKLOG_BATCHES = 2
 # DuckDB's own threads: one, as the writer threads are the parallelism. Against one per core,
 # measured here in alternating runs: ingest 76k, 67k, 82k against 60k, 52k, 58k frames/s
 # (pre-validated; 38k against 34k validated), the close's checkpoint 0.5-0.7 against 1.5-1.7 s,
@@ -226,6 +231,7 @@ class TapeWriter:
         self._pending_rows = 0  # frames and session rows (a run counts its frames)
         self._pending: deque[object] = deque()
         self._wake = threading.Event()
+        self._backlog = threading.Event()  # the queue holds BACKLOG_BATCHES batches or more
         self._drained = threading.Condition()
         self._error: BaseException | None = None
         self._closed = False
@@ -242,7 +248,7 @@ class TapeWriter:
         for cursor in self._cursors:
             cursor.execute(f'USE "{catalog}"')
         self._threads = [
-            threading.Thread(target=self._run, args=(c,), name=f"tape-writer-{i}", daemon=True)
+            threading.Thread(target=self._run, args=(c, i), name=f"tape-writer-{i}", daemon=True)
             for i, c in enumerate(self._cursors)
         ]
         for thread in self._threads:
@@ -295,8 +301,16 @@ class TapeWriter:
         if self._pending_rows >= self._batch_rows or self._pending_bytes >= self._byte_limit // 4:
             if not self._wake.is_set():  # set() takes a lock: a behind writer saw it per frame
                 self._wake.set()
+            if self._backlogged() and not self._backlog.is_set():
+                self._backlog.set()
             if self._full():
                 self._wait_for_room()
+
+    def _backlogged(self) -> bool:
+        return (
+            self._pending_rows >= BACKLOG_BATCHES * self._batch_rows
+            or self._pending_bytes >= BACKLOG_BATCHES * BATCH_BYTES
+        )
 
     def _full(self) -> bool:
         return self._pending_rows >= self._limit or self._pending_bytes >= self._byte_limit
@@ -330,6 +344,7 @@ class TapeWriter:
             self._closed = True
         self._stopping = True
         self._wake.set()
+        self._backlog.set()
         for thread in self._threads:
             thread.join()
         for cursor in self._cursors:
@@ -390,10 +405,16 @@ class TapeWriter:
         if self._closed:
             raise TapeError(f"{self.path}: writer is closed")
 
-    def _run(self, conn: duckdb.DuckDBPyConnection) -> None:
+    def _run(self, conn: duckdb.DuckDBPyConnection, index: int) -> None:
         try:
             while self._error is None:
                 stopping = self._stopping
+                if index and not stopping and not self._backlogged():
+                    # The other writer threads help only once the first falls behind (see
+                    # BACKLOG_BATCHES); they wait on their own event, not on every put's wake.
+                    self._backlog.wait(self._interval)
+                    self._backlog.clear()
+                    continue
                 job = self._take()
                 if job is not None:
                     self._commit(conn, *job)

@@ -333,8 +333,9 @@ def test_a_split_batch_keeps_the_memory_raised_for_its_largest_frame(
 def test_batches_commit_in_queue_order_even_when_a_later_one_is_ready_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two writer threads insert at once, but a batch never commits before an earlier one: a
-    crash then can only lose a tail, never leave a gap in `seq`."""
+    """Two writer threads insert at once (the second joins once two batches wait), but a batch
+    never commits before an earlier one: a crash then can only lose a tail, never leave a gap
+    in `seq`."""
     writer = TapeWriter(tmp_path / "t.duckdb", batch_rows=100)
     real_insert = writer._insert
     first_stalled, second_inserted = threading.Event(), threading.Event()
@@ -350,7 +351,7 @@ def test_batches_commit_in_queue_order_even_when_a_later_one_is_ready_first(
             second_inserted.set()
 
     monkeypatch.setattr(writer, "_insert", insert)
-    for seq in range(1, 201):
+    for seq in range(1, 301):  # the first batch taken, two more wait: a backlog
         writer.write(make_frame("s", seq, gws_frame_raw(seq)))
     assert first_stalled.wait(TIMEOUT)
     assert second_inserted.wait(TIMEOUT)
@@ -359,7 +360,31 @@ def test_batches_commit_in_queue_order_even_when_a_later_one_is_ready_first(
     release.set()
     writer.close()
     with TapeReader(writer.path) as reader:
-        assert [f.seq for f in reader.frames("s")] == list(range(1, 201))
+        assert [f.seq for f in reader.frames("s")] == list(range(1, 301))
+
+
+def test_a_stream_one_writer_thread_keeps_up_with_is_written_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second writer thread stays out of the way (and off the cores) until a backlog
+    builds: batches that come one at a time are all committed by the first."""
+    writer = TapeWriter(tmp_path / "t.duckdb", batch_rows=100)
+    committers: list[str] = []
+    real_commit = writer._commit
+
+    def commit(*args: Any) -> None:
+        committers.append(threading.current_thread().name)
+        real_commit(*args)
+
+    monkeypatch.setattr(writer, "_commit", commit)
+    for seq in range(1, 601):
+        writer.write(make_frame("s", seq, gws_frame_raw(seq)))
+        if seq % 150 == 0:
+            writer.flush()
+    writer.close()
+    assert set(committers) == {"tape-writer-0"}
+    with TapeReader(writer.path) as reader:
+        assert [f.seq for f in reader.frames("s")] == list(range(1, 601))
 
 
 def test_session_rows_updated_in_every_batch_never_conflict(tmp_path: Path) -> None:
@@ -604,6 +629,7 @@ def _bare_writer(batch_rows: int) -> TapeWriter:
     writer._pending, writer._pending_bytes, writer._pending_rows = deque(), 0, 0
     writer._next_ticket, writer._batch_rows = 0, batch_rows
     writer._error, writer._closed, writer._wake = None, False, threading.Event()
+    writer._backlog = threading.Event()
     writer._limit, writer._byte_limit = 10**9, 10**12
     return writer
 
