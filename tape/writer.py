@@ -446,21 +446,23 @@ class TapeWriter:
             while pending and rows < self._batch_rows and size < BATCH_BYTES:
                 item = pending.popleft()
                 if type(item) is ReceivedRun:
-                    run = _fit(item, self._batch_rows - rows, BATCH_BYTES - size)
-                    if run is not item:  # split: the rest is next in the queue
-                        pending.appendleft(item.split(len(run.raws))[1])
+                    run, rest = _fit(item, self._batch_rows - rows, BATCH_BYTES - size)
+                    if rest is not None:  # the rest is next in the queue
+                        pending.appendleft(rest)
                     frames.append(run)
                     rows += len(run.raws)
                     taken += len(run.raws)
                     size += run.size
-                    continue
-                _sort(item, frames, sessions, markers)
-                if isinstance(item, Frame):
+                elif isinstance(item, Frame):
+                    frames.append(item)
                     rows += 1
                     taken += 1
                     size += len(item.raw)
                 elif isinstance(item, Session):
+                    sessions.append(item)
                     taken += 1
+                elif isinstance(item, _Flush):
+                    markers.append(item)
             ticket = self._next_ticket
             self._next_ticket += 1
         with self._gate:
@@ -705,11 +707,12 @@ def _prepared_batch(frames: list[Frame], columns: list[tuple[Any, ...]]) -> _Bat
     return _Batch(frames_table(prepared), *_projected(prepared))
 
 
-def _fit(run: ReceivedRun, rows: int, size: int) -> ReceivedRun:
-    """`run`, or the head of it a batch with room for `rows` frames and `size` bytes takes:
-    frames are taken while the batch is under both, as _take takes Frames (at least one)."""
+def _fit(run: ReceivedRun, rows: int, size: int) -> tuple[ReceivedRun, ReceivedRun | None]:
+    """What of `run` a batch with room for `rows` frames and `size` bytes takes, and the rest
+    (None: all of it). Frames are taken while the batch is under both, as _take takes Frames
+    (at least one)."""
     if len(run.raws) <= rows and run.size <= size:
-        return run
+        return run, None
     k = total = 0
     for length in map(len, run.raws):
         if k >= rows or total >= size:
@@ -718,7 +721,7 @@ def _fit(run: ReceivedRun, rows: int, size: int) -> ReceivedRun:
         k += 1
     # Its last frame may be the one that crosses `size`: then the batch takes it whole, and
     # no empty rest goes back into the queue (a batch of none would fail the writer).
-    return run if k == len(run.raws) else run.split(k)[0]
+    return (run, None) if k == len(run.raws) else run.split(k)
 
 
 def _flatten(items: list[Frame | ReceivedRun]) -> list[Frame]:
@@ -738,7 +741,7 @@ def _runs_batch(runs: list[ReceivedRun], raws: Sequence[bytes]) -> _Batch:
     chain = itertools.chain.from_iterable
     errors = list(chain(r.errors for r in runs))
     arrays = [
-        _per_run([r.session_id for r in runs], runs, n),
+        _per_run(runs, "session_id"),
         pa.array(
             np.concatenate(
                 [np.arange(r.first_seq, r.first_seq + len(r.raws), dtype=np.int64) for r in runs]
@@ -747,7 +750,7 @@ def _runs_batch(runs: list[ReceivedRun], raws: Sequence[bytes]) -> _Batch:
         pa.array(np.fromiter(chain(r.walls for r in runs), dtype=np.int64, count=n)),
         pa.array(np.fromiter(chain(r.monos for r in runs), dtype=np.int64, count=n)),
         pa.repeat(pa.scalar(str(Direction.IN), pa.string()), n),
-        _per_run([r.transport for r in runs], runs, n),
+        _per_run(runs, "transport"),
         pa.repeat(pa.scalar(str(Kind.BAYEUX), pa.string()), n),
         binary_array(raws),
         *(pa.nulls(n, t) for t in FRAMES_SCHEMA.types[_RAW + 1 : _ERROR]),
@@ -759,18 +762,12 @@ def _runs_batch(runs: list[ReceivedRun], raws: Sequence[bytes]) -> _Batch:
     return _Batch(_scan_chunks(table), errors.count(None) > 0, False)
 
 
-def _per_run(values: list[str], runs: list[ReceivedRun], n: int) -> pa.Array:
-    """A string column constant within each run (session_id, transport)."""
-    if values.count(values[0]) == len(values):
-        return pa.repeat(pa.scalar(values[0], pa.string()), n)
-    return pa.array(
-        list(
-            itertools.chain.from_iterable(
-                itertools.repeat(v, len(r.raws)) for v, r in zip(values, runs, strict=True)
-            )
-        ),
-        pa.string(),
+def _per_run(runs: list[ReceivedRun], field: str) -> pa.Array:
+    """A string column constant within each run (session_id, transport), through _column."""
+    values = itertools.chain.from_iterable(
+        itertools.repeat(getattr(r, field), len(r.raws)) for r in runs
     )
+    return _column(tuple(values), pa.string())
 
 
 def _projected(frames: list[Frame]) -> tuple[bool, bool]:
@@ -808,20 +805,6 @@ def _isolate(conn: duckdb.DuckDBPyConnection, frame: Frame) -> Frame:
         return frame.with_changes(parse_error=f"unprojectable: {exc}")
     finally:
         conn.unregister("_one")
-
-
-def _sort(
-    item: object,
-    frames: list[Frame | ReceivedRun],
-    sessions: list[Session],
-    markers: list[_Flush],
-) -> None:
-    if isinstance(item, Frame):
-        frames.append(item)
-    elif isinstance(item, Session):
-        sessions.append(item)
-    elif isinstance(item, _Flush):
-        markers.append(item)
 
 
 def _latest(sessions: list[Session]) -> list[Session]:
