@@ -25,6 +25,7 @@ class ReplayOptions:
     paths: tuple[str, ...] = DEFAULT_PATHS
     unknown_client_error: str = "402::Unknown client"
     timeout_ms: int = 30_000
+    max_interval_ms: int = 10_000  # a session that stops connecting expires after this
     # Reactive replay: answer REST requests from the tape and deliver what they caused (their
     # follow-up messages then leave the timeline).
     reactive: bool = False
@@ -63,13 +64,17 @@ class Replayer:
                 shown=Path(tape),
             )
         protocol = BayeuxServer(
-            timeout_ms=options.timeout_ms, unknown_client_error=options.unknown_client_error
+            timeout_ms=options.timeout_ms,
+            max_interval_ms=options.max_interval_ms,
+            unknown_client_error=options.unknown_client_error,
         )
         holder: list[Player] = []
         fronts: list[ReactiveFront] = []
 
         def listener(event: Event) -> None:
             holder[0].on_event(event)
+            for front in fronts:
+                front.on_event(event)
 
         def handshaken(request: web.Request, client_id: str) -> None:
             for front in fronts:
@@ -106,7 +111,13 @@ class Replayer:
 
     @property
     def clients(self) -> list[ClientSeen]:
-        return list(self.player.clients.values())
+        """The live clients, after the last clients that left (at most player.HISTORY)."""
+        return [*self.player.departed, *self.player.clients.values()]
+
+    def sizes(self) -> dict[str, int]:
+        """What the replayer holds now: sessions, queued messages, timelines, connections."""
+        front = {} if self.front is None else self.front.sizes()
+        return self.server.sizes() | self.player.sizes() | front
 
     async def wait_emitted(self, count: int | None = None, timeout: float = 30.0) -> int:
         return await self.player.wait_emitted(count, timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -15,6 +16,8 @@ from replay.responder import DEFAULT_MATCHERS, body_field
 from replay.server import DEFAULT_PATHS
 from replay.timeline import TimelineOptions
 from tape.cli import listen_address
+
+STATUS_S = 5.0
 
 
 @click.command("replay")
@@ -142,11 +145,10 @@ async def _serve(tape: Path, options: ReplayOptions, host: str, port: int) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    reporter = loop.create_task(_progress(replayer, total, log))
+    reporter = loop.create_task(_progress(replayer, log))
     await stop.wait()
     reporter.cancel()
     await replayer.stop()
-    clients = replayer.clients
     if replayer.front is not None:
         front = replayer.front
         click.echo(
@@ -155,18 +157,29 @@ async def _serve(tape: Path, options: ReplayOptions, host: str, port: int) -> No
             f"{front.delivered} follow-up messages delivered",
             err=True,
         )
+    dropped = replayer.server.protocol.dropped
     click.echo(
-        f"served {len(clients)} clients, {replayer.player.emitted} messages emitted "
-        f"({total} in the timeline)",
+        f"served {replayer.player.served} clients, {replayer.player.emitted} messages emitted "
+        f"({total} in the timeline)" + (f", {dropped} dropped from full queues" if dropped else ""),
         err=True,
     )
 
 
-async def _progress(replayer: Replayer, total: int, log: object) -> None:
-    last = -1
+async def _progress(replayer: Replayer, log: Callable[[str], None]) -> None:
+    """A status line every 5 s while anything changes, and once when it stops changing."""
+    last = ""
     while True:
-        await asyncio.sleep(5)
-        if replayer.player.emitted != last:
-            last = replayer.player.emitted
-            for seen in replayer.clients:
-                click.echo(f"  {seen.client_id}: {seen.emitted}/{total} emitted", err=True)
+        await asyncio.sleep(STATUS_S)
+        line = status(replayer)
+        if line != last:
+            log(line)
+            last = line
+
+
+def status(replayer: Replayer) -> str:
+    sizes = replayer.sizes()
+    return (
+        f"status: {sizes['sessions']} live clients, {replayer.player.served} served, "
+        f"{replayer.player.emitted} emitted, {sizes['queued']} queued, "
+        f"{replayer.server.protocol.dropped} dropped"
+    )

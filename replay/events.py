@@ -82,6 +82,14 @@ class ClientExpired:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientFellBehind:
+    """The client's queue reached `limit` messages: from now on its oldest are dropped."""
+
+    client_id: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class MessagePublished:
     """A client published `data` on `channel` (a REST-like request the replayer may answer)."""
 
@@ -96,5 +104,6 @@ Event = (
     | ClientUnsubscribed
     | ClientDisconnected
     | ClientExpired
+    | ClientFellBehind
     | MessagePublished
 )

@@ -4,6 +4,11 @@ divided by the speed, against an absolute clock so no drift accumulates.
 With a per-client clock each client's timeline starts once it has subscribed (after a short
 settle, since clients often subscribe channel by channel); with a shared clock every client
 sees one broadcast stream, like a live server.
+
+One scheduler serves every timeline: a heap of when each one is next due, a timer for the
+earliest, and batches of at most ~1 ms of work, each ending with one pump (one long-poll reply
+or one WebSocket write per client, however many messages it carries). A timeline that falls
+behind catches up in such batches, and the loop gets control back between any two of them.
 """
 
 from __future__ import annotations
@@ -11,16 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from replay import events as ev
+from replay.routing import Wakeups
 from replay.server import ReplayServer
 from replay.timeline import Emission
-from tape.channel import matches
 
 SETTLE_S = 0.2  # wait this long after a client's last subscribe before its timeline starts
-YIELD_EVERY = 500  # at speed 0, let the server send between chunks
+BATCH_S = 0.001  # work done between two returns to the event loop
+GATHER_S = 0.002  # a batch waits this long after the last one, to gather what falls due in it
+WINDOW = 2_000  # at speed 0, messages a client may have waiting before it gets more
+SHARED = "shared"
+HISTORY = 100  # departed clients remembered (for logs and the pytest fixture)
 
 
 @dataclass
@@ -41,6 +51,14 @@ class PlayOptions:
     settle: float = SETTLE_S
 
 
+@dataclass(slots=True)
+class _Cursor:
+    """Where one timeline is: the next emission, and when its offset 0 was (monotonic)."""
+
+    start: float
+    index: int = 0
+
+
 class Player:
     def __init__(
         self,
@@ -50,48 +68,177 @@ class Player:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.server, self.timeline, self.options = server, timeline, options
-        self.clients: dict[str, ClientSeen] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._started: set[str] = set()
+        self.clients: dict[str, ClientSeen] = {}  # live clients
+        self.departed: deque[ClientSeen] = deque(maxlen=HISTORY)
+        self.served = 0  # clients that ever handshook
+        self.emitted = 0
+        self._cursors: dict[str, _Cursor] = {}
+        self._due = Wakeups()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at: float | None = None
+        self._last_batch = 0.0
+        self._span = (
+            (timeline[-1].offset + 0.001) / options.speed if timeline and options.speed else 0
+        )
         self._log = log or (lambda _line: None)
         self._changed = asyncio.Event()
-        self.emitted = 0
+
+    # --- events from the server ---------------------------------------------------------------
 
     def on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.ClientHandshaken):
             self.clients[event.client_id] = ClientSeen(event.client_id)
+            self.served += 1
             self._log(f"client {event.client_id} handshook")
         elif isinstance(event, ev.ClientSubscribed):
             self._subscribed(event)
+        elif isinstance(event, ev.ClientUnsubscribed):
+            self._log(f"client {event.client_id} unsubscribed from {', '.join(event.channels)}")
+        elif isinstance(event, ev.ClientFellBehind):
+            self._log(
+                f"client {event.client_id} fell {event.limit} messages behind: "
+                "its oldest queued messages are dropped"
+            )
         elif isinstance(event, ev.ClientDisconnected | ev.ClientExpired):
             self._gone(event.client_id, type(event).__name__[len("Client") :].lower())
         self._changed.set()
 
     def _subscribed(self, event: ev.ClientSubscribed) -> None:
-        seen = self.clients.setdefault(event.client_id, ClientSeen(event.client_id))
+        seen = self.clients.get(event.client_id)
+        if seen is None:
+            return  # already gone
         seen.subscriptions.extend(event.channels)
         self._log(f"client {event.client_id} subscribed to {', '.join(event.channels)}")
-        key = "shared" if self.options.clock == "shared" else event.client_id
-        if key in self._started:
+        key = SHARED if self.options.clock == SHARED else event.client_id
+        cursor = self._cursors.get(key)
+        if cursor is not None and cursor.index > 0:
             return  # already playing: later emissions see the new subscription
-        task = self._tasks.get(key)
-        if task is not None:
-            task.cancel()  # still settling: wait again from this subscription
-        self._tasks[key] = asyncio.get_running_loop().create_task(self._play(key))
+        # Not started, or still settling: (re)start the settle from this subscription.
+        start = time.monotonic() + self.options.settle
+        self._cursors[key] = _Cursor(start)
+        self._schedule(key, start + self._offset(0))
 
     def _gone(self, client_id: str, how: str) -> None:
-        task = self._tasks.pop(client_id, None)
-        if task is not None:
-            task.cancel()
-        seen = self.clients.get(client_id)
+        seen = self.clients.pop(client_id, None)
+        if self.options.clock != SHARED:
+            self._cursors.pop(client_id, None)
+            self._due.discard(client_id)
         if seen is not None:  # nothing more will go to it: wait_emitted() must not wait for it
             seen.finished = True
+            self.departed.append(seen)
         self._log(f"client {client_id} {how}")
 
+    # --- the scheduler --------------------------------------------------------------------------
+
+    def _offset(self, index: int) -> float:
+        speed = self.options.speed
+        return self.timeline[index].offset / speed if speed > 0 and self.timeline else 0.0
+
+    def _schedule(self, key: str, when: float) -> None:
+        self._due.set(key, when)
+        self._arm()
+
+    def _arm(self) -> None:
+        earliest = self._due.earliest()
+        if earliest is None:
+            return
+        when = max(earliest, self._last_batch + GATHER_S)
+        if self._timer is not None and self._armed_at is not None and self._armed_at <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._armed_at = when
+        self._timer = loop.call_at(loop.time() + max(0.0, when - time.monotonic()), self._batch)
+
+    def _batch(self) -> None:
+        """Emit what is due, for at most BATCH_S, then send it all and come back later."""
+        self._timer = self._armed_at = None
+        now = time.monotonic()
+        self._last_batch = now
+        budget = now + BATCH_S
+        for key in self._due.pop_due(now):
+            if time.monotonic() > budget:
+                self._due.set(key, now)  # still due: the next batch takes it first
+                continue
+            self._play(key, now, budget)
+        self.server.pump()
+        self._changed.set()
+        earliest = self._due.earliest()
+        if earliest is not None and earliest <= time.monotonic():
+            self._last_batch = 0.0  # behind: come back as soon as the loop has had its turn
+        self._arm()
+
+    def _play(self, key: str, now: float, budget: float) -> None:
+        cursor = self._cursors.get(key)
+        if cursor is None:
+            return
+        timeline, speed = self.timeline, self.options.speed
+        if speed == 0 and not self._has_room(key):
+            self._due.set(key, now + GATHER_S)  # as fast as the client takes them
+            return
+        sent = 0
+        while cursor.index < len(timeline):
+            due = cursor.start + self._offset(cursor.index)
+            if due > now or (sent and time.monotonic() > budget):
+                self._due.set(key, due)
+                return
+            self._emit(key, timeline[cursor.index], now)
+            cursor.index += 1
+            sent += 1
+            if speed == 0 and sent >= WINDOW:
+                self._due.set(key, now)
+                return
+        if self.options.loop and timeline and speed > 0:
+            cursor.start += self._span
+            cursor.index = 0
+            self._due.set(key, cursor.start + self._offset(0))
+        elif self.options.loop and timeline:
+            cursor.index = 0
+            self._due.set(key, now)
+        else:
+            self._finished(key)
+
+    def _has_room(self, key: str) -> bool:
+        if key == SHARED:
+            return True
+        return self.server.backlog(key) < WINDOW
+
+    def _emit(self, key: str, emission: Emission, now: float) -> None:
+        protocol = self.server.protocol
+        if key == SHARED:
+            self.emitted += protocol.publish_message(emission.message, now)
+        elif protocol.deliver_to(key, emission.message, now, subscribed_only=True):
+            self.emitted += 1
+            seen = self.clients.get(key)
+            if seen is not None:
+                seen.emitted += 1
+
+    def _finished(self, key: str) -> None:
+        self._cursors.pop(key, None)
+        targets = list(self.clients.values()) if key == SHARED else [self.clients.get(key)]
+        for seen in targets:
+            if seen is not None:
+                seen.finished = True
+                self._log(
+                    f"client {seen.client_id}: timeline done, {seen.emitted} messages emitted"
+                )
+
+    # --- control --------------------------------------------------------------------------------
+
     async def close(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._armed_at = None
+        self._cursors.clear()
+
+    def sizes(self) -> dict[str, int]:
+        """What the player holds, for logs and for tests that it is freed."""
+        return {
+            "clients": len(self.clients),
+            "timelines": len(self._cursors),
+            "due": len(self._due),
+        }
 
     async def wait_emitted(self, count: int | None = None, timeout: float = 30.0) -> int:
         """Wait until `count` messages went out (default: one whole timeline per client)."""
@@ -107,56 +254,5 @@ class Player:
     def _done(self, count: int | None) -> bool:
         if count is not None:
             return self.emitted >= count
-        return bool(self.clients) and all(
-            c.finished for c in self.clients.values() if c.subscriptions
-        )
-
-    async def _play(self, key: str) -> None:
-        await asyncio.sleep(self.options.settle)
-        self._started.add(key)
-        start = time.monotonic()
-        while True:
-            span = await self._play_once(key, start)
-            if not self.options.loop or span is None:
-                break
-            start += span
-        for seen in self._targets(key):
-            seen.finished = True
-            self._log(f"client {seen.client_id}: timeline done, {seen.emitted} messages emitted")
-        self._changed.set()
-
-    async def _play_once(self, key: str, start: float) -> float | None:
-        speed = self.options.speed
-        for n, emission in enumerate(self.timeline):
-            if speed > 0:
-                delay = start + emission.offset / speed - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            elif n % YIELD_EVERY == 0:  # as fast as possible: send in chunks, let I/O run
-                self.server.pump()
-                await asyncio.sleep(0)
-            self._emit(key, emission, pump=speed > 0)
-        self.server.pump()
-        if not self.timeline or speed == 0:
-            return None
-        return (self.timeline[-1].offset + 0.001) / speed
-
-    def _emit(self, key: str, emission: Emission, *, pump: bool = True) -> None:
-        now = time.monotonic()
-        protocol = self.server.protocol
-        for seen in self._targets(key):
-            wanted = any(matches(p, emission.channel) for p in seen.subscriptions)
-            if wanted and protocol.deliver_to(seen.client_id, emission.message, now):
-                seen.emitted += 1
-                self.emitted += 1
-        if pump:
-            self.server.pump()
-        self._changed.set()
-
-    def _targets(self, key: str) -> list[ClientSeen]:
-        if key == "shared":
-            return [
-                c for c in self.clients.values() if c.client_id in self.server.protocol.client_ids
-            ]
-        seen = self.clients.get(key)
-        return [seen] if seen is not None else []
+        seen = [*self.clients.values(), *self.departed]
+        return bool(seen) and all(c.finished for c in seen if c.subscriptions)

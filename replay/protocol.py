@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from replay import session as wire
 from replay.events import (
     ClientDisconnected,
     ClientExpired,
+    ClientFellBehind,
     ClientHandshaken,
     ClientSubscribed,
     ClientUnsubscribed,
@@ -24,11 +26,16 @@ from replay.events import (
     Transport,
     Wire,
 )
+from replay.routing import SubscriberIndex, Wakeups
 from replay.session import Batch, Held, Session, decode, subscribed, subscription_error
 from tape.bayeux import Message
-from tape.channel import ChannelError, ChannelPattern, is_deliverable, is_meta, is_pattern
+from tape.channel import ChannelError, ChannelPattern, is_deliverable, is_meta, is_pattern, matches
 
 _SESSION_METAS = ("/meta/connect", "/meta/subscribe", "/meta/unsubscribe", "/meta/disconnect")
+MAX_QUEUE = 10_000  # messages queued per client before the oldest are dropped (CometD: maxQueue)
+MAX_BATCH = 1_000  # messages in one incoming batch; a longer batch is refused whole
+MAX_TIMEOUT_MS = 120_000  # the most a client's own advice.timeout may hold a connect
+PUBLISH_DENIED = "403::Publish denied"
 
 
 @dataclass(slots=True)
@@ -60,6 +67,10 @@ class BayeuxServer:
     `connection` names where an answer goes: over long-polling one token per HTTP request,
     over WebSocket the socket. Over WebSocket queued messages are pushed as they are queued
     (one batch per drain); over long-polling they wait for, and complete, a held connect.
+
+    Everything it keeps per client is bounded and freed when the session ends: a client that
+    falls `max_queue` messages behind loses the oldest (counted in `dropped`), and a session
+    that stops connecting expires after `max_interval_ms`.
     """
 
     def __init__(
@@ -71,13 +82,24 @@ class BayeuxServer:
         unknown_client_error: str = "402::Unknown client",
         connection_types: Iterable[str] = ("websocket", "long-polling"),
         random_bytes: Callable[[int], bytes] = os.urandom,
+        max_queue: int = MAX_QUEUE,
+        max_batch: int = MAX_BATCH,
+        max_timeout_ms: int = MAX_TIMEOUT_MS,
+        publish_denied: tuple[str, ...] = (),
     ) -> None:
         self._timeout_ms, self._max_interval = timeout_ms, max_interval_ms / 1000
         self._advice = {"reconnect": "retry", "interval": interval_ms, "timeout": timeout_ms}
         self._unknown_client = unknown_client_error
         self._types = tuple(connection_types)
         self._random_bytes = random_bytes
+        self._max_queue, self._max_batch = max_queue, max_batch
+        self._max_timeout_ms = max_timeout_ms
+        self._publish_denied = publish_denied  # channel patterns clients may not publish on
+        self.dropped = 0  # messages dropped from the queues of clients that fell behind
         self._sessions: dict[str, Session] = {}
+        self._index = SubscriberIndex()
+        self._wakeups = Wakeups()
+        self._attached: dict[Hashable, set[str]] = {}  # connection -> clients holding or pushed
         self._due: list[_Due] = []
         self._push: dict[str, None] = {}  # clients with messages to push, as an ordered set
         self._events: list[Event] = []
@@ -101,6 +123,29 @@ class BayeuxServer:
         found = self._sessions.get(client_id)
         return found is not None and subscribed(found, channel)
 
+    def has_client(self, client_id: str) -> bool:
+        return client_id in self._sessions
+
+    def queued(self, client_id: str) -> int:
+        """Messages waiting for a live client (0 when it is unknown)."""
+        found = self._sessions.get(client_id)
+        return 0 if found is None else len(found.queue)
+
+    def push_connection(self, client_id: str) -> Hashable | None:
+        """The WebSocket a live client's messages are pushed on, if any."""
+        found = self._sessions.get(client_id)
+        return None if found is None else found.push
+
+    def sizes(self) -> dict[str, int]:
+        """What the server holds, for logs and for tests that it is freed."""
+        return {
+            "sessions": len(self._sessions),
+            "queued": sum(len(s.queue) for s in self._sessions.values()),
+            "patterns": len(self._index),
+            "wakeups": len(self._wakeups),
+            "connections": len(self._attached),
+        }
+
     # --- outputs ---------------------------------------------------------------------------
 
     def data_to_send(self) -> list[Outbound]:
@@ -120,8 +165,7 @@ class BayeuxServer:
 
     def next_wakeup(self) -> float | None:
         """The earliest held-connect deadline or session expiry; None with no sessions."""
-        # A scan, not a heap: sessions number in the tens, and the caller asks once per wake.
-        return min(map(self._deadline, self._sessions.values()), default=None)
+        return self._wakeups.earliest()
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -132,6 +176,9 @@ class BayeuxServer:
         messages = decode(batch)
         if isinstance(messages, Reply):
             return messages
+        if len(messages) > self._max_batch:
+            reason = f"a batch of {len(messages)} messages is over the limit of {self._max_batch}"
+            return Reply([wire.rejection(None, reason)], bad_request=True)
         context = _Context(transport, connection, now)
         self._batch = context
         try:
@@ -145,40 +192,66 @@ class BayeuxServer:
         """Queue `{channel, data}` for every subscribed client; returns how many got it.
 
         `data` is passed through as given (an `orjson.Fragment` is sent as its raw bytes)."""
+        return self.publish_message({"channel": channel, "data": data}, now)
+
+    def publish_message(self, message: Mapping[str, Any], now: float) -> int:
+        """Queue a copy of `message` (channel, data, ext...) for every client subscribed to its
+        channel; returns how many got it. Costs one lookup per pattern that could match."""
+        channel = message["channel"]
         if is_pattern(channel) or not is_deliverable(channel):
             raise ValueError(f"cannot broadcast on {channel!r}")
         ChannelPattern.parse(channel)  # raises ChannelError for a malformed name
-        targets = [s for s in self._sessions.values() if subscribed(s, channel)]
-        for target in targets:
-            self._enqueue(target, {"channel": channel, "data": data}, now)
+        targets = self._index.subscribers(channel)
+        for client_id in targets:
+            self._enqueue(self._sessions[client_id], dict(message), now)
         return len(targets)
 
-    def deliver_to(self, client_id: str, message: Mapping[str, Any] | Message, now: float) -> bool:
-        """Queue one message for one client, subscribed or not; False when it is unknown.
+    def deliver_to(
+        self,
+        client_id: str,
+        message: Mapping[str, Any] | Message,
+        now: float,
+        *,
+        subscribed_only: bool = False,
+    ) -> bool:
+        """Queue one message for one client; False when it is unknown, or (`subscribed_only`)
+        not subscribed to the message's channel.
 
         The message is copied (one level deep) and given a server id; its data is untouched."""
         fields = dict(message.fields if isinstance(message, Message) else message)
-        if not isinstance(fields.get("channel"), str):
+        channel = fields.get("channel")
+        if not isinstance(channel, str):
             raise ValueError("a delivered message needs a string 'channel'")
         target = self._sessions.get(client_id)
-        if target is not None:
-            self._enqueue(target, fields, now)
-        return target is not None
+        if target is None or (subscribed_only and not subscribed(target, channel)):
+            return False
+        self._enqueue(target, fields, now)
+        return True
 
     def tick(self, now: float) -> None:
         """Answer held connects whose timeout passed; expire clients that stopped connecting."""
-        for found in list(self._sessions.values()):
-            if found.held is not None and now >= found.held.info.deadline:
+        for client_id in self._wakeups.pop_due(now):
+            found = self._sessions.get(client_id)
+            if found is None:
+                continue
+            if found.held is not None:
                 self._complete(found, now, with_queue=True)
-            elif found.held is None and now >= found.last_seen + self._max_interval:
+            else:
                 self._end(found, ClientExpired(found.client_id))
 
     def connection_closed(self, connection: Hashable, now: float) -> None:
         """The transport lost `connection`: its held connects and pushes go nowhere now."""
+        clients = self._attached.pop(connection, None)
+        if clients is None:
+            return
         self._due = [item for item in self._due if item.held.info.connection != connection]
-        for found in self._sessions.values():
+        for client_id in clients:
+            found = self._sessions.get(client_id)
+            if found is None:
+                continue
             if found.held is not None and found.held.info.connection == connection:
                 found.held, found.last_seen = None, now
+                self._reschedule(found)
             if found.push == connection:
                 found.push = None
 
@@ -208,7 +281,7 @@ class BayeuxServer:
     def _session(self, message: Message, context: _Context) -> Session | None:
         found = self._sessions.get(message.client_id or "")
         if found is not None and context.transport == "websocket":
-            found.push = context.connection
+            self._set_push(found, context.connection)
         return found
 
     def _handshake(self, message: Message, context: _Context) -> None:
@@ -221,10 +294,11 @@ class BayeuxServer:
             )
             return
         client_id = self._new_client_id()
-        created = Session(client_id, last_seen=context.now)
-        if context.transport == "websocket":
-            created.push = context.connection
+        created = Session(client_id, last_seen=context.now, queue=deque(maxlen=self._max_queue))
         self._sessions[client_id] = created
+        if context.transport == "websocket":
+            self._set_push(created, context.connection)
+        self._reschedule(created)
         self._events.append(ClientHandshaken(client_id))
         reply = wire.answer(message, successful=True, clientId=client_id, **self._offer())
         context.replies.append(reply | {"supportedConnectionTypes": self._common(message)})
@@ -263,29 +337,36 @@ class BayeuxServer:
             # cancel any prior waiting long poll": the old one is answered, empty; this one waits.
             self._complete(found, context.now, with_queue=False)
         if context.transport == "long-polling":
-            found.push = None
+            self._set_push(found, None)
         reply = wire.answer(message, successful=True, clientId=found.client_id)
         reply["advice"] = dict(self._advice)
         timeout = self._connect_timeout(message)
         if not found.connected or timeout == 0 or found.queue:
             # CometD answers the first connect at once: some clients wait for it (PEERS.md).
             found.connected, found.last_seen = True, context.now
+            self._reschedule(found)
             context.replies += [reply, *self._take(found)]
             return
         deadline = context.now + timeout / 1000
         found.held = Held(HeldConnect(found.client_id, context.connection, deadline), reply)
+        self._attach(context.connection, found.client_id)
+        self._reschedule(found)
         context.hold = found.held
 
     def _connect_timeout(self, message: Message) -> int:
         # Bayeux 1.0 "timeout advice field": a client's advice on its connect overrides ours.
         advice = message.advice
         timeout = self._timeout_ms if advice is None or advice.timeout is None else advice.timeout
-        return max(timeout, 0)
+        # Capped: a client's 10**19 would otherwise hold its connect, and its session, for ever.
+        return min(max(timeout, 0), self._max_timeout_ms)
 
     def _complete(self, found: Session, now: float, *, with_queue: bool) -> None:
         held, found.held, found.last_seen = found.held, None, now
         if held is None:
             return
+        self._reschedule(found)
+        if found.push != held.info.connection:
+            self._detach(held.info.connection, found.client_id)
         batch = self._batch
         if batch is not None and batch.hold is held:
             # Held and completed in one batch: its answer joins the batch's own reply.
@@ -321,8 +402,15 @@ class BayeuxServer:
         context.replies.append(wire.answer(message, successful=True, clientId=found.client_id))
 
     def _end(self, found: Session, event: ClientDisconnected | ClientExpired) -> None:
-        del self._sessions[found.client_id]
-        self._push.pop(found.client_id, None)
+        client_id = found.client_id
+        del self._sessions[client_id]
+        self._push.pop(client_id, None)
+        self._index.remove(client_id, found.patterns)
+        self._wakeups.discard(client_id)
+        for connection in (found.push, found.held.info.connection if found.held else None):
+            if connection is not None:
+                self._detach(connection, client_id)
+        found.queue.clear()
         self._events.append(event)
 
     def _subscription(self, found: Session, message: Message, context: _Context) -> None:
@@ -337,12 +425,22 @@ class BayeuxServer:
             return
         if message.channel == "/meta/subscribe":
             found.patterns.update((name, ChannelPattern.parse(name)) for name in names)
+            self._index.add(found.client_id, names)
             self._events.append(ClientSubscribed(found.client_id, names))
         else:
-            for name in names:
-                found.patterns.pop(name, None)
-            self._events.append(ClientUnsubscribed(found.client_id, names))
+            self._unsubscribe(found, names)
         context.replies.append(wire.answer(message, successful=True, **fields))
+
+    def _unsubscribe(self, found: Session, names: tuple[str, ...]) -> None:
+        for name in names:
+            found.patterns.pop(name, None)
+        self._index.remove(found.client_id, [n for n in names if n not in found.patterns])
+        # Deliveries stop from the reply on: what is queued on those channels is not sent.
+        kept = [m for m in found.queue if subscribed(found, m["channel"])]
+        if len(kept) < len(found.queue):
+            found.queue.clear()
+            found.queue.extend(kept)
+        self._events.append(ClientUnsubscribed(found.client_id, names))
 
     def _client_publish(self, found: Session, message: Message, context: _Context) -> None:
         channel = message.channel
@@ -355,6 +453,9 @@ class BayeuxServer:
             reason = wire.error(405, (channel,), "Invalid channel")
             context.replies.append(wire.answer(message, successful=False, error=reason))
             return
+        if any(matches(pattern, channel) for pattern in self._publish_denied):
+            context.replies.append(wire.answer(message, successful=False, error=PUBLISH_DENIED))
+            return
         self._events.append(MessagePublished(found.client_id, channel, message.data))
         context.replies.append(wire.answer(message, successful=True))
         if is_deliverable(channel):
@@ -366,7 +467,13 @@ class BayeuxServer:
         # Delivered ids get a "-", which no decimal or base-36 request id has: aiocometd-ng
         # takes an event whose id equals a pending request id for that request's reply.
         message["id"] = f"ev-{next(self._event_ids)}"
-        found.queue.append(message)
+        queue = found.queue
+        if len(queue) == queue.maxlen:  # fell behind: the oldest goes (appending drops it)
+            found.dropped += 1
+            self.dropped += 1
+            if found.dropped == 1:
+                self._events.append(ClientFellBehind(found.client_id, self._max_queue))
+        queue.append(message)
         if found.push is not None:
             self._push[found.client_id] = None
         elif found.held is not None:
@@ -374,10 +481,34 @@ class BayeuxServer:
 
     @staticmethod
     def _take(found: Session) -> list[Wire]:
-        queue, found.queue = found.queue, []
-        return queue
+        taken = list(found.queue)
+        found.queue.clear()
+        return taken
 
-    def _deadline(self, found: Session) -> float:
-        if found.held is not None:
-            return found.held.info.deadline
-        return found.last_seen + self._max_interval
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    def _reschedule(self, found: Session) -> None:
+        """Its next deadline: the held connect's timeout, else expiry after maxInterval."""
+        held = found.held
+        deadline = held.info.deadline if held else found.last_seen + self._max_interval
+        self._wakeups.set(found.client_id, deadline)
+
+    def _set_push(self, found: Session, connection: Hashable | None) -> None:
+        old = found.push
+        if old == connection:
+            return
+        found.push = connection
+        if old is not None and (found.held is None or found.held.info.connection != old):
+            self._detach(old, found.client_id)
+        if connection is not None:
+            self._attach(connection, found.client_id)
+
+    def _attach(self, connection: Hashable, client_id: str) -> None:
+        self._attached.setdefault(connection, set()).add(client_id)
+
+    def _detach(self, connection: Hashable, client_id: str) -> None:
+        clients = self._attached.get(connection)
+        if clients is not None:
+            clients.discard(client_id)
+            if not clients:
+                del self._attached[connection]

@@ -18,9 +18,10 @@ from collections.abc import Callable
 import orjson
 from aiohttp import web
 
+from replay.events import ClientDisconnected, ClientExpired, Event
 from replay.protocol import BayeuxServer
 from replay.responder import Incoming, Responder, Served, Unmatched
-from replay.server import ReplayServer
+from replay.server import ReplayServer, read_body
 
 COOKIE = "JSESSIONID"
 
@@ -37,7 +38,8 @@ class ReactiveFront:
         self._log = log or (lambda _line: None)
         self.protocol: BayeuxServer = server.protocol
         self.delivered = 0
-        self._clients: dict[str, set[str]] = defaultdict(set)  # cookie -> Bayeux clientIds
+        self._clients: dict[str, set[str]] = {}  # cookie -> Bayeux clientIds
+        self._cookies: dict[str, list[str]] = {}  # clientId -> its cookies, to forget it
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._next = 0
         server.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -45,7 +47,20 @@ class ReactiveFront:
     def handshaken(self, request: web.Request, client_id: str) -> None:
         cookie = request.cookies.get(COOKIE)
         if cookie:
-            self._clients[cookie].add(client_id)
+            self._clients.setdefault(cookie, set()).add(client_id)
+            self._cookies.setdefault(client_id, []).append(cookie)
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, ClientDisconnected | ClientExpired):
+            for cookie in self._cookies.pop(event.client_id, ()):
+                clients = self._clients.get(cookie)
+                if clients is not None:
+                    clients.discard(event.client_id)
+                    if not clients:
+                        del self._clients[cookie]
+
+    def sizes(self) -> dict[str, int]:
+        return {"cookies": len(self._clients), "follow_ups": len(self._timers)}
 
     def close(self) -> None:
         for timer in self._timers.values():
@@ -53,7 +68,7 @@ class ReactiveFront:
         self._timers.clear()
 
     async def handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
+        raw = await read_body(request)
         try:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
@@ -101,15 +116,13 @@ class ReactiveFront:
         self._deliver(messages, cookie)
 
     def _deliver(self, messages: list[tuple[str, bytes]], cookie: str | None) -> None:
-        live = set(self.protocol.client_ids)
-        mine = [c for c in self._clients.get(cookie or "", ()) if c in live]
-        targets = mine or list(live)
+        protocol = self.protocol
+        mine = [c for c in self._clients.get(cookie or "", ()) if protocol.has_client(c)]
         now = time.monotonic()
-        for client_id in targets:
-            for channel, data in messages:
-                if self.protocol.is_subscribed(client_id, channel):
-                    self.protocol.deliver_to(
-                        client_id, {"channel": channel, "data": orjson.Fragment(data)}, now
-                    )
-                    self.delivered += 1
+        for channel, data in messages:
+            message = {"channel": channel, "data": orjson.Fragment(data)}
+            if not mine:  # no session of its own: every client subscribed to the channel
+                self.delivered += protocol.publish_message(message, now)
+            for client_id in mine:
+                self.delivered += protocol.deliver_to(client_id, message, now, subscribed_only=True)
         self.server.pump()

@@ -3,6 +3,12 @@ long-polling POSTs and WebSocket upgrades, with the message-type URL suffix acce
 
 It is a thin loop around the sans-I/O `BayeuxServer`: requests go in, `data_to_send()` comes
 out to the waiting HTTP responses and sockets, and `next_wakeup()` drives one timer.
+
+Limits, so that no client can stall or grow it: a body of at most MAX_BODY bytes (413 over
+it; a WebSocket message over it is closed with 1009), read within READ_TIMEOUT_S (408); a
+request head within READ_TIMEOUT_S of the connection opening or of the previous response (the
+connection is closed); a WebSocket whose client stops reading is closed (1008) once
+MAX_SEND_BUFFER bytes wait for it, its session's queue then bounded by the protocol.
 """
 
 from __future__ import annotations
@@ -14,12 +20,16 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from replay.events import Event, Outbound
 from replay.protocol import BayeuxServer
 
 DEFAULT_PATHS = ("/api/v2/notifications", "/cometd")
+MAX_BODY = 2**20
+READ_TIMEOUT_S = 15.0
+MAX_SEND_BUFFER = 4 * 2**20
+STOP_S = 0.5  # what stop() gives sockets to close and requests to finish
 Listener = Callable[[Event], None]
 # Told of each successful handshake with the HTTP request it came on (the WebSocket upgrade, or
 # the long-polling POST), so an application can tie the new clientId to cookies or auth.
@@ -27,18 +37,35 @@ HandshakeHook = Callable[[web.Request, str], None]
 
 
 class _Socket:
-    """A WebSocket connection: sends go through one queue so their order is kept."""
+    """A WebSocket connection. Sends are written at once, in call order, as text frames by
+    aiohttp's own framing; the socket is closed when its client stops reading."""
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self.ws = ws
         self.request = request
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closing: asyncio.Task[None] | None = None
 
-    async def run_writer(self) -> None:
-        while (data := await self.queue.get()) is not None:
-            if self.ws.closed:
-                return
-            await self.ws.send_str(data.decode())
+    def buffered(self) -> int:
+        transport = self.request.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    def send(self, data: bytes) -> None:
+        writer = self.ws._writer  # the frame is written synchronously, without a task a send
+        if self.closing is not None or self.ws.closed or writer is None:
+            return
+        if self.buffered() > MAX_SEND_BUFFER:
+            self.close(WSCloseCode.POLICY_VIOLATION, b"client too slow: send buffer full")
+            return
+        with contextlib.suppress(ConnectionError):  # closing: the read loop ends it
+            writer._write_websocket_frame(data, WSMsgType.TEXT, 0)
+
+    def close(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"") -> None:
+        if self.closing is None:
+            self.closing = asyncio.get_running_loop().create_task(self._close(code, message))
+
+    async def _close(self, code: int, message: bytes) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=message)
 
 
 class ReplayServer:
@@ -57,7 +84,7 @@ class ReplayServer:
         self._waiting: dict[Hashable, asyncio.Future[list[dict[str, Any]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._sockets: set[_Socket] = set()
-        self.app = web.Application(client_max_size=64 * 2**20)
+        self.app = web.Application(client_max_size=MAX_BODY)
         for path in paths:
             for route in (path, path + "/{suffix:.*}"):
                 self.app.router.add_post(route, self._long_poll)
@@ -67,7 +94,12 @@ class ReplayServer:
         self.host = "127.0.0.1"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            shutdown_timeout=STOP_S,
+            keepalive_timeout=READ_TIMEOUT_S,  # aiohttp's idle timer: it bounds a head's read too
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -82,10 +114,27 @@ class ReplayServer:
         for future in self._waiting.values():
             if not future.done():
                 future.set_result([])
-        for sock in list(self._sockets):
-            await sock.ws.close()
+        for sock in self._sockets:
+            sock.close()
+        closing = [sock.closing for sock in self._sockets if sock.closing is not None]
+        if closing:
+            await asyncio.wait(closing, timeout=STOP_S)
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def backlog(self, client_id: str) -> int:
+        """Messages a client has waiting, counting a WebSocket whose client lags behind as
+        full (over 1 MB unsent)."""
+        queued = self.protocol.queued(client_id)
+        sock = self.protocol.push_connection(client_id)
+        if isinstance(sock, _Socket) and sock.buffered() > 2**20:
+            return max(queued, 1 << 30)
+        return queued
+
+    def sizes(self) -> dict[str, int]:
+        """What the server holds, for logs and for tests that it is freed."""
+        held = {"held_polls": len(self._waiting), "sockets": len(self._sockets)}
+        return self.protocol.sizes() | held
 
     def url(self, path: str | None = None, scheme: str = "http") -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -110,7 +159,7 @@ class ReplayServer:
             if not waiting.done():
                 waiting.set_result(out.messages)
         elif isinstance(out.connection, _Socket):
-            out.connection.queue.put_nowait(orjson.dumps(out.messages))
+            out.connection.send(orjson.dumps(out.messages))
 
     def _arm(self) -> None:
         wake = self.protocol.next_wakeup()
@@ -129,7 +178,7 @@ class ReplayServer:
     # --- transports ---------------------------------------------------------------------------
 
     async def _long_poll(self, request: web.Request) -> web.Response:
-        body = await request.read()  # chunked bodies with no Content-Length too
+        body = await read_body(request)  # chunked bodies with no Content-Length too
         token = object()
         reply = self.protocol.handle(
             body, time.monotonic(), transport="long-polling", connection=token
@@ -156,13 +205,12 @@ class ReplayServer:
         )
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=64 * 2**20, autoping=True, heartbeat=None)
+        ws = web.WebSocketResponse(max_msg_size=MAX_BODY, autoping=True, heartbeat=None)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="expected a WebSocket upgrade or a POST")
         await ws.prepare(request)
         sock = _Socket(ws, request)
         self._sockets.add(sock)
-        writer = asyncio.get_running_loop().create_task(sock.run_writer())
         try:
             async for frame in ws:
                 if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -171,9 +219,6 @@ class ReplayServer:
             self._sockets.discard(sock)
             self.protocol.connection_closed(sock, time.monotonic())
             self.pump()
-            sock.queue.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await writer
         return ws
 
     def _on_frame(self, sock: _Socket, data: str | bytes) -> None:
@@ -181,7 +226,7 @@ class ReplayServer:
         reply = self.protocol.handle(raw, time.monotonic(), transport="websocket", connection=sock)
         if reply.messages:
             self._handshaken(sock.request, reply.messages)
-            sock.queue.put_nowait(orjson.dumps(reply.messages))
+            sock.send(orjson.dumps(reply.messages))
         self.pump()
 
     def _handshaken(self, request: web.Request, messages: list[dict[str, Any]]) -> None:
@@ -190,3 +235,12 @@ class ReplayServer:
         for message in messages:
             if message.get("channel") == "/meta/handshake" and message.get("successful"):
                 self._on_handshake(request, str(message.get("clientId")))
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, within READ_TIMEOUT_S (408 after) and MAX_BODY (413, by aiohttp)."""
+    try:
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            return await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="the request body did not arrive in time") from None

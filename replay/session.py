@@ -4,11 +4,10 @@ incoming batches, and the wire replies and error strings the server builds."""
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from replay.events import HeldConnect, Reply, Wire
 from tape.bayeux import (
@@ -18,6 +17,7 @@ from tape.bayeux import (
     InvalidShape,
     Message,
     decode_frame,
+    load_json,
 )
 from tape.channel import ChannelError, ChannelPattern, is_meta
 
@@ -45,10 +45,11 @@ class Session:
     client_id: str
     last_seen: float  # when the last connect was answered (or the handshake): expiry runs from it
     patterns: dict[str, ChannelPattern] = field(default_factory=dict)
-    queue: list[Wire] = field(default_factory=list)
+    queue: deque[Wire] = field(default_factory=deque)  # bounded by the server (maxlen)
     held: Held | None = None
     push: Hashable | None = None  # the WebSocket to push queued messages on, if any
     connected: bool = False  # a first connect was answered
+    dropped: int = 0  # messages that fell off a full queue
 
 
 def new_client_id(random_bytes: Callable[[int], bytes]) -> str:
@@ -125,13 +126,17 @@ def subscription_error(names: tuple[str, ...]) -> str | None:
 
 def decode(batch: Batch) -> list[Message] | Reply:
     """The batch's messages, or a 400 reply naming the first problem (Bayeux 1.0 "Messages")."""
-    if isinstance(batch, bytes | bytearray | str):
+    if isinstance(batch, bytearray):
+        batch = bytes(batch)
+    if isinstance(batch, bytes | str):
         try:
-            return decode_frame(bytes(batch) if isinstance(batch, bytearray) else batch)
+            return decode_frame(batch)
         except InvalidJson as exc:
             return _rejected(None, exc)
         except BayeuxDecodeError:
-            batch = orjson.loads(batch)  # valid JSON: find the culprit below for its channel
+            # Valid JSON (the codec's reading of it: numbers beyond a double included): find
+            # the culprit below, to answer on its channel.
+            batch = load_json(batch)
     objects = [batch] if isinstance(batch, dict) else batch
     if not isinstance(objects, list):
         return _rejected(None, InvalidShape("frame must be a JSON array or object"))

@@ -14,6 +14,9 @@ delay, on the replayer's own server and protocol, fed by a synthetic source inst
   each channel; when that session has no Bayeux client, to every subscribed client.
 - `error_rate` of requests get `{"statusCode":1,...}` and no ack; `missing_ack_rate` get
   `{"statusCode":0}` and no ack. An unknown operationName gets HTTP 400 with a GWS-style body.
+- As GWS, it alone publishes on its service channels: a client's publish on `/v2/me/**` or
+  `/me/**` is refused (`403::Publish denied`). A web session unused for `session_timeout_s`
+  with no Bayeux client left expires, as a servlet session does.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import math
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +36,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from replay.events import ClientDisconnected, ClientExpired, Event
 from replay.protocol import BayeuxServer
-from replay.server import DEFAULT_PATHS, ReplayServer
+from replay.server import DEFAULT_PATHS, ReplayServer, read_body
 
 ACKS = {
     "DoNotCallRecord": "DoNotCallAcknowledge",
@@ -47,6 +52,7 @@ Z99 = 2.3263478740408408  # the standard normal's 99th percentile
 CSRF_HEADER = "X-CSRF-TOKEN"
 OUTBOUND, INTERNAL = "/v2/me/outbound", "/me/internal"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVICE_CHANNELS = ("/v2/me/**", "/me/**")  # GWS publishes there; its clients may not
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,7 @@ class SimulatorOptions:
     missing_ack_rate: float = 0.0
     users: Mapping[str, str] = field(default_factory=lambda: {"agent": "agent"})
     device_id: str = "f32a46c4-8a48-4067-9965-537fc9788790"
+    session_timeout_s: float = 1800.0  # a servlet container's default
 
     def __post_init__(self) -> None:
         if not 0 < self.median_ms <= self.p99_ms:
@@ -84,6 +91,7 @@ class LatencyModel:
 class _WebSession:
     user: str
     csrf: str
+    last_used: float  # monotonic
     clients: set[str] = field(default_factory=set)
 
 
@@ -97,7 +105,7 @@ class SimulatorStats:
     refused: int = 0
     unacked: int = 0
     rejected: int = 0  # 400/401/403
-    delays_ms: list[float] = field(default_factory=list)
+    delays_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))  # the last
 
 
 class Simulator:
@@ -105,10 +113,16 @@ class Simulator:
         self.options = options or SimulatorOptions()
         self._rng = random.Random(self.options.seed)
         self.latency = LatencyModel(self.options.median_ms, self.options.p99_ms, self._rng)
-        self.protocol = BayeuxServer(unknown_client_error="402::Unknown client")
-        self.server = ReplayServer(self.protocol, on_handshake=self._handshaken)
+        self.protocol = BayeuxServer(
+            unknown_client_error="402::Unknown client", publish_denied=SERVICE_CHANNELS
+        )
+        self.server = ReplayServer(
+            self.protocol, listener=self._on_event, on_handshake=self._handshaken
+        )
         self.stats = SimulatorStats()
         self._sessions: dict[str, _WebSession] = {}
+        self._session_of: dict[str, _WebSession] = {}  # Bayeux clientId -> its web session
+        self._sweeper: asyncio.TimerHandle | None = None
         self._next_handle = 1000
         self._timers: dict[int, asyncio.TimerHandle] = {}
         app = self.server.app
@@ -119,12 +133,37 @@ class Simulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         await self.server.start(host, port)
+        self._sweep()
 
     async def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await self.server.stop()
+
+    def sizes(self) -> dict[str, int]:
+        """What it holds now, for logs and for tests that it is freed."""
+        mine = {"web_sessions": len(self._sessions), "acks_pending": len(self._timers)}
+        return self.server.sizes() | mine
+
+    def _sweep(self) -> None:
+        """Expire web sessions idle for session_timeout_s with no Bayeux client left."""
+        timeout = self.options.session_timeout_s
+        cutoff = time.monotonic() - timeout
+        for key, session in list(self._sessions.items()):
+            if session.last_used < cutoff and not session.clients:
+                del self._sessions[key]
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(min(60.0, timeout / 2), self._sweep)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, ClientDisconnected | ClientExpired):
+            session = self._session_of.pop(event.client_id, None)
+            if session is not None:
+                session.clients.discard(event.client_id)
+                session.last_used = time.monotonic()
 
     @property
     def origin(self) -> str:
@@ -147,8 +186,10 @@ class Simulator:
                 self.stats.rejected += 1
                 return _gws_error(401, 4, "Unauthorized", {"WWW-Authenticate": 'Basic realm="GWS"'})
             fresh = secrets.token_hex(16)
-            session = _WebSession(user, secrets.token_hex(16))
+            session = _WebSession(user, secrets.token_hex(16), time.monotonic())
             self._sessions[fresh] = session
+        else:
+            session.last_used = time.monotonic()
         if request.method == "POST" and request.headers.get(CSRF_HEADER) != session.csrf:
             self.stats.rejected += 1
             return _gws_error(403, 4, "Invalid or missing CSRF token: GET first, then send "
@@ -176,6 +217,7 @@ class Simulator:
         session = self._sessions.get(request.cookies.get("JSESSIONID", ""))
         if session is not None:
             session.clients.add(client_id)
+            self._session_of[client_id] = session
 
     # --- the Outbound API ---------------------------------------------------------------------
 
@@ -281,16 +323,14 @@ class Simulator:
                 "messageType": "DeviceUserEventMessage",
             },
         }
-        live = [c for c in session.clients if c in self.protocol.client_ids]
         now_mono = time.monotonic()
-        if live:
-            for client_id in live:
-                for channel, message in ((OUTBOUND, outbound), (INTERNAL, internal)):
-                    if self.protocol.is_subscribed(client_id, channel):
-                        self.protocol.deliver_to(client_id, message, now_mono)
+        if session.clients:
+            for client_id in session.clients:
+                for message in (outbound, internal):
+                    self.protocol.deliver_to(client_id, message, now_mono, subscribed_only=True)
         else:
-            for channel, message in ((OUTBOUND, outbound), (INTERNAL, internal)):
-                self.protocol.publish(channel, message["data"], now_mono)
+            for message in (outbound, internal):
+                self.protocol.publish_message(message, now_mono)
         self.stats.acked += 1
         self.server.pump()
 
@@ -305,7 +345,7 @@ def _handle(text: str) -> int | str:
 
 async def _body(request: web.Request) -> dict[str, Any] | None:
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(await read_body(request))
     except orjson.JSONDecodeError:
         return None
     return body if isinstance(body, dict) else None

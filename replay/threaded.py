@@ -41,7 +41,7 @@ class ThreadedReplayer:
     @property
     def clients(self) -> list[ClientSeen]:
         """The client sessions seen so far: id, subscriptions, messages emitted."""
-        return list(self.replayer.player.clients.values())
+        return self.replayer.clients
 
     @property
     def unmatched(self) -> list[Unmatched]:

@@ -382,6 +382,14 @@ def _loads(raw: bytes | str) -> Any:
         return loaded
 
 
+def load_json(raw: bytes | str) -> Any:
+    """JSON as the codec reads it (numbers beyond a double included); raises InvalidJson."""
+    try:
+        return _loads(raw)
+    except ValueError as exc:
+        raise InvalidJson(_json_reason(exc)) from None
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -396,10 +404,7 @@ def _orjson_int(literal: str) -> int | float:
 
 
 def _validated(raw: bytes | str) -> list[dict[str, Any]]:
-    try:
-        loaded = _loads(raw)
-    except ValueError as exc:  # orjson.JSONDecodeError, or a UnicodeError should one escape
-        raise InvalidJson(_json_reason(exc)) from None
+    loaded = load_json(raw)
     # Bayeux 1.0 "Messages": peers MUST accept an array and MAY accept a single message.
     objects = [loaded] if isinstance(loaded, dict) else loaded
     if not isinstance(objects, list):
