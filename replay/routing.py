@@ -93,4 +93,10 @@ class Wakeups:
         return due
 
     def __len__(self) -> int:
+        """The keys with a deadline."""
+        return len(self._current)
+
+    @property
+    def heap_size(self) -> int:
+        """Entries in the heap, stale ones included (bounded by a multiple of len())."""
         return len(self._heap)

@@ -76,8 +76,10 @@ class ReplayServer:
         paths: tuple[str, ...] = DEFAULT_PATHS,
         listener: Listener | None = None,
         on_handshake: HandshakeHook | None = None,
+        read_timeout_s: float = READ_TIMEOUT_S,
     ) -> None:
         self.protocol = protocol
+        self.read_timeout_s = read_timeout_s
         self.paths = paths
         self._listener = listener
         self._on_handshake = on_handshake
@@ -98,7 +100,7 @@ class ReplayServer:
             self.app,
             handle_signals=False,
             shutdown_timeout=STOP_S,
-            keepalive_timeout=READ_TIMEOUT_S,  # aiohttp's idle timer: it bounds a head's read too
+            keepalive_timeout=self.read_timeout_s,  # aiohttp's idle timer bounds a head's read
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -178,7 +180,7 @@ class ReplayServer:
     # --- transports ---------------------------------------------------------------------------
 
     async def _long_poll(self, request: web.Request) -> web.Response:
-        body = await read_body(request)  # chunked bodies with no Content-Length too
+        body = await read_body(request, self.read_timeout_s)  # chunked bodies too
         token = object()
         reply = self.protocol.handle(
             body, time.monotonic(), transport="long-polling", connection=token
@@ -237,10 +239,10 @@ class ReplayServer:
                 self._on_handshake(request, str(message.get("clientId")))
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The whole body, within READ_TIMEOUT_S (408 after) and MAX_BODY (413, by aiohttp)."""
+async def read_body(request: web.Request, timeout: float = READ_TIMEOUT_S) -> bytes:
+    """The whole body, within `timeout` (408 after) and MAX_BODY (413, by aiohttp)."""
     try:
-        async with asyncio.timeout(READ_TIMEOUT_S):
+        async with asyncio.timeout(timeout):
             return await request.read()
     except TimeoutError:
         raise web.HTTPRequestTimeout(text="the request body did not arrive in time") from None

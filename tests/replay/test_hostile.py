@@ -1,0 +1,275 @@
+"""The replayer and the simulator, over real sockets, against what production throws at them:
+unsubscribes mid-stream, a huge batch, numbers beyond a double, a client publishing on GWS's
+own channels, thousands of clients that vanish, slow headers, and SIGTERM under load."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from replay.app import Replayer, ReplayOptions
+from replay.player import PlayOptions
+from replay.protocol import PUBLISH_DENIED, BayeuxServer
+from replay.server import ReplayServer
+from replay.simulator import Simulator, SimulatorOptions
+from tests.constants import ROOT, TIMEOUT
+from tests.replay.tapes import CHANNELS, write_tape
+from tests.replay.test_cli import replay_cmd
+
+SECOND = max(1.0, TIMEOUT / 10)  # "within 1 s", on a loaded machine with a raised TIMEOUT
+
+
+def handshake_msg(n: int = 0, types: tuple[str, ...] = ("long-polling",)) -> dict[str, Any]:
+    return {
+        "channel": "/meta/handshake",
+        "version": "1.0",
+        "id": f"h{n}",
+        "supportedConnectionTypes": list(types),
+    }
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    async with http.post(url, data=data) as response:
+        return response.status, orjson.loads(await response.read())
+
+
+@pytest.fixture
+async def looping(tmp_path: Path) -> Any:
+    tape = tmp_path / "t.duckdb"
+    write_tape(tape, 500, 0.004)
+    options = ReplayOptions(play=PlayOptions(speed=1, loop=True, settle=0), max_interval_ms=1000)
+    replayer = await Replayer.start(tape, options)
+    yield replayer
+    await replayer.stop()
+
+
+async def test_unsubscribe_stops_deliveries_from_its_reply(looping: Replayer) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(looping.ws_url) as ws:
+        await ws.send_bytes(orjson.dumps([handshake_msg(types=("websocket",))]))
+        cid = orjson.loads((await ws.receive(timeout=TIMEOUT)).data)[0]["clientId"]
+        sub = {"channel": "/meta/subscribe", "clientId": cid, "subscription": list(CHANNELS)}
+        connect = {"channel": "/meta/connect", "clientId": cid, "connectionType": "websocket"}
+        await ws.send_bytes(orjson.dumps([sub, connect]))
+        unsub = {"channel": "/meta/unsubscribe", "clientId": cid, "subscription": CHANNELS[1]}
+        seen: list[tuple[bool, str]] = []  # (after the unsubscribe reply, channel)
+        after, deadline = False, time.monotonic() + 2 * TIMEOUT
+        while time.monotonic() < deadline and sum(a for a, _ in seen) < 100:
+            for message in orjson.loads((await ws.receive(timeout=TIMEOUT)).data):
+                channel = message["channel"]
+                if channel == "/meta/connect":
+                    await ws.send_bytes(orjson.dumps([connect]))
+                elif channel == "/meta/unsubscribe":
+                    assert message["successful"] is True
+                    after = True
+                elif not after and len(seen) == 50:
+                    await ws.send_bytes(orjson.dumps([unsub]))
+                if not channel.startswith("/meta/"):
+                    seen.append((after, channel))
+    late = [channel for was_after, channel in seen if was_after and channel == CHANNELS[1]]
+    assert {c for a, c in seen if not a} == set(CHANNELS)
+    assert sum(a for a, _ in seen) >= 100  # the other channel kept coming
+    assert late == [], f"{len(late)} messages on {CHANNELS[1]} after its unsubscribe reply"
+
+
+async def test_a_huge_batch_stalls_no_one(looping: Replayer) -> None:
+    """10,000 handshakes, then 10,000 publishes on their ids in one POST: it took 26.5 s, and
+    another client's handshake waited as long."""
+    async with aiohttp.ClientSession() as http:
+        ids = []
+        for n in range(10):
+            _, replies = await post(http, looping.url, [handshake_msg(i) for i in range(1000)])
+            ids += [r["clientId"] for r in replies]
+            assert len(replies) == 1000, n
+        publishes = [
+            {"channel": "/x", "clientId": cid, "data": {"n": n}} for n, cid in enumerate(ids)
+        ]
+        big = asyncio.create_task(post(http, looping.url, publishes))
+        started = time.monotonic()
+        _, other = await post(http, looping.url, [handshake_msg()])
+        waited = time.monotonic() - started
+        status, reply = await big
+        _, allowed = await post(http, looping.url, publishes[:1000])
+    assert other[0]["successful"] is True
+    assert waited < SECOND
+    assert status == 400
+    assert reply[0]["error"] == "400::a batch of 10000 messages is over the limit of 1000"
+    assert all(r["successful"] for r in allowed)
+
+
+@pytest.mark.parametrize("body", [b"1e999", b'[{"channel":123,"x":1e999}]'])
+async def test_numbers_beyond_a_double_get_400_not_500(looping: Replayer, body: bytes) -> None:
+    async with aiohttp.ClientSession() as http:
+        status, reply = await post(http, looping.url, body)
+        assert status == 400
+        assert reply[0]["error"].startswith("400::")
+        async with http.ws_connect(looping.ws_url) as ws:
+            await ws.send_bytes(body)
+            answer = orjson.loads((await ws.receive(timeout=TIMEOUT)).data)
+            assert answer[0]["successful"] is False
+            await ws.send_bytes(orjson.dumps([handshake_msg(types=("websocket",))]))
+            hello = orjson.loads((await ws.receive(timeout=TIMEOUT)).data)
+            assert hello[0]["successful"] is True  # the socket stays open
+
+
+async def test_the_simulator_refuses_client_publishes_on_gws_channels() -> None:
+    simulator = Simulator()
+    await simulator.start()
+    try:
+        auth = {"Authorization": "Basic " + base64.b64encode(b"agent:agent").decode()}
+        jar = aiohttp.CookieJar(unsafe=True)  # keeps cookies from 127.0.0.1
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            async with http.get(simulator.origin + "/api/v2/me", headers=auth) as login:
+                csrf = {"X-CSRF-TOKEN": login.headers["X-CSRF-TOKEN"]}
+            url = simulator.url()
+
+            async def bayeux(*messages: dict[str, Any]) -> list[dict[str, Any]]:
+                async with http.post(url, data=orjson.dumps(messages), headers=csrf) as response:
+                    assert response.status == 200
+                    return orjson.loads(await response.read())  # type: ignore[no-any-return]
+
+            cid = (await bayeux(handshake_msg()))[0]["clientId"]
+            for channel in ("/v2/me/outbound", "/me/internal", "/me/x/y"):
+                (reply,) = await bayeux({"channel": channel, "clientId": cid, "data": {}})
+                assert reply["successful"] is False, channel
+                assert reply["error"] == PUBLISH_DENIED
+            (ok,) = await bayeux({"channel": "/team/chat", "clientId": cid, "data": {}})
+            assert ok["successful"] is True
+    finally:
+        await simulator.stop()
+
+
+async def test_thousands_of_vanished_clients_leave_nothing_behind(looping: Replayer) -> None:
+    """2,000 clients handshake, subscribe and get deliveries, then vanish without a word:
+    once they expire no session, timeline, queue or connection is left."""
+    async with aiohttp.ClientSession() as http:
+        ids = []
+        for _ in range(2):
+            _, replies = await post(http, looping.url, [handshake_msg(i) for i in range(1000)])
+            ids += [r["clientId"] for r in replies]
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            subs = [
+                {"channel": "/meta/subscribe", "clientId": cid, "subscription": list(CHANNELS)}
+                for cid in chunk
+            ]
+            _, replies = await post(http, looping.url, subs)
+            assert all(r["successful"] for r in replies)
+        await asyncio.sleep(0.2)
+        assert looping.sizes()["sessions"] == 2000
+        assert looping.player.emitted > 0
+        deadline = time.monotonic() + TIMEOUT
+        while looping.sizes()["sessions"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    sizes = looping.sizes()
+    assert {k: v for k, v in sizes.items() if v} == {}
+    assert looping.player.served == 2000
+    assert len(looping.clients) <= 100  # the last departed, kept for logs
+
+
+async def test_the_simulators_web_sessions_expire() -> None:
+    simulator = Simulator(SimulatorOptions(session_timeout_s=0.2))
+    await simulator.start()
+    try:
+        auth = {"Authorization": "Basic " + base64.b64encode(b"agent:agent").decode()}
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            for _ in range(300):
+                async with http.get(simulator.origin + "/api/v2/me", headers=auth) as login:
+                    assert login.status == 200
+        assert simulator.sizes()["web_sessions"] == 300
+        deadline = time.monotonic() + TIMEOUT
+        while simulator.sizes()["web_sessions"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert simulator.sizes()["web_sessions"] == 0
+    finally:
+        await simulator.stop()
+
+
+async def test_slow_headers_are_cut_off_and_harm_no_one() -> None:
+    server = ReplayServer(BayeuxServer(), read_timeout_s=0.5)
+    await server.start()
+    try:
+        slow = [await asyncio.open_connection(server.host, server.port) for _ in range(20)]
+        for _, writer in slow:
+            writer.write(b"POST /cometd HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        async with aiohttp.ClientSession() as http:
+            _, reply = await post(http, server.url(), [handshake_msg()])
+        assert reply[0]["successful"] is True
+        for _, writer in slow:
+            writer.write(b"X-Slow: 1\r\n")  # still trickling: the head's clock is not reset
+        ends = await asyncio.wait_for(
+            asyncio.gather(*(reader.read() for reader, _ in slow)), TIMEOUT
+        )
+        assert time.monotonic() - started < 0.5 + SECOND
+        assert all(end == b"" for end in ends)  # closed by the server
+        for _, writer in slow:
+            writer.close()
+    finally:
+        await server.stop()
+
+
+async def test_sigterm_under_a_looping_load_exits_within_a_second(tmp_path: Path) -> None:
+    tape = tmp_path / "t.duckdb"
+    write_tape(tape, 2000, 0.0005, per_frame=2)
+    proc = subprocess.Popen(
+        replay_cmd(tape, "--speed", "0", "--loop"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.to_thread(proc.stdout.readline)
+        url = re.search(r" on (http://\S+)", line)
+        assert url, line
+        received = [0]
+        async with aiohttp.ClientSession() as http:
+            readers = [
+                asyncio.create_task(_read_ws(http, url.group(1), received)) for _ in range(20)
+            ]
+            deadline = time.monotonic() + TIMEOUT
+            while received[0] < 50_000 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert received[0] >= 50_000
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.to_thread(proc.communicate, timeout=TIMEOUT)
+            took = time.monotonic() - started
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert took < SECOND
+    assert re.search(r"served 20 clients, \d+ messages emitted", stderr)
+    assert "Traceback" not in stderr
+
+
+async def _read_ws(http: aiohttp.ClientSession, url: str, received: list[int]) -> None:
+    async with http.ws_connect(url.replace("http", "ws", 1), max_msg_size=0) as ws:
+        await ws.send_bytes(orjson.dumps([handshake_msg(types=("websocket",))]))
+        cid = orjson.loads((await ws.receive()).data)[0]["clientId"]
+        connect = {"channel": "/meta/connect", "clientId": cid, "connectionType": "websocket"}
+        sub = {"channel": "/meta/subscribe", "clientId": cid, "subscription": list(CHANNELS)}
+        await ws.send_bytes(orjson.dumps([sub, connect]))
+        async for frame in ws:
+            if frame.type is not aiohttp.WSMsgType.TEXT:
+                return
+            messages = orjson.loads(frame.data)
+            received[0] += len(messages)
+            if any(m["channel"] == "/meta/connect" for m in messages):
+                await ws.send_bytes(orjson.dumps([connect]))
