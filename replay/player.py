@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from replay import events as ev
+from replay.protocol import MAX_QUEUE
 from replay.routing import Wakeups
 from replay.server import ReplayServer
 from replay.timeline import Emission
@@ -28,7 +29,7 @@ from replay.timeline import Emission
 SETTLE_S = 0.2  # wait this long after a client's last subscribe before its timeline starts
 BATCH_S = 0.001  # work done between two returns to the event loop
 GATHER_S = 0.002  # a batch waits this long after the last one, to gather what falls due in it
-WINDOW = 2_000  # at speed 0, messages a client may have waiting before it gets more
+WINDOW = MAX_QUEUE  # at speed 0, messages a client may have waiting: its queue's limit
 SHARED = "shared"
 HISTORY = 100  # departed clients remembered (for logs and the pytest fixture)
 
@@ -174,7 +175,8 @@ class Player:
         if cursor is None:
             return
         timeline, speed = self.timeline, self.options.speed
-        if speed == 0 and not self._has_room(key):
+        room = self._room(key) if speed == 0 else len(timeline)
+        if room <= 0:
             self._due.set(key, now + GATHER_S)  # as fast as the client takes them
             return
         sent = 0
@@ -186,7 +188,7 @@ class Player:
             self._emit(key, timeline[cursor.index], now)
             cursor.index += 1
             sent += 1
-            if speed == 0 and sent >= WINDOW:
+            if sent >= room:
                 self._due.set(key, now)
                 return
         if self.options.loop and timeline and speed > 0:
@@ -199,10 +201,10 @@ class Player:
         else:
             self._finished(key)
 
-    def _has_room(self, key: str) -> bool:
+    def _room(self, key: str) -> int:
         if key == SHARED:
-            return True
-        return self.server.backlog(key) < WINDOW
+            return WINDOW
+        return WINDOW - self.server.backlog(key)
 
     def _emit(self, key: str, emission: Emission, now: float) -> None:
         protocol = self.server.protocol
