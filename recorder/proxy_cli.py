@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import click
 
-from recorder.cli import _pairs, run_loop
+from recorder.cli import _pairs
 from recorder.proxy import DEFAULT_BAYEUX_PATHS, CaptureProxy, ProxyOptions
-from tape.cli import listen_address
+from tape.cli import listen_address, run_loop
 from tape.process_writer import ProcessTapeWriter
 from tape.runtime import settle_gc
 from tape.schema import TapeError

@@ -15,7 +15,7 @@ from replay.player import PlayOptions
 from replay.responder import DEFAULT_MATCHERS, body_field
 from replay.server import DEFAULT_PATHS
 from replay.timeline import TimelineOptions
-from tape.cli import listen_address
+from tape.cli import listen_address, run_loop
 
 STATUS_S = 5.0
 
@@ -119,7 +119,7 @@ def replay_command(
         matchers=(*DEFAULT_MATCHERS, *(body_field(f) for f in match_on)),
     )
     host, port = listen_address(listen)
-    asyncio.run(_serve(tape, options, host, port))
+    run_loop(_serve(tape, options, host, port))
 
 
 async def _serve(tape: Path, options: ReplayOptions, host: str, port: int) -> None:

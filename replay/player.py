@@ -14,11 +14,13 @@ behind catches up in such batches, and the loop gets control back between any tw
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from replay import events as ev
 from replay.protocol import MAX_QUEUE
@@ -30,6 +32,7 @@ SETTLE_S = 0.2  # wait this long after a client's last subscribe before its time
 BATCH_S = 0.001  # work done between two returns to the event loop
 GATHER_S = 0.002  # a batch waits this long after the last one, to gather what falls due in it
 WINDOW = MAX_QUEUE  # at speed 0, messages a client may have waiting: its queue's limit
+CHUNK = 1_000  # emissions handed to the server in one call
 SHARED = "shared"
 HISTORY = 100  # departed clients remembered (for logs and the pytest fixture)
 
@@ -78,9 +81,12 @@ class Player:
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at: float | None = None
         self._last_batch = 0.0
-        self._span = (
-            (timeline[-1].offset + 0.001) / options.speed if timeline and options.speed else 0
-        )
+        speed = options.speed
+        self._span = (timeline[-1].offset + 0.001) / speed if timeline and speed else 0.0
+        # Offsets at this speed, for a binary search of what is due; the messages are shared
+        # by every delivery (the server queues them as they are), so they are never changed.
+        self._offsets = [e.offset / speed if speed else 0.0 for e in timeline]
+        self._messages = [e.message for e in timeline]
         self._log = log or (lambda _line: None)
         self._changed = asyncio.Event()
 
@@ -132,8 +138,7 @@ class Player:
     # --- the scheduler --------------------------------------------------------------------------
 
     def _offset(self, index: int) -> float:
-        speed = self.options.speed
-        return self.timeline[index].offset / speed if speed > 0 and self.timeline else 0.0
+        return self._offsets[index] if self._offsets else 0.0
 
     def _schedule(self, key: str, when: float) -> None:
         self._due.set(key, when)
@@ -174,28 +179,31 @@ class Player:
         cursor = self._cursors.get(key)
         if cursor is None:
             return
-        timeline, speed = self.timeline, self.options.speed
-        room = self._room(key) if speed == 0 else len(timeline)
+        offsets, speed, size = self._offsets, self.options.speed, len(self._offsets)
+        room = self._room(key) if speed == 0 else size
         if room <= 0:
             self._due.set(key, now + GATHER_S)  # as fast as the client takes them
             return
-        sent = 0
-        while cursor.index < len(timeline):
-            due = cursor.start + self._offset(cursor.index)
-            if due > now or (sent and time.monotonic() > budget):
-                self._due.set(key, due)
+        while cursor.index < size:
+            first = cursor.index
+            last = min(size, first + CHUNK, first + room)
+            end = bisect.bisect_right(offsets, now - cursor.start, first, last)
+            if end > first:
+                self._emit(key, self._messages[first:end], now)
+                cursor.index, room = end, room - (end - first)
+            if end < last or end == size:
+                break  # the rest is not due yet, or the timeline is done
+            if room <= 0 or time.monotonic() > budget:
+                self._due.set(key, now)  # more is due: the next batch goes on
                 return
-            self._emit(key, timeline[cursor.index], now)
-            cursor.index += 1
-            sent += 1
-            if sent >= room:
-                self._due.set(key, now)
-                return
-        if self.options.loop and timeline and speed > 0:
+        if cursor.index < size:
+            self._due.set(key, cursor.start + offsets[cursor.index])
+            return
+        if self.options.loop and size and speed > 0:
             cursor.start += self._span
             cursor.index = 0
             self._due.set(key, cursor.start + self._offset(0))
-        elif self.options.loop and timeline:
+        elif self.options.loop and size:
             cursor.index = 0
             self._due.set(key, now)
         else:
@@ -206,15 +214,17 @@ class Player:
             return WINDOW
         return WINDOW - self.server.backlog(key)
 
-    def _emit(self, key: str, emission: Emission, now: float) -> None:
+    def _emit(self, key: str, messages: list[dict[str, Any]], now: float) -> None:
         protocol = self.server.protocol
         if key == SHARED:
-            self.emitted += protocol.publish_message(emission.message, now)
-        elif protocol.deliver_to(key, emission.message, now, subscribed_only=True):
-            self.emitted += 1
-            seen = self.clients.get(key)
-            if seen is not None:
-                seen.emitted += 1
+            for message in messages:
+                self.emitted += protocol.publish_shared(message, now)
+            return
+        sent = protocol.deliver_shared(key, messages, now)
+        self.emitted += sent
+        seen = self.clients.get(key)
+        if seen is not None:
+            seen.emitted += sent
 
     def _finished(self, key: str) -> None:
         self._cursors.pop(key, None)

@@ -26,6 +26,7 @@ SERVER_VERSION = "1.0"
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 CLIENT_ID_BYTES = 20  # 160 random bits; 31 base-36 characters, as long as Faye's
 CLIENT_ID_LENGTH = 31
+MATCH_CACHE = 256  # channels whose subscription test a session remembers
 
 
 @dataclass(slots=True)
@@ -50,6 +51,7 @@ class Session:
     push: Hashable | None = None  # the WebSocket to push queued messages on, if any
     connected: bool = False  # a first connect was answered
     dropped: int = 0  # messages that fell off a full queue
+    matched: dict[str, bool] = field(default_factory=dict)  # channel -> subscribed, cached
 
 
 def new_client_id(random_bytes: Callable[[int], bytes]) -> str:
@@ -107,7 +109,12 @@ def rejection(obj: Any, reason: str) -> Wire:
 
 
 def subscribed(found: Session, channel: str) -> bool:
-    return any(pattern.matches(channel) for pattern in found.patterns.values())
+    hit = found.matched.get(channel)
+    if hit is None:
+        hit = any(pattern.matches(channel) for pattern in found.patterns.values())
+        if len(found.matched) < MATCH_CACHE:  # a timeline's channels are few; bounded anyway
+            found.matched[channel] = hit
+    return hit
 
 
 def subscription_error(names: tuple[str, ...]) -> str | None:

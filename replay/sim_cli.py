@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from replay.simulator import Simulator, SimulatorOptions
-from tape.cli import listen_address
+from tape.cli import listen_address, run_loop
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,7 +99,7 @@ def simulate_command(
         users=_user(users),
     )
     host, port = listen_address(listen)
-    asyncio.run(_serve(Simulator(options), host, port))
+    run_loop(_serve(Simulator(options), host, port))
 
 
 async def _serve(simulator: Simulator, host: str, port: int) -> None:
