@@ -163,11 +163,12 @@ class Player:
         now = time.monotonic()
         self._last_batch = now
         budget = now + BATCH_S
-        for key in self._due.pop_due(now):
-            if time.monotonic() > budget:
-                self._due.set(key, now)  # still due: the next batch takes it first
-                continue
+        # One due timeline at a time, and at least one a batch: the rest stay due in the heap
+        # for the next batch (taking them all out first could spend the budget on that alone).
+        while (key := self._due.pop_next(now)) is not None:
             self._play(key, now, budget)
+            if time.monotonic() > budget:
+                break
         self.server.pump()
         self._changed.set()
         earliest = self._due.earliest()

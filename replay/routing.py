@@ -86,11 +86,18 @@ class Wakeups:
     def pop_due(self, now: float) -> list[str]:
         """The keys whose deadline is at or before `now`, earliest first; they are unset."""
         due = []
-        while (deadline := self.earliest()) is not None and deadline <= now:
-            key = heapq.heappop(self._heap)[2]
-            del self._current[key]
+        while (key := self.pop_next(now)) is not None:
             due.append(key)
         return due
+
+    def pop_next(self, now: float) -> str | None:
+        """The earliest key whose deadline is at or before `now`, unset; else None."""
+        deadline = self.earliest()
+        if deadline is None or deadline > now:
+            return None
+        key = heapq.heappop(self._heap)[2]
+        del self._current[key]
+        return key
 
     def __len__(self) -> int:
         """The keys with a deadline."""

@@ -273,3 +273,27 @@ async def _read_ws(http: aiohttp.ClientSession, url: str, received: list[int]) -
             received[0] += len(messages)
             if any(m["channel"] == "/meta/connect" for m in messages):
                 await ws.send_bytes(orjson.dumps([connect]))
+
+
+async def test_a_scheduler_over_its_budget_still_makes_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch over budget at once (a loaded machine): each still plays a timeline, so
+    nothing livelocks. Taking every due timeline out of the heap before playing any had spent
+    the budget on that alone with ~1,000 due together, and no batch played anything."""
+    monkeypatch.setattr("replay.player.BATCH_S", -1.0)
+    tape = tmp_path / "t.duckdb"
+    write_tape(tape, 50, 0.001)
+    options = ReplayOptions(play=PlayOptions(speed=0, settle=0))
+    replayer = await Replayer.start(tape, options)
+    try:
+        async with aiohttp.ClientSession() as http:
+            _, replies = await post(http, replayer.url, [handshake_msg(i) for i in range(300)])
+            subs = [
+                {"channel": "/meta/subscribe", "clientId": r["clientId"], "subscription": "/**"}
+                for r in replies
+            ]
+            await post(http, replayer.url, subs)
+        assert await replayer.wait_emitted(300 * 50, timeout=TIMEOUT) == 300 * 50
+    finally:
+        await replayer.stop()
