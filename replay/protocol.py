@@ -479,6 +479,10 @@ class BayeuxServer:
         if any(matches(pattern, channel) for pattern in self._publish_denied):
             context.replies.append(wire.answer(message, successful=False, error=PUBLISH_DENIED))
             return
+        if not wire.sendable(message.data):
+            reason = wire.error(400, (channel,), "data nested too deep to deliver")
+            context.replies.append(wire.answer(message, successful=False, error=reason))
+            return
         self._events.append(MessagePublished(found.client_id, channel, message.data))
         context.replies.append(wire.answer(message, successful=True))
         if is_deliverable(channel):

@@ -5,7 +5,8 @@ It is a thin loop around the sans-I/O `BayeuxServer`: requests go in, `data_to_s
 out to the waiting HTTP responses and sockets, and `next_wakeup()` drives one timer.
 
 Limits, so that no client can stall or grow it: a body of at most MAX_BODY bytes (413 over
-it; a WebSocket message over it is closed with 1009), read within READ_TIMEOUT_S (408); a
+it; a WebSocket message over it gets a Bayeux 400 error, and one over MAX_WS_MESSAGE, which
+aiohttp refuses to read, a close with 1009), read within READ_TIMEOUT_S (408); a
 request head within READ_TIMEOUT_S of the connection opening or of the previous response (the
 connection is closed); a WebSocket whose client stops reading is closed (1008) once
 MAX_SEND_BUFFER bytes wait for it, its session's queue then bounded by the protocol.
@@ -24,9 +25,13 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from replay.events import Event, Outbound
 from replay.protocol import BayeuxServer
+from replay.session import rejection
 
 DEFAULT_PATHS = ("/api/v2/notifications", "/cometd")
 MAX_BODY = 2**20
+# Read whole, then refused with an error reply: closing on a message still arriving resets the
+# connection (unread data), and the client may never see the close frame's code.
+MAX_WS_MESSAGE = 8 * MAX_BODY
 READ_TIMEOUT_S = 15.0
 MAX_SEND_BUFFER = 4 * 2**20
 STOP_S = 0.5  # what stop() gives sockets to close and requests to finish
@@ -207,7 +212,7 @@ class ReplayServer:
         )
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=MAX_BODY, autoping=True, heartbeat=None)
+        ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE, autoping=True, heartbeat=None)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="expected a WebSocket upgrade or a POST")
         await ws.prepare(request)
@@ -225,6 +230,10 @@ class ReplayServer:
 
     def _on_frame(self, sock: _Socket, data: str | bytes) -> None:
         raw = data.encode() if isinstance(data, str) else data
+        if len(raw) > MAX_BODY:
+            reason = f"a message of {len(raw)} bytes is over the limit of {MAX_BODY}"
+            sock.send(orjson.dumps([rejection(None, reason)]))
+            return
         reply = self.protocol.handle(raw, time.monotonic(), transport="websocket", connection=sock)
         if reply.messages:
             self._handshaken(sock.request, reply.messages)

@@ -9,6 +9,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from replay.events import HeldConnect, Reply, Wire
 from tape.bayeux import (
     BayeuxDecodeError,
@@ -89,6 +91,17 @@ def answer(request: Message, **fields: Any) -> Wire:
     if "id" in request.fields:
         wire["id"] = request.fields["id"]  # echoed as sent: a number stays a number
     return wire
+
+
+def sendable(data: Any) -> bool:
+    """Whether `data` can be delivered, in a message in a batch: orjson, like most encoders,
+    refuses what nests more than 255 deep, which a client may well send (its parser takes
+    1,024)."""
+    try:
+        orjson.dumps([{"data": data}])
+    except (TypeError, orjson.JSONEncodeError):
+        return False
+    return True
 
 
 def unknown_client(request: Message, text: str) -> Wire:

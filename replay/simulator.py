@@ -53,6 +53,14 @@ CSRF_HEADER = "X-CSRF-TOKEN"
 OUTBOUND, INTERNAL = "/v2/me/outbound", "/me/internal"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE_CHANNELS = ("/v2/me/**", "/me/**")  # GWS publishes there; its clients may not
+ECHOED = (
+    "operationName",
+    "referenceId",
+    "callingList",
+    "applicationId",
+    "campaignName",
+    "phoneNumber",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +235,8 @@ class Simulator:
 
     async def _record(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        if body is None:
-            return self._bad("the body must be a JSON object")
+        if isinstance(body, str):
+            return self._bad(body)
         operation = body.get("operationName")
         if operation not in ACKS:
             return self._bad(
@@ -240,8 +248,8 @@ class Simulator:
 
     async def _campaign(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        if body is None:
-            return self._bad("the body must be a JSON object")
+        if isinstance(body, str):
+            return self._bad(body)
         if body.get("operationName") != PREVIEW[0]:
             return self._bad(
                 f"Unsupported operationName {body.get('operationName')!r} for "
@@ -340,15 +348,25 @@ class Simulator:
 
 
 def _handle(text: str) -> int | str:
-    return int(text) if text.isascii() and text.isdecimal() else text
+    """A numeric handle as a number, as GWS sends it, when JSON can carry it (int64)."""
+    if text.isascii() and text.isdecimal() and len(text) < 19:
+        return int(text)
+    return text
 
 
-async def _body(request: web.Request) -> dict[str, Any] | None:
+async def _body(request: web.Request) -> dict[str, Any] | str:
+    """The request's JSON object, or why it is refused. The fields an ack echoes must be
+    strings, numbers, booleans or null: anything else could not be sent back in it."""
     try:
         body = orjson.loads(await read_body(request))
     except orjson.JSONDecodeError:
-        return None
-    return body if isinstance(body, dict) else None
+        return "the body must be a JSON object"
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    for name in ECHOED:
+        if isinstance(body.get(name), dict | list):
+            return f"{name} must be a string or a number"
+    return body
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

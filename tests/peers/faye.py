@@ -276,6 +276,31 @@ class FayeServer:
             timeout=timeout,
         )
 
+    def pace(
+        self,
+        rate: float,
+        duration: float,
+        start: int = 0,
+        *,
+        tick_ms: int = 5,
+        timeout: float | None = None,
+    ) -> Json:
+        """Publish GWS pairs start, start + 1, ... (referenceId str(i)) at `rate` pairs a second
+        for `duration` seconds, pair i due i / rate s after the start (an absolute clock, checked
+        every `tick_ms`), straight into Faye's engine. Returns once done, with published
+        (messages), pairs, started_monotonic_ns, elapsed_ms and max_lag_ms (the timer's worst)."""
+        wait = duration + TIMEOUT if timeout is None else timeout
+        return self.command(
+            {
+                "cmd": "pace",
+                "rate": rate,
+                "duration_ms": round(duration * 1000),
+                "start": start,
+                "tick_ms": tick_ms,
+            },
+            timeout=wait,
+        )
+
     def clients(self) -> Json:
         """Handshake/disconnect counts, live clients, subscriptions; Faye's own client excluded."""
         return self.command({"cmd": "clients"})
@@ -320,6 +345,19 @@ class FayeServer:
         via: str = "client",
     ) -> Json:
         return await asyncio.to_thread(self.blast, channel, count, size, timeout=timeout, via=via)
+
+    async def apace(
+        self,
+        rate: float,
+        duration: float,
+        start: int = 0,
+        *,
+        tick_ms: int = 5,
+        timeout: float | None = None,
+    ) -> Json:
+        return await asyncio.to_thread(
+            self.pace, rate, duration, start, tick_ms=tick_ms, timeout=timeout
+        )
 
     async def aclients(self) -> Json:
         return await asyncio.to_thread(self.clients)

@@ -6,7 +6,7 @@
 // Listens on 127.0.0.1 with the Bayeux endpoint mounted at /cometd, then prints one line
 // {"ready": true, "port": N}. After that every stdin line is a JSON command carrying an "id",
 // and every command gets exactly one JSON line back on stdout carrying the same "id".
-// Commands: publish, gws, blast, clients, wait_subscribed (see tests/peers/faye.py).
+// Commands: publish, gws, blast, pace, clients, wait_subscribed (see tests/peers/faye.py).
 // stdin EOF exits with status 0. Nothing else is ever written to stdout.
 
 const http = require('http');
@@ -241,6 +241,49 @@ const handlers = {
       elapsed_ms: elapsed,
       msg_per_s: elapsed > 0 ? Math.round((count * 1000) / elapsed) : null,
     };
+  },
+
+  // A steady feed for load benchmarks: GWS pairs i = start, start + 1, ... (referenceId
+  // String(i)) at `rate` pairs a second for `duration_ms`, pair i due at i / rate s after the
+  // start. A timer every `tick_ms` (default 5) publishes every pair due by then, against that
+  // absolute clock (no drift), straight into the engine as publishViaEngine does, so every
+  // subscriber gets the same message rate. Answers once done, with how late the timer ran at worst.
+  pace(cmd) {
+    const rate = cmd.rate;
+    if (typeof rate !== 'number' || !Number.isFinite(rate) || rate <= 0) {
+      throw new Error('"rate" must be a number of pairs a second > 0');
+    }
+    const durationMs = requireCount(cmd.duration_ms, 'duration_ms');
+    const start = cmd.start === undefined ? 0 : requireCount(cmd.start, 'start');
+    const tickMs = cmd.tick_ms === undefined ? 5 : requireCount(cmd.tick_ms, 'tick_ms');
+    if (tickMs < 1) throw new Error('"tick_ms" must be >= 1');
+    const total = Math.ceil((durationMs / 1000) * rate); // pairs due before the end
+    const engine = bayeux._server._engine;
+    const startedNs = process.hrtime.bigint();
+    let sent = 0;
+    let maxLagMs = 0;
+    return new Promise((resolve) => {
+      const tick = () => {
+        const elapsedMs = Number(process.hrtime.bigint() - startedNs) / 1e6;
+        const due = Math.min(total, Math.floor((elapsedMs / 1000) * rate) + 1);
+        if (sent < due) maxLagMs = Math.max(maxLagMs, elapsedMs - (sent * 1000) / rate);
+        for (; sent < due; sent += 1) {
+          for (const [channel, data] of gwsPair(start + sent)) engine.publish({ channel, data });
+        }
+        if (sent >= total || elapsedMs >= durationMs) {
+          clearInterval(timer);
+          resolve({
+            published: sent * 2,
+            pairs: sent,
+            started_monotonic_ns: Number(startedNs),
+            elapsed_ms: Number(process.hrtime.bigint() - startedNs) / 1e6,
+            max_lag_ms: maxLagMs,
+          });
+        }
+      };
+      const timer = setInterval(tick, tickMs);
+      tick();
+    });
   },
 
   async clients() {
