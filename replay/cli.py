@@ -16,6 +16,7 @@ from replay.responder import DEFAULT_MATCHERS, body_field
 from replay.server import DEFAULT_PATHS
 from replay.timeline import TimelineOptions
 from tape.cli import listen_address, run_loop
+from tape.runtime import settle_gc
 
 STATUS_S = 5.0
 
@@ -127,6 +128,7 @@ async def _serve(tape: Path, options: ReplayOptions, host: str, port: int) -> No
         click.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True)
 
     replayer = await Replayer.start(tape, options, host=host, port=port, log=log)
+    settle_gc()  # the timeline and the modules are loaded: the collector need not rescan them
     total = len(replayer.player.timeline)
     for path in replayer.server.paths:
         click.echo(

@@ -90,6 +90,7 @@ class ReplayServer:
         self._on_handshake = on_handshake
         self._waiting: dict[Hashable, asyncio.Future[list[dict[str, Any]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._sockets: set[_Socket] = set()
         self.app = web.Application(client_max_size=MAX_BODY)
         for path in paths:
@@ -169,13 +170,16 @@ class ReplayServer:
             out.connection.send(orjson.dumps(out.messages))
 
     def _arm(self) -> None:
+        """One timer at the protocol's next wake-up. One armed for earlier stays: it fires, the
+        tick finds nothing due, and it is armed again (cheaper than re-arming at every pump)."""
         wake = self.protocol.next_wakeup()
+        if wake is None or (self._timer is not None and self._timer_at <= wake):
+            return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
-        if wake is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(max(0.0, wake - time.monotonic()), self._on_timer)
+        loop = asyncio.get_running_loop()
+        self._timer_at = wake
+        self._timer = loop.call_later(max(0.0, wake - time.monotonic()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -250,6 +254,8 @@ class ReplayServer:
 
 async def read_body(request: web.Request, timeout: float = READ_TIMEOUT_S) -> bytes:
     """The whole body, within `timeout` (408 after) and MAX_BODY (413, by aiohttp)."""
+    if request.content.is_eof():  # it all came with the head: no timer needed
+        return await request.read()
     try:
         async with asyncio.timeout(timeout):
             return await request.read()

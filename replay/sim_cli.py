@@ -11,6 +11,7 @@ import click
 
 from replay.simulator import Simulator, SimulatorOptions
 from tape.cli import listen_address, run_loop
+from tape.runtime import settle_gc
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -104,6 +105,7 @@ def simulate_command(
 
 async def _serve(simulator: Simulator, host: str, port: int) -> None:
     await simulator.start(host, port)
+    settle_gc()
     click.echo(
         f"GWS simulator on {simulator.origin} (login: GET {simulator.url('/api/v2/me')}; "
         f"notifications: {simulator.url()})"
