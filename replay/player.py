@@ -87,6 +87,7 @@ class Player:
         # by every delivery (the server queues them as they are), so they are never changed.
         self._offsets = [e.offset / speed if speed else 0.0 for e in timeline]
         self._messages = [e.message for e in timeline]
+        self._channels = sorted({e.channel for e in timeline})  # few: a timeline's channels
         self._log = log or (lambda _line: None)
         self._changed = asyncio.Event()
 
@@ -221,7 +222,7 @@ class Player:
             for message in messages:
                 self.emitted += protocol.publish_shared(message, now)
             return
-        sent = protocol.deliver_shared(key, messages, now)
+        sent = protocol.deliver_shared(key, messages, now, self._channels)
         self.emitted += sent
         seen = self.clients.get(key)
         if seen is not None:
