@@ -30,6 +30,7 @@ from replay.timeline import Emission
 
 SETTLE_S = 0.2  # wait this long after a client's last subscribe before its timeline starts
 BATCH_S = 0.001  # work done between two returns to the event loop
+FAST_BATCH_S = 0.005  # at speed 0: bigger batches, bigger long-poll replies
 GATHER_S = 0.002  # a batch waits this long after the last one, to gather what falls due in it
 WINDOW = MAX_QUEUE  # at speed 0, messages a client may have waiting: its queue's limit
 CHUNK = 1_000  # emissions handed to the server in one call
@@ -163,7 +164,7 @@ class Player:
         self._timer = self._armed_at = None
         now = time.monotonic()
         self._last_batch = now
-        budget = now + BATCH_S
+        budget = now + (BATCH_S if self.options.speed else FAST_BATCH_S)
         # One due timeline at a time, and at least one a batch: the rest stay due in the heap
         # for the next batch (taking them all out first could spend the budget on that alone).
         while (key := self._due.pop_next(now)) is not None:
@@ -212,15 +213,14 @@ class Player:
             self._finished(key)
 
     def _room(self, key: str) -> int:
-        if key == SHARED:
-            return WINDOW
-        return WINDOW - self.server.backlog(key)
+        """At speed 0: what the client (shared clock: the one furthest behind) can take."""
+        keys = self.clients if key == SHARED else (key,)
+        return WINDOW - max(map(self.server.backlog, keys), default=0)
 
     def _emit(self, key: str, messages: list[dict[str, Any]], now: float) -> None:
         protocol = self.server.protocol
         if key == SHARED:
-            for message in messages:
-                self.emitted += protocol.publish_shared(message, now)
+            self.emitted += protocol.publish_shared(messages, now)
             return
         sent = protocol.deliver_shared(key, messages, now, self._channels)
         self.emitted += sent

@@ -252,13 +252,22 @@ class BayeuxServer:
             self._add(found, wanted, now)
         return len(wanted)
 
-    def publish_shared(self, message: Wire, now: float) -> int:
-        """publish_message() for a dict that is never changed again: queued as it is, shared
-        by every subscriber, with no id (see deliver_shared)."""
-        targets = self._index.subscribers(message["channel"])
-        for client_id in targets:
-            self._add(self._sessions[client_id], [message], now)
-        return len(targets)
+    def publish_shared(self, messages: list[Wire], now: float) -> int:
+        """publish_message() for dicts that are never changed again: each queued as it is,
+        shared by every subscriber of its channel, with no id (see deliver_shared); one queue
+        append per client. Returns how many deliveries that made."""
+        by_channel: dict[str, list[str]] = {}
+        by_client: dict[str, list[Wire]] = {}
+        for message in messages:
+            channel = message["channel"]
+            targets = by_channel.get(channel)
+            if targets is None:
+                targets = by_channel[channel] = self._index.subscribers(channel)
+            for client_id in targets:
+                by_client.setdefault(client_id, []).append(message)
+        for client_id, mine in by_client.items():
+            self._add(self._sessions[client_id], mine, now)
+        return sum(map(len, by_client.values()))
 
     def tick(self, now: float) -> None:
         """Answer held connects whose timeout passed; expire clients that stopped connecting."""
