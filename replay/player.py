@@ -78,6 +78,7 @@ class Player:
         self.served = 0  # clients that ever handshook
         self.emitted = 0
         self._cursors: dict[str, _Cursor] = {}
+        self._started: set[str] = set()  # timelines past their settle (live clients, or shared)
         self._due = Wakeups()
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at: float | None = None
@@ -116,21 +117,21 @@ class Player:
         seen = self.clients.get(event.client_id)
         if seen is None:
             return  # already gone
-        seen.subscriptions.extend(event.channels)
+        seen.subscriptions += [c for c in event.channels if c not in seen.subscriptions]
         self._log(f"client {event.client_id} subscribed to {', '.join(event.channels)}")
         key = SHARED if self.options.clock == SHARED else event.client_id
-        cursor = self._cursors.get(key)
-        if cursor is not None and cursor.index > 0:
-            return  # already playing: later emissions see the new subscription
+        if key in self._started:
+            return  # playing or played: later emissions see the new subscription
         # Not started, or still settling: (re)start the settle from this subscription.
         start = time.monotonic() + self.options.settle
         self._cursors[key] = _Cursor(start)
-        self._schedule(key, start + self._offset(0))
+        self._schedule(key, start)  # started from then on, whenever its first message is
 
     def _gone(self, client_id: str, how: str) -> None:
         seen = self.clients.pop(client_id, None)
         if self.options.clock != SHARED:
             self._cursors.pop(client_id, None)
+            self._started.discard(client_id)
             self._due.discard(client_id)
         if seen is not None:  # nothing more will go to it: wait_emitted() must not wait for it
             seen.finished = True
@@ -182,8 +183,14 @@ class Player:
         cursor = self._cursors.get(key)
         if cursor is None:
             return
+        self._started.add(key)
         offsets, speed, size = self._offsets, self.options.speed, len(self._offsets)
-        room = self._room(key) if speed == 0 else size
+        if not size:
+            self._finished(key)
+            return
+        # At speed 0, a chunk a batch at most: a WebSocket push of 10,000 messages could take
+        # its unsent bytes past the limit at which a client counts as not reading.
+        room = min(self._room(key), CHUNK) if speed == 0 else size
         if room <= 0:
             self._due.set(key, now + GATHER_S)  # as fast as the client takes them
             return

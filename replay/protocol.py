@@ -35,6 +35,7 @@ _SESSION_METAS = ("/meta/connect", "/meta/subscribe", "/meta/unsubscribe", "/met
 MAX_QUEUE = 10_000  # messages queued per client before the oldest are dropped (CometD: maxQueue)
 MAX_BATCH = 1_000  # messages in one incoming batch; a longer batch is refused whole
 MAX_TIMEOUT_MS = 120_000  # the most a client's own advice.timeout may hold a connect
+MAX_SUBSCRIPTIONS = 1_000  # channels and patterns one client may be subscribed to
 PUBLISH_DENIED = "403::Publish denied"
 
 
@@ -85,6 +86,7 @@ class BayeuxServer:
         max_queue: int = MAX_QUEUE,
         max_batch: int = MAX_BATCH,
         max_timeout_ms: int = MAX_TIMEOUT_MS,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
         publish_denied: tuple[str, ...] = (),
     ) -> None:
         self._timeout_ms, self._max_interval = timeout_ms, max_interval_ms / 1000
@@ -94,6 +96,7 @@ class BayeuxServer:
         self._random_bytes = random_bytes
         self._max_queue, self._max_batch = max_queue, max_batch
         self._max_timeout_ms = max_timeout_ms
+        self._max_subs = max_subscriptions
         self._publish_denied = publish_denied  # channel patterns clients may not publish on
         self.dropped = 0  # messages dropped from the queues of clients that fell behind
         self._sessions: dict[str, Session] = {}
@@ -227,6 +230,12 @@ class BayeuxServer:
             return False
         self._enqueue(target, fields, now)
         return True
+
+    def requeue(self, client_id: str, messages: list[Wire]) -> None:
+        """Put back, at the front of its queue, messages a transport could not send."""
+        found = self._sessions.get(client_id)
+        if found is not None:
+            found.queue.extendleft(reversed(messages))
 
     def deliver_shared(
         self,
@@ -463,6 +472,13 @@ class BayeuxServer:
             fields["subscription"] = message.fields["subscription"]  # echoed as sent
         if failure is not None:
             context.replies.append(wire.answer(message, successful=False, error=failure, **fields))
+            return
+        if (
+            message.channel == "/meta/subscribe"
+            and len(found.patterns.keys() | names) > self._max_subs
+        ):
+            reason = wire.error(403, (names[0],), "Too many subscriptions")
+            context.replies.append(wire.answer(message, successful=False, error=reason, **fields))
             return
         if message.channel == "/meta/subscribe":
             found.patterns.update((name, ChannelPattern.parse(name)) for name in names)

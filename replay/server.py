@@ -35,6 +35,7 @@ MAX_WS_MESSAGE = 8 * MAX_BODY
 READ_TIMEOUT_S = 15.0
 MAX_SEND_BUFFER = 4 * 2**20
 STOP_S = 0.25  # what stop() gives sockets, then requests, to finish: 0.5 s in all
+CLOSE_S = 2.0  # a WebSocket's close handshake, before the connection is cut
 Listener = Callable[[Event], None]
 # Told of each successful handshake with the HTTP request it came on (the WebSocket upgrade, or
 # the long-polling POST), so an application can tie the new clientId to cookies or auth.
@@ -54,23 +55,33 @@ class _Socket:
         transport = self.request.transport
         return 0 if transport is None else transport.get_write_buffer_size()
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> bool:
+        """Write one text frame; False when it was not (closing, or the client stopped
+        reading: then the socket is closed, 1008)."""
         writer = self.ws._writer  # the frame is written synchronously, without a task a send
         if self.closing is not None or self.ws.closed or writer is None:
-            return
+            return False
         if self.buffered() > MAX_SEND_BUFFER:
             self.close(WSCloseCode.POLICY_VIOLATION, b"client too slow: send buffer full")
-            return
-        with contextlib.suppress(ConnectionError):  # closing: the read loop ends it
+            return False
+        try:
             writer._write_websocket_frame(data, WSMsgType.TEXT, 0)
+        except ConnectionError:  # closing: the read loop ends it
+            return False
+        return True
 
     def close(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"") -> None:
         if self.closing is None:
             self.closing = asyncio.get_running_loop().create_task(self._close(code, message))
 
     async def _close(self, code: int, message: bytes) -> None:
+        """The close handshake, for CLOSE_S at most: a client that does not read never
+        answers, and its unsent bytes must not be held for ever."""
         with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=message)
+            await asyncio.wait_for(self.ws.close(code=code, message=message), CLOSE_S)
+        transport = self.request.transport
+        if transport is not None:  # even one closing: a graceful close waits for the buffer
+            transport.abort()
 
 
 class ReplayServer:
@@ -91,6 +102,7 @@ class ReplayServer:
         self._waiting: dict[Hashable, asyncio.Future[list[dict[str, Any]]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._stopping = False
         self._sockets: set[_Socket] = set()
         self.app = web.Application(client_max_size=MAX_BODY)
         for path in paths:
@@ -118,6 +130,7 @@ class ReplayServer:
 
     async def stop(self) -> None:
         """Answer held long-polls and close sockets first, so shutdown never waits on them."""
+        self._stopping = True
         if self._timer is not None:
             self._timer.cancel()
         for future in self._waiting.values():
@@ -170,14 +183,19 @@ class ReplayServer:
         if waiting is not None:
             if not waiting.done():
                 waiting.set_result(out.messages)
-        elif isinstance(out.connection, _Socket):
-            out.connection.send(orjson.dumps(out.messages))
+        elif isinstance(out.connection, _Socket) and not out.connection.send(
+            orjson.dumps(out.messages)
+        ):
+            # Not sent: the session's messages wait in its (bounded) queue for a reconnect.
+            self.protocol.connection_closed(out.connection, time.monotonic())
+            if out.completes is None:
+                self.protocol.requeue(out.client_id, out.messages)
 
     def _arm(self) -> None:
         """One timer at the protocol's next wake-up. One armed for earlier stays: it fires, the
         tick finds nothing due, and it is armed again (cheaper than re-arming at every pump)."""
         wake = self.protocol.next_wakeup()
-        if wake is None or (self._timer is not None and self._timer_at <= wake):
+        if self._stopping or wake is None or (self._timer is not None and self._timer_at <= wake):
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -199,7 +217,6 @@ class ReplayServer:
             body, time.monotonic(), transport="long-polling", connection=token
         )
         messages = reply.messages
-        self._handshaken(request, messages)
         if reply.hold is not None:
             future: asyncio.Future[list[dict[str, Any]]] = (
                 asyncio.get_running_loop().create_future()
@@ -214,6 +231,7 @@ class ReplayServer:
                     self.pump()
         else:
             self.pump()
+        self._handshaken(request, messages)  # a handshake may share a held connect's answer
         status = 400 if reply.bad_request else 200
         return web.Response(
             body=orjson.dumps(messages), status=status, content_type="application/json"

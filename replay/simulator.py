@@ -77,6 +77,8 @@ class SimulatorOptions:
     def __post_init__(self) -> None:
         if not 0 < self.median_ms <= self.p99_ms:
             raise ValueError("need 0 < median <= p99")
+        if not self.session_timeout_s > 0:
+            raise ValueError("session_timeout_s must be positive")
         for name in ("error_rate", "missing_ack_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be within 0..1")

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -296,4 +297,65 @@ async def test_a_scheduler_over_its_budget_still_makes_progress(
             await post(http, replayer.url, subs)
         assert await replayer.wait_emitted(300 * 50, timeout=TIMEOUT) == 300 * 50
     finally:
+        await replayer.stop()
+
+
+async def test_a_finished_timeline_is_not_played_again_on_a_later_subscribe(
+    tmp_path: Path,
+) -> None:
+    tape = tmp_path / "t.duckdb"
+    write_tape(tape, 6, 0.001)
+    replayer = await Replayer.start(tape, ReplayOptions(play=PlayOptions(speed=0, settle=0)))
+    try:
+        async with aiohttp.ClientSession() as http:
+            _, (hello,) = await post(http, replayer.url, [handshake_msg()])
+            cid = hello["clientId"]
+            sub = {"channel": "/meta/subscribe", "clientId": cid, "subscription": CHANNELS[0]}
+            await post(http, replayer.url, [sub])
+            await replayer.wait_emitted(3, timeout=TIMEOUT)
+            await asyncio.sleep(0.1)
+            await post(http, replayer.url, [sub | {"subscription": CHANNELS[1]}])
+            await asyncio.sleep(0.3)
+        assert replayer.player.emitted == 3  # its half of the timeline, once
+    finally:
+        await replayer.stop()
+
+
+async def test_a_websocket_client_that_stops_reading_is_cut_off_and_keeps_its_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("replay.server.MAX_SEND_BUFFER", 64 * 1024)
+    monkeypatch.setattr("replay.server.CLOSE_S", 0.2)
+    tape = tmp_path / "t.duckdb"
+    write_tape(tape, 500, 0.004)
+    options = ReplayOptions(play=PlayOptions(speed=200, loop=True, settle=0))
+    replayer = await Replayer.start(tape, options)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+    raw.connect((replayer.server.host, replayer.server.port))
+    reader, writer = await asyncio.open_connection(sock=raw)
+    try:
+        writer.write(
+            b"GET /cometd HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await reader.readuntil(b"\r\n\r\n")
+        async with aiohttp.ClientSession() as http:
+            _, (hello,) = await post(http, replayer.url, [handshake_msg(types=("websocket",))])
+        cid = hello["clientId"]
+        sub = {"channel": "/meta/subscribe", "clientId": cid, "subscription": "/**"}
+        connect = {"channel": "/meta/connect", "clientId": cid, "connectionType": "websocket"}
+        payload = orjson.dumps([sub, connect])
+        mask = b"\x00\x00\x00\x00"  # a zero mask leaves the payload as it is
+        writer.write(bytes([0x81, 0xFE]) + len(payload).to_bytes(2, "big") + mask + payload)
+        await writer.drain()
+        # It never reads again: the replayer's deliveries pile up in its send buffer.
+        deadline = time.monotonic() + TIMEOUT
+        while replayer.sizes()["sockets"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert replayer.sizes()["sockets"] == 0  # closed (1008), then cut after CLOSE_S
+        assert replayer.server.protocol.has_client(cid)  # the session waits for a reconnect...
+        assert replayer.server.protocol.queued(cid) > 0  # ...with what was not sent
+    finally:
+        writer.close()
         await replayer.stop()

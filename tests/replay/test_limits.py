@@ -171,3 +171,13 @@ def test_a_subscription_while_unsubscribing_keeps_other_patterns() -> None:
     assert server.publish("/a/b", 1, 2.0) == 1  # still under /a/*
     assert subscribe(client, 2.0, "/a/b")["successful"] is True
     assert server.publish("/a/b", 2, 2.0) == 1  # once, not twice
+
+
+def test_subscriptions_per_client_are_capped() -> None:
+    server = BayeuxServer(max_subscriptions=3)
+    client = ready(Client(server), ["/a", "/b"])
+    assert subscribe(client, 1.0, ["/a", "/c"])["successful"] is True  # /a again: no new one
+    refused = subscribe(client, 1.0, "/d")
+    assert refused["successful"] is False
+    assert refused["error"] == "403:/d:Too many subscriptions"
+    assert set(server.subscriptions(client.client_id)) == {"/a", "/b", "/c"}
