@@ -7,14 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
-
 from replay.events import Event
 from replay.player import ClientSeen, Player, PlayOptions
 from replay.protocol import BayeuxServer
 from replay.reactive import ReactiveFront
 from replay.responder import DEFAULT_MATCHERS, Matcher, Responder, Unmatched, load_exchanges
-from replay.server import DEFAULT_PATHS, ReplayServer
+from replay.server import DEFAULT_PATHS, HasCookies, ReplayServer
 from replay.timeline import TimelineOptions, as_duckdb, load
 
 
@@ -76,7 +74,7 @@ class Replayer:
             for front in fronts:
                 front.on_event(event)
 
-        def handshaken(request: web.Request, client_id: str) -> None:
+        def handshaken(request: HasCookies, client_id: str) -> None:
             for front in fronts:
                 front.handshaken(request, client_id)
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from replay.events import ClientDisconnected, ClientExpired, Event
 from replay.protocol import BayeuxServer
 from replay.responder import Incoming, Responder, Served, Unmatched
-from replay.server import ReplayServer, read_body
+from replay.server import HasCookies, ReplayServer, read_body
 
 COOKIE = "JSESSIONID"
 
@@ -44,7 +44,7 @@ class ReactiveFront:
         self._next = 0
         server.app.router.add_route("*", "/{tail:.*}", self.handle)
 
-    def handshaken(self, request: web.Request, client_id: str) -> None:
+    def handshaken(self, request: HasCookies, client_id: str) -> None:
         cookie = request.cookies.get(COOKIE)
         if cookie:
             self._clients.setdefault(cookie, set()).add(client_id)

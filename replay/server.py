@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Hashable
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from replay.events import Event, Outbound
+from replay.events import Event, Outbound, Reply
+from replay.longpoll import PollConnection
 from replay.protocol import BayeuxServer
 from replay.session import rejection
 
@@ -37,9 +38,16 @@ MAX_SEND_BUFFER = 4 * 2**20
 STOP_S = 0.25  # what stop() gives sockets, then requests, to finish: 0.5 s in all
 CLOSE_S = 2.0  # a WebSocket's close handshake, before the connection is cut
 Listener = Callable[[Event], None]
+
+
 # Told of each successful handshake with the HTTP request it came on (the WebSocket upgrade, or
 # the long-polling POST), so an application can tie the new clientId to cookies or auth.
-HandshakeHook = Callable[[web.Request, str], None]
+class HasCookies(Protocol):
+    @property
+    def cookies(self) -> Mapping[str, str]: ...
+
+
+HandshakeHook = Callable[[HasCookies, str], None]
 
 
 class _Socket:
@@ -104,6 +112,9 @@ class ReplayServer:
         self._timer_at = 0.0
         self._stopping = False
         self._sockets: set[_Socket] = set()
+        self.fast_connections: set[PollConnection] = set()
+        self._listening: asyncio.Server | None = None
+        self._fast = False
         self.app = web.Application(client_max_size=MAX_BODY)
         for path in paths:
             for route in (path, path + "/{suffix:.*}"):
@@ -122,11 +133,16 @@ class ReplayServer:
             access_log=None,  # a line per long-poll cost ~3% of the CPU; the protocol logs
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.host, self.port = host, server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        # Long-polls are served from the socket (replay/longpoll.py) unless a middleware (the
+        # simulator's auth) must see every request; everything else goes to aiohttp.
+        self._fast = not self.app.middlewares
+        aiohttp_server = self._runner.server
+        assert aiohttp_server is not None
+        loop = asyncio.get_running_loop()
+        self._listening = await loop.create_server(
+            lambda: PollConnection(self, aiohttp_server), host, port
+        )
+        self.host, self.port = host, self._listening.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         """Answer held long-polls and close sockets first, so shutdown never waits on them."""
@@ -144,6 +160,11 @@ class ReplayServer:
         for sock in self._sockets:  # no close frame back in time (a busy client): cut it
             if sock.request.transport is not None:
                 sock.request.transport.abort()
+        if self._listening is not None:
+            self._listening.close()
+        await asyncio.sleep(0)  # the held polls' answers are written
+        for connection in list(self.fast_connections):
+            connection.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -158,7 +179,11 @@ class ReplayServer:
 
     def sizes(self) -> dict[str, int]:
         """What the server holds, for logs and for tests that it is freed."""
-        held = {"held_polls": len(self._waiting), "sockets": len(self._sockets)}
+        held = {
+            "held_polls": len(self._waiting),
+            "sockets": len(self._sockets),
+            "poll_connections": len(self.fast_connections),
+        }
         return self.protocol.sizes() | held
 
     def url(self, path: str | None = None, scheme: str = "http") -> str:
@@ -210,28 +235,46 @@ class ReplayServer:
 
     # --- transports ---------------------------------------------------------------------------
 
-    async def _long_poll(self, request: web.Request) -> web.Response:
-        body = await read_body(request, self.read_timeout_s)  # chunked bodies too
-        token = object()
+    def is_poll(self, data: bytes) -> bool:
+        """Whether a request starting with `data` (its request line at least) is a
+        long-polling POST on a Bayeux path, for PollConnection to serve itself."""
+        parts = data.split(b"\r\n", 1)[0].split(b" ")
+        if not self._fast or len(parts) != 3 or parts[0] != b"POST":
+            return False
+        path = parts[1].split(b"?", 1)[0].decode("latin-1")
+        return any(path == p or path.startswith(p + "/") for p in self.paths)
+
+    def begin_poll(
+        self, body: bytes, token: object
+    ) -> tuple[Reply, asyncio.Future[list[dict[str, Any]]] | None]:
+        """A long-polling POST: its reply, and the future of its answer when it is held."""
         reply = self.protocol.handle(
             body, time.monotonic(), transport="long-polling", connection=token
         )
-        messages = reply.messages
+        future = None
         if reply.hold is not None:
-            future: asyncio.Future[list[dict[str, Any]]] = (
-                asyncio.get_running_loop().create_future()
-            )
+            future = asyncio.get_running_loop().create_future()
             self._waiting[token] = future
+        self.pump()
+        return reply, future
+
+    def end_poll(self, token: object) -> None:
+        """The client of a held poll went away."""
+        if self._waiting.pop(token, None) is not None:
+            self.protocol.connection_closed(token, time.monotonic())
             self.pump()
+
+    async def _long_poll(self, request: web.Request) -> web.Response:
+        body = await read_body(request, self.read_timeout_s)  # chunked bodies too
+        token = object()
+        reply, held = self.begin_poll(body, token)
+        messages = reply.messages
+        if held is not None:
             try:
-                messages = await future
+                messages = await held
             finally:
-                if self._waiting.pop(token, None) is not None:  # the client went away
-                    self.protocol.connection_closed(token, time.monotonic())
-                    self.pump()
-        else:
-            self.pump()
-        self._handshaken(request, messages)  # a handshake may share a held connect's answer
+                self.end_poll(token)
+        self.handshaken(request, messages)  # a handshake may share a held connect's answer
         status = 400 if reply.bad_request else 200
         return web.Response(
             body=orjson.dumps(messages), status=status, content_type="application/json"
@@ -262,11 +305,11 @@ class ReplayServer:
             return
         reply = self.protocol.handle(raw, time.monotonic(), transport="websocket", connection=sock)
         if reply.messages:
-            self._handshaken(sock.request, reply.messages)
+            self.handshaken(sock.request, reply.messages)
             sock.send(orjson.dumps(reply.messages))
         self.pump()
 
-    def _handshaken(self, request: web.Request, messages: list[dict[str, Any]]) -> None:
+    def handshaken(self, request: HasCookies, messages: list[dict[str, Any]]) -> None:
         if self._on_handshake is None:
             return
         for message in messages:

@@ -38,7 +38,7 @@ from aiohttp import web
 
 from replay.events import ClientDisconnected, ClientExpired, Event
 from replay.protocol import BayeuxServer
-from replay.server import DEFAULT_PATHS, ReplayServer, read_body
+from replay.server import DEFAULT_PATHS, HasCookies, ReplayServer, read_body
 
 ACKS = {
     "DoNotCallRecord": "DoNotCallAcknowledge",
@@ -223,7 +223,7 @@ class Simulator:
             return None
         return user if self.options.users.get(user) == password else None
 
-    def _handshaken(self, request: web.Request, client_id: str) -> None:
+    def _handshaken(self, request: HasCookies, client_id: str) -> None:
         session = self._sessions.get(request.cookies.get("JSESSIONID", ""))
         if session is not None:
             session.clients.add(client_id)
