@@ -1,0 +1,138 @@
+"""Long-polling served from the socket (replay/longpoll.py), over raw TCP: what HTTP/1.1 clients
+send (chunked bodies, Expect, HTTP/1.0, keep-alive), what it refuses, and the hand-over to
+aiohttp of a connection whose next request is not a long-poll."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from replay.protocol import BayeuxServer
+from replay.server import ReplayServer
+from tests.constants import TIMEOUT
+
+HANDSHAKE = orjson.dumps(
+    [{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]
+)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ReplayServer]:
+    srv = ReplayServer(BayeuxServer(), read_timeout_s=0.5)
+    srv.app.router.add_get("/rest", _rest)
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def _rest(request: object) -> object:
+    from aiohttp import web
+
+    return web.Response(text="rest")
+
+
+async def exchange(server: ReplayServer, *requests: bytes) -> list[bytes]:
+    """Send the requests one after another on one connection; each response, whole."""
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    answers = []
+    try:
+        for request in requests:
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            answers.append(head + await reader.readexactly(length))
+    finally:
+        writer.close()
+    return answers
+
+
+def post(body: bytes, path: str = "/cometd", extra: bytes = b"") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n".encode()
+    return head + extra + b"\r\n" + body
+
+
+async def test_keep_alive_polls_then_a_rest_call_handed_to_aiohttp(server: ReplayServer) -> None:
+    first, second, rest = await exchange(
+        server,
+        post(HANDSHAKE),
+        post(HANDSHAKE, "/cometd/handshake"),
+        b"GET /rest HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b'"successful":true' in first
+    assert b'"successful":true' in second
+    assert rest.startswith(b"HTTP/1.1 200 OK")
+    assert rest.endswith(b"rest")
+    assert b"Server: Python" in rest  # aiohttp's
+
+
+async def test_chunked_bodies_and_expect_continue(server: ReplayServer) -> None:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(
+            b"POST /cometd HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT) == (
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+        )
+        half = len(HANDSHAKE) // 2
+        for chunk in (HANDSHAKE[:half], HANDSHAKE[half:], b""):
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 200 OK")
+    finally:
+        writer.close()
+
+
+async def test_http_1_0_gets_its_answer_then_the_connection_closes(server: ReplayServer) -> None:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        b"POST /cometd HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(HANDSHAKE), HANDSHAKE)
+    )
+    answer = await asyncio.wait_for(reader.read(), TIMEOUT)  # to EOF: closed after it
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert b"Connection: close" in answer
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (post(b"x" * (2**20 + 1)), b"413"),
+        (b"POST /cometd HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc", b"408"),
+        (b"POST /cometd HTTP/1.1\r\nContent-Length: nope\r\n\r\n", b"400"),
+        (post(b"[1]"), b"400"),
+    ],
+)
+async def test_refusals(server: ReplayServer, request_bytes: bytes, status: bytes) -> None:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(request_bytes)
+    answer = await asyncio.wait_for(reader.read(4096), TIMEOUT)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 " + status)
+
+
+async def test_a_client_gone_while_held_frees_its_poll(server: ReplayServer) -> None:
+    (hello,) = await exchange(server, post(HANDSHAKE))
+    cid = orjson.loads(hello.split(b"\r\n\r\n", 1)[1])[0]["clientId"]
+    connect = {"channel": "/meta/connect", "clientId": cid, "connectionType": "long-polling"}
+    await exchange(server, post(orjson.dumps([connect | {"advice": {"timeout": 0}}])))
+    _reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(post(orjson.dumps([connect])))
+    await writer.drain()
+    for _ in range(100):
+        if server.sizes()["held_polls"]:
+            break
+        await asyncio.sleep(0.01)
+    assert server.sizes()["held_polls"] == 1
+    writer.close()
+    for _ in range(100):
+        if not server.sizes()["held_polls"]:
+            break
+        await asyncio.sleep(0.01)
+    assert server.sizes()["held_polls"] == 0
+    assert server.sizes()["poll_connections"] == 0
