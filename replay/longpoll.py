@@ -152,7 +152,8 @@ class PollConnection(asyncio.Protocol):
             _REASONS.get(status, b"Error"),
             len(body),
         )
-        transport.write(head + (b"\r\n" if keep else b"Connection: close\r\n\r\n") + body)
+        transport.write(head + (b"\r\n" if keep else b"Connection: close\r\n\r\n"))
+        transport.write(body)  # not joined to the head: a copy of megabytes at speed 0
         if keep:
             self._expect_head()
         else:

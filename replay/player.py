@@ -188,9 +188,7 @@ class Player:
         if not size:
             self._finished(key)
             return
-        # At speed 0, a chunk a batch at most: a WebSocket push of 10,000 messages could take
-        # its unsent bytes past the limit at which a client counts as not reading.
-        room = min(self._room(key), CHUNK) if speed == 0 else size
+        room = self._room(key) if speed == 0 else size
         if room <= 0:
             self._due.set(key, now + GATHER_S)  # as fast as the client takes them
             return
@@ -220,9 +218,15 @@ class Player:
             self._finished(key)
 
     def _room(self, key: str) -> int:
-        """At speed 0: what the client (shared clock: the one furthest behind) can take."""
-        keys = self.clients if key == SHARED else (key,)
-        return WINDOW - max(map(self.server.backlog, keys), default=0)
+        """At speed 0: what the client (shared clock: the one furthest behind) can take. Over
+        WebSocket, a chunk a batch at most: a push of 10,000 messages could take its unsent
+        bytes past the limit at which a client counts as not reading. Over long-polling, all
+        its queue has room for: the fewer, bigger replies, the faster it gets them."""
+        keys = list(self.clients) if key == SHARED else [key]
+        room = WINDOW - max(map(self.server.backlog, keys), default=0)
+        if any(map(self.server.pushes_to_socket, keys)):
+            room = min(room, CHUNK)
+        return room
 
     def _emit(self, key: str, messages: list[dict[str, Any]], now: float) -> None:
         protocol = self.server.protocol

@@ -177,6 +177,9 @@ class ReplayServer:
             return max(queued, 1 << 30)
         return queued
 
+    def pushes_to_socket(self, client_id: str) -> bool:
+        return isinstance(self.protocol.push_connection(client_id), _Socket)
+
     def sizes(self) -> dict[str, int]:
         """What the server holds, for logs and for tests that it is freed."""
         held = {
