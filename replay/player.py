@@ -32,6 +32,7 @@ SETTLE_S = 0.2  # wait this long after a client's last subscribe before its time
 BATCH_S = 0.001  # work done between two returns to the event loop
 FAST_BATCH_S = 0.005  # at speed 0: bigger batches, bigger long-poll replies
 GATHER_S = 0.002  # a batch waits this long after the last one, to gather what falls due in it
+MAX_WAIT_S = 0.064  # at speed 0, the longest between two looks at a client with no room
 WINDOW = MAX_QUEUE  # at speed 0, messages a client may have waiting: its queue's limit
 CHUNK = 1_000  # emissions handed to the server in one call
 SHARED = "shared"
@@ -62,6 +63,7 @@ class _Cursor:
 
     start: float
     index: int = 0
+    wait: float = 0.0  # at speed 0, how long it last waited for a full client to take some
 
 
 class Player:
@@ -189,9 +191,11 @@ class Player:
             self._finished(key)
             return
         room = self._room(key) if speed == 0 else size
-        if room <= 0:
-            self._due.set(key, now + GATHER_S)  # as fast as the client takes them
+        if room <= 0:  # as fast as the client takes them: look again, less often each time
+            cursor.wait = min(max(GATHER_S, 2 * cursor.wait), MAX_WAIT_S)
+            self._due.set(key, now + cursor.wait)
             return
+        cursor.wait = 0.0
         while cursor.index < size:
             first = cursor.index
             last = min(size, first + CHUNK, first + room)

@@ -359,3 +359,37 @@ async def test_a_websocket_client_that_stops_reading_is_cut_off_and_keeps_its_qu
     finally:
         writer.close()
         await replayer.stop()
+
+
+async def test_clients_that_take_nothing_at_speed_0_are_looked_at_less_and_less(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """500 clients subscribed at speed 0 that never connect: their queues fill, and the player
+    backs off instead of asking each of them again every 2 ms (250,000 looks a second)."""
+    tape = tmp_path / "t.duckdb"
+    write_tape(tape, 200, 0.001)
+    monkeypatch.setattr("replay.player.WINDOW", 50)
+    replayer = await Replayer.start(tape, ReplayOptions(play=PlayOptions(speed=0, settle=0)))
+    looks = [0]
+    backlog = replayer.server.backlog
+
+    def counted(client_id: str) -> int:
+        looks[0] += 1
+        return backlog(client_id)
+
+    monkeypatch.setattr(replayer.server, "backlog", counted)
+    try:
+        async with aiohttp.ClientSession() as http:
+            _, replies = await post(http, replayer.url, [handshake_msg(i) for i in range(500)])
+            subs = [
+                {"channel": "/meta/subscribe", "clientId": r["clientId"], "subscription": "/**"}
+                for r in replies
+            ]
+            await post(http, replayer.url, subs)
+            await asyncio.sleep(0.5)  # every queue is full by now
+            before = looks[0]
+            await asyncio.sleep(1.0)
+        assert replayer.player.emitted == 500 * 50
+        assert looks[0] - before < 500 * 1.0 / 0.064 * 2  # at most ~every 64 ms each
+    finally:
+        await replayer.stop()
