@@ -47,6 +47,8 @@ class PollConnection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.size = 0
         self.cookie = ""
+        self.url, self.expect, self.length = b"", False, 0
+        self.http10 = False
         self.token: object | None = None  # the held poll this connection waits on
         self.timer: asyncio.TimerHandle | None = None
 
@@ -64,7 +66,7 @@ class PollConnection(asyncio.Protocol):
             return
         if not self.partial:
             self.lead += data
-            if b"\r\n" not in self.lead[:8192]:
+            if b"\n" not in self.lead[:8192]:
                 if len(self.lead) > 8192:
                     self._fail(400, b"request line too long")
                 return
@@ -74,8 +76,8 @@ class PollConnection(asyncio.Protocol):
                 return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._hand_over(data)  # never for a POST; kept safe
+        except httptools.HttpParserUpgrade:  # a POST asking for an upgrade: refused above
+            self._fail(400, b"no upgrade on a long-polling POST")
         except httptools.HttpParserError as exc:
             self._fail(400, str(exc).encode()[:200])
 
@@ -89,20 +91,39 @@ class PollConnection(asyncio.Protocol):
     # --- httptools callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.token is not None:  # pipelined behind a held poll, in the same read
+            self._fail(400, b"one request at a time on a long-polling connection")
+            return
         self.partial, self.body, self.size, self.cookie = True, [], 0, ""
+        self.url, self.expect, self.length = b"", False, 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
         if lowered == b"cookie":
             self.cookie = value.decode("latin-1")
-        elif lowered == b"expect" and value.lower() == b"100-continue" and self.transport:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        elif lowered == b"expect":
+            self.expect = value.lower() == b"100-continue"
+        elif lowered == b"content-length" and value.isdigit():
+            self.length = int(value)
 
     def on_headers_complete(self) -> None:
-        if self.parser.get_method() != b"POST":  # pipelined in the same read: not ours
-            self._fail(400, b"one request at a time on a long-polling connection")
-            return
-        self._arm(self._timeout, 408, b"the request body did not arrive in time")
+        from replay.server import MAX_BODY
+
+        # Pipelined in the same read as a long-poll, a request must be one too: the bytes
+        # before it were read, so it cannot go to aiohttp.
+        line = self.parser.get_method() + b" " + self.url + b" HTTP/1.1"
+        self.http10 = self.parser.get_http_version() == "1.0"
+        if self.parser.should_upgrade() or not self.server.is_poll(line):
+            self._fail(400, b"pipelined behind a long-poll, send it on another connection")
+        elif self.length > MAX_BODY:
+            self._fail(413, b"request body over the limit")
+        else:
+            if self.expect and self.transport is not None:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._arm(self._timeout, 408, b"the request body did not arrive in time")
 
     def on_body(self, body: bytes) -> None:
         from replay.server import MAX_BODY
@@ -126,14 +147,15 @@ class PollConnection(asyncio.Protocol):
             self._respond(reply.messages, 400 if reply.bad_request else 200, keep, cookie)
             return
         self.token = token
-        held.add_done_callback(lambda done: self._answered(done, keep, cookie))
+        held.add_done_callback(lambda done: self._answered(done, token, keep, cookie))
 
     # --- answers ----------------------------------------------------------------------------
 
     def _answered(
-        self, done: asyncio.Future[list[dict[str, Any]]], keep: bool, cookie: str
+        self, done: asyncio.Future[list[dict[str, Any]]], token: object, keep: bool, cookie: str
     ) -> None:
-        self.token = None
+        if self.token is token:
+            self.token = None
         if not done.cancelled() and self.transport is not None:
             self._respond(done.result(), 200, keep, cookie)
 
@@ -152,7 +174,11 @@ class PollConnection(asyncio.Protocol):
             _REASONS.get(status, b"Error"),
             len(body),
         )
-        transport.write(head + (b"\r\n" if keep else b"Connection: close\r\n\r\n"))
+        if not keep:
+            head += b"Connection: close\r\n"
+        elif self.http10:  # HTTP/1.0 closes unless told otherwise
+            head += b"Connection: keep-alive\r\n"
+        transport.write(head + b"\r\n")
         transport.write(body)  # not joined to the head: a copy of megabytes at speed 0
         if keep:
             self._expect_head()

@@ -131,6 +131,7 @@ class ReplayServer:
             shutdown_timeout=STOP_S,
             keepalive_timeout=self.read_timeout_s,  # aiohttp's idle timer bounds a head's read
             access_log=None,  # a line per long-poll cost ~3% of the CPU; the protocol logs
+            handler_cancellation=True,  # a held poll whose client left is freed at once
         )
         await self._runner.setup()
         # Long-polls are served from the socket (replay/longpoll.py) unless a middleware (the

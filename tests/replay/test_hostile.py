@@ -393,3 +393,45 @@ async def test_clients_that_take_nothing_at_speed_0_are_looked_at_less_and_less(
         assert looks[0] - before < 500 * 1.0 / 0.064 * 2  # at most ~every 64 ms each
     finally:
         await replayer.stop()
+
+
+async def test_the_simulators_held_polls_are_freed_when_their_client_leaves() -> None:
+    simulator = Simulator()
+    await simulator.start()
+    try:
+        auth = {"Authorization": "Basic " + base64.b64encode(b"agent:agent").decode()}
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            async with http.get(simulator.origin + "/api/v2/me", headers=auth) as login:
+                csrf = {"X-CSRF-TOKEN": login.headers["X-CSRF-TOKEN"]}
+            async with http.post(
+                simulator.url(), data=orjson.dumps([handshake_msg()]), headers=csrf
+            ) as response:
+                cid = orjson.loads(await response.read())[0]["clientId"]
+            connect = {
+                "channel": "/meta/connect",
+                "clientId": cid,
+                "connectionType": "long-polling",
+            }
+            for timeout in (0, None):
+                body = [connect | ({"advice": {"timeout": 0}} if timeout == 0 else {})]
+                request = http.post(simulator.url(), data=orjson.dumps(body), headers=csrf)
+                if timeout == 0:
+                    async with request as response:
+                        await response.read()
+                else:
+                    held = asyncio.create_task(request.__aenter__())
+                    for _ in range(100):
+                        if simulator.sizes()["held_polls"]:
+                            break
+                        await asyncio.sleep(0.01)
+                    assert simulator.sizes()["held_polls"] == 1
+                    held.cancel()
+                    await asyncio.gather(held, return_exceptions=True)
+        for _ in range(200):
+            if not simulator.sizes()["held_polls"]:
+                break
+            await asyncio.sleep(0.01)
+        assert simulator.sizes()["held_polls"] == 0
+    finally:
+        await simulator.stop()

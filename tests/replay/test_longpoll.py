@@ -136,3 +136,47 @@ async def test_a_client_gone_while_held_frees_its_poll(server: ReplayServer) -> 
         await asyncio.sleep(0.01)
     assert server.sizes()["held_polls"] == 0
     assert server.sizes()["poll_connections"] == 0
+
+
+async def test_two_connects_in_one_read_leave_no_poll_held(server: ReplayServer) -> None:
+    (hello,) = await exchange(server, post(HANDSHAKE))
+    cid = orjson.loads(hello.split(b"\r\n\r\n", 1)[1])[0]["clientId"]
+    connect = {"channel": "/meta/connect", "clientId": cid, "connectionType": "long-polling"}
+    await exchange(server, post(orjson.dumps([connect | {"advice": {"timeout": 0}}])))
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(post(orjson.dumps([connect])) * 2)  # pipelined: refused, the first freed
+    answer = await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    assert b"HTTP/1.1 400" in answer
+    for _ in range(100):
+        if not server.sizes()["held_polls"]:
+            break
+        await asyncio.sleep(0.01)
+    assert server.sizes()["held_polls"] == 0
+
+
+async def test_a_post_asking_for_an_upgrade_is_answered_once(server: ReplayServer) -> None:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(post(HANDSHAKE, extra=b"Connection: Upgrade\r\nUpgrade: websocket\r\n"))
+    answer = await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    assert answer.count(b"HTTP/1.1 ") == 1
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert server.protocol.client_ids == ()
+
+
+async def test_expect_continue_over_the_limit_gets_413_at_once(server: ReplayServer) -> None:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        b"POST /cometd HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+    )
+    answer = await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 413")
+
+
+async def test_http_1_0_keep_alive_is_said_so(server: ReplayServer) -> None:
+    request = b"POST /cometd HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n%s"
+    (answer,) = await exchange(server, request % (len(HANDSHAKE), HANDSHAKE))
+    assert b"Connection: keep-alive" in answer
