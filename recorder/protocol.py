@@ -133,6 +133,7 @@ class BayeuxClient:
         self._session = 0
         self._connect_id: str | None = None
         self._first_connect = True
+        self._connected_once = False  # a connect of this session succeeded
         self._timer: tuple[float, _Action] | None = None
         self._now = 0.0  # the latest `now` given: connects are sent from inside inputs
         self._connect_deadline: float | None = None
@@ -431,6 +432,13 @@ class BayeuxClient:
         ):
             reason = reply.error or "server advised reconnect handshake"
             self._events.append(Rehandshaking(f"{reply.channel}: {reason}"))
+            if self._connected_once:
+                # The server is reachable and says how to go on: as CometD's own client does
+                # (Client.js, _handleFailure: delay 0 and the backoff reset for "handshake"),
+                # re-handshake after advice.interval alone, not after the backoff that grew
+                # while it was unreachable. A session that never connected backs off still,
+                # so a server that refuses every new session is not handshaken in a loop.
+                self._backoff = self._backoff_factory()
             self._forget_session()
             self._schedule("handshake", self._retry_delay(), now)
         else:
@@ -444,7 +452,7 @@ class BayeuxClient:
             # ReplyUnmatched, a late failure of one is ignored (request_failed's `ids`).
             for key in [k for k, p in self._pending.items() if p.session != self._session]:
                 del self._pending[key]
-            self._first_connect = True
+            self._first_connect, self._connected_once = True, False
             self._events.append(HandshakeSucceeded(reply.client_id, self._advice))
             if self._channels:
                 self._send_subscriptions("subscribe", list(self._channels))
@@ -462,6 +470,7 @@ class BayeuxClient:
         # advice.interval; a failure without advice backs off.
         if reply.successful:
             self._backoff = self._backoff_factory()  # the connection is back
+            self._connected_once = True
             self._schedule("connect", (self._advice.interval or 0) / 1000, now)
         else:
             self._schedule("connect", self._retry_delay(), now)

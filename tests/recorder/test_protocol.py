@@ -575,3 +575,47 @@ def test_an_ext_hook_that_raises_still_leaves_earlier_deliveries_delivered() -> 
     with pytest.raises(ValueError, match="cannot read"):
         client.receive([good, bad], 1.0)
     assert client.events_received()[-1] == MessagesDelivered((good,))
+
+
+@pytest.mark.parametrize("interval", [0, 250])
+def test_after_an_outage_the_unknown_client_error_rehandshakes_after_the_interval_alone(
+    interval: int,
+) -> None:
+    """A server restart: connects fail while it is down (the backoff grows to 4 s), then it
+    answers 402 with advice handshake. As CometD's own client does, the handshake goes out after
+    advice.interval, not after the grown backoff (it waited 4-16 s, up to 30 s)."""
+    client, connect = connected(connect_grace_s=1e9)
+    client.receive([reply(connect)], 0.0)  # connected: a held connect is out
+    (held,) = sent(client, "connect")
+    now = 0.0
+    for _ in range(5):
+        client.request_failed(now, "connection refused")
+        now = retry_wakeup(client) or now
+        client.tick(now)
+        (held,) = sent(client, "connect")
+    assert now == pytest.approx(0.0 + 0.5 + 1.0 + 2.0 + 4.0)  # it grew
+    gone = {"reconnect": "handshake", "interval": interval}
+    client.receive([reply(held, successful=False, error="402::session_unknown", advice=gone)], now)
+    if interval == 0:
+        assert len(sent(client, "handshake")) == 1  # at once
+    else:
+        assert sent(client, "handshake") == []
+        assert retry_wakeup(client) == pytest.approx(now + interval / 1000)
+        client.tick(now + interval / 1000)
+        assert len(sent(client, "handshake")) == 1
+
+
+def test_a_session_that_never_connects_backs_off_between_rehandshakes() -> None:
+    """A server that answers every new session's first connect with 402: the re-handshakes
+    back off instead of looping."""
+    client = started(connect_grace_s=1e9)
+    now, delays = 0.0, []
+    for n in range(4):
+        batches = handshaken(client, now, client_id=f"c{n}")
+        (connect,) = [m for out in batches if out.kind == "connect" for m in out.messages]
+        client.receive([reply(connect, successful=False, error="402::session_unknown")], now)
+        wakeup = retry_wakeup(client)
+        delays.append(0.0 if wakeup is None else wakeup - now)
+        now = now if wakeup is None else wakeup
+        client.tick(now)
+    assert delays == [0.0, 0.5, 1.0, 2.0]
