@@ -60,6 +60,19 @@ def replay_cmd(tape: Path, *options: str) -> list[str]:
     return [sys.executable, "-m", "tape", "replay", str(tape), "--listen", "127.0.0.1:0", *options]
 
 
+async def start_replay(tape: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """The CLI started as a user would, and the first line it printed (its URLs)."""
+    proc = subprocess.Popen(
+        replay_cmd(tape, *options),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, await asyncio.to_thread(proc.stdout.readline)
+
+
 def refs(messages: list[dict[str, Any]]) -> list[str]:
     return [m["data"]["referenceId"] for m in messages]
 
@@ -67,16 +80,8 @@ def refs(messages: list[dict[str, Any]]) -> list[str]:
 async def test_the_cli_serves_logs_and_summarises(tmp_path: Path) -> None:
     tape = tmp_path / "t.duckdb"
     write_tape(tape, 20, 0.001)
-    proc = subprocess.Popen(
-        replay_cmd(tape, "--speed", "0"),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, line = await start_replay(tape, "--speed", "0")
     try:
-        assert proc.stdout is not None
-        line = await asyncio.to_thread(proc.stdout.readline)
         match = re.search(r"replaying 20 messages from .* on (http://127\.0\.0\.1:\d+/\S+)", line)
         assert match, line
         async with aiohttp.ClientSession() as http:

@@ -9,7 +9,6 @@ import base64
 import re
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from replay.player import PlayOptions
 from replay.protocol import PUBLISH_DENIED, BayeuxServer
 from replay.server import ReplayServer
 from replay.simulator import Simulator, SimulatorOptions
-from tests.constants import ROOT, TIMEOUT
+from tests.constants import TIMEOUT
 from tests.replay.tapes import CHANNELS, write_tape
-from tests.replay.test_cli import replay_cmd
+from tests.replay.test_cli import start_replay
 
 SECOND = max(1.0, TIMEOUT / 10)  # "within 1 s", on a loaded machine with a raised TIMEOUT
 
@@ -43,6 +42,21 @@ async def post(http: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, A
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     async with http.post(url, data=data) as response:
         return response.status, orjson.loads(await response.read())
+
+
+async def subscribed_clients(
+    http: aiohttp.ClientSession, url: str, count: int, subscription: Any
+) -> list[str]:
+    """`count` long-polling clients, handshaken and subscribed in one POST each (they never
+    connect); their clientIds."""
+    _, replies = await post(http, url, [handshake_msg(i) for i in range(count)])
+    ids = [str(r["clientId"]) for r in replies]
+    subs = [
+        {"channel": "/meta/subscribe", "clientId": c, "subscription": subscription} for c in ids
+    ]
+    _, answers = await post(http, url, subs)
+    assert all(a["successful"] for a in answers)
+    return ids
 
 
 @pytest.fixture
@@ -154,18 +168,8 @@ async def test_thousands_of_vanished_clients_leave_nothing_behind(looping: Repla
     """2,000 clients handshake, subscribe and get deliveries, then vanish without a word:
     once they expire no session, timeline, queue or connection is left."""
     async with aiohttp.ClientSession() as http:
-        ids = []
         for _ in range(2):
-            _, replies = await post(http, looping.url, [handshake_msg(i) for i in range(1000)])
-            ids += [r["clientId"] for r in replies]
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
-            subs = [
-                {"channel": "/meta/subscribe", "clientId": cid, "subscription": list(CHANNELS)}
-                for cid in chunk
-            ]
-            _, replies = await post(http, looping.url, subs)
-            assert all(r["successful"] for r in replies)
+            await subscribed_clients(http, looping.url, 1000, list(CHANNELS))
         await asyncio.sleep(0.2)
         assert looping.sizes()["sessions"] == 2000
         assert looping.player.emitted > 0
@@ -223,16 +227,8 @@ async def test_slow_headers_are_cut_off_and_harm_no_one() -> None:
 async def test_sigterm_under_a_looping_load_exits_within_a_second(tmp_path: Path) -> None:
     tape = tmp_path / "t.duckdb"
     write_tape(tape, 2000, 0.0005, per_frame=2)
-    proc = subprocess.Popen(
-        replay_cmd(tape, "--speed", "0", "--loop"),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, line = await start_replay(tape, "--speed", "0", "--loop")
     try:
-        assert proc.stdout is not None
-        line = await asyncio.to_thread(proc.stdout.readline)
         url = re.search(r" on (http://\S+)", line)
         assert url, line
         received = [0]
@@ -289,12 +285,7 @@ async def test_a_scheduler_over_its_budget_still_makes_progress(
     replayer = await Replayer.start(tape, options)
     try:
         async with aiohttp.ClientSession() as http:
-            _, replies = await post(http, replayer.url, [handshake_msg(i) for i in range(300)])
-            subs = [
-                {"channel": "/meta/subscribe", "clientId": r["clientId"], "subscription": "/**"}
-                for r in replies
-            ]
-            await post(http, replayer.url, subs)
+            await subscribed_clients(http, replayer.url, 300, "/**")
         assert await replayer.wait_emitted(300 * 50, timeout=TIMEOUT) == 300 * 50
     finally:
         await replayer.stop()
@@ -380,12 +371,7 @@ async def test_clients_that_take_nothing_at_speed_0_are_looked_at_less_and_less(
     monkeypatch.setattr(replayer.server, "backlog", counted)
     try:
         async with aiohttp.ClientSession() as http:
-            _, replies = await post(http, replayer.url, [handshake_msg(i) for i in range(500)])
-            subs = [
-                {"channel": "/meta/subscribe", "clientId": r["clientId"], "subscription": "/**"}
-                for r in replies
-            ]
-            await post(http, replayer.url, subs)
+            await subscribed_clients(http, replayer.url, 500, "/**")
             await asyncio.sleep(0.5)  # every queue is full by now
             before = looks[0]
             await asyncio.sleep(1.0)
