@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import os
 import signal
@@ -12,12 +13,15 @@ from pathlib import Path
 from typing import TypeVar
 
 import click
+import duckdb
 
 from recorder.auth import Credentials
+from recorder.net import NetOptions
 from recorder.record import Outcome, Recorder, RecordError, RecordOptions
 from recorder.status import Status
-from tape.cli import run_loop
+from tape.cli import claim_tape, existing_tape_options, remove_tape, run_loop
 from tape.frame import Session
+from tape.reader import TapeReader
 from tape.redact import redact_url
 from tape.runtime import keep_pandas_out_of_arrow, settle_gc
 from tape.schema import TapeError, package_version
@@ -54,14 +58,42 @@ def _pairs(values: tuple[str, ...], sep: str, what: str) -> dict[str, str]:
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Tape file to write (created if missing).",
+    help="Tape file to write (see --append and --overwrite if it exists).",
 )
+@existing_tape_options
 @click.option(
     "--transport",
-    type=click.Choice(["long-polling", "websocket"]),
-    default="long-polling",
+    type=click.Choice(["auto", "long-polling", "websocket"]),
+    default="auto",
     show_default=True,
-    help="Bayeux transport (GWS: long-polling).",
+    help="Bayeux transport. auto: WebSocket when the server offers it and the upgrade works, "
+    "else long-polling (GWS); the other two are strict.",
+)
+@click.option(
+    "--cacert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CA certificates (PEM) to trust for an https:// server, instead of the system's.",
+)
+@click.option(
+    "--cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Client certificate (PEM) for mutual TLS; its key in it or in --key.",
+)
+@click.option(
+    "--key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The private key (PEM) of --cert.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Do not verify the server's certificate (says so on stderr and in the session's labels).",
+)
+@click.option(
+    "--proxy",
+    metavar="URL",
+    help="Forward proxy (http://host:port) for both transports; default: HTTPS_PROXY, "
+    "HTTP_PROXY and NO_PROXY from the environment; '' for none.",
 )
 @click.option(
     "--user", help="User for HTTP basic auth; the password comes from --password-env or a prompt."
@@ -99,7 +131,14 @@ def record_command(
     url: str,
     channels: tuple[str, ...],
     output: Path,
+    append: bool,
+    overwrite: bool,
     transport: str,
+    cacert: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    insecure: bool,
+    proxy: str | None,
     user: str | None,
     password_env: str | None,
     login_url: str | None,
@@ -115,6 +154,23 @@ def record_command(
     Handshakes, subscribes, and records every frame sent and received until stopped by
     Ctrl-C/SIGTERM, --duration or --max-messages. Credentials never reach the tape.
     """
+    if key is not None and cert is None:
+        raise click.BadParameter(
+            "--key goes with --cert (the client certificate)", param_hint="--key"
+        )
+    if proxy and "://" not in proxy:
+        raise click.BadParameter(
+            f"{proxy!r} is not a URL; give http://host:port", param_hint="--proxy"
+        )
+    net = NetOptions(cacert=cacert, cert=cert, key=key, insecure=insecure, proxy=proxy)
+    tags = _pairs(labels, "=", "KEY=VALUE")
+    if insecure:
+        click.echo(
+            "warning: --insecure: the server's certificate is not verified; anyone on the path "
+            "can read and change this recording",
+            err=True,
+        )
+        tags["insecure"] = "true"
     credentials = Credentials(
         user=user,
         password=_password(user, password_env),
@@ -125,6 +181,7 @@ def record_command(
         url=url,
         channels=channels or DEFAULT_CHANNELS,
         transport=transport,
+        net=net,
         credentials=credentials,
         login_url=login_url or _default_login(url, user),
         url_suffix=url_suffix,
@@ -133,7 +190,8 @@ def record_command(
     )
     keep_pandas_out_of_arrow()  # the writer runs in this process
     settle_gc()
-    outcome = run_loop(record_to_tape(options, output, _pairs(labels, "=", "KEY=VALUE")))
+    created = claim_tape(output, append=append, overwrite=overwrite)
+    outcome = run_loop(record_to_tape(options, output, tags, created=created))
     if not outcome.ok:
         raise click.ClickException(outcome.reason)
 
@@ -158,9 +216,16 @@ def _default_login(url: str, user: str | None) -> str | None:
 
 
 async def record_to_tape(
-    options: RecordOptions, output: Path, labels: dict[str, str] | None = None
+    options: RecordOptions,
+    output: Path,
+    labels: dict[str, str] | None = None,
+    *,
+    created: bool = False,
 ) -> Outcome:
-    """Record one session into `output`; returns why it stopped."""
+    """Record one session into `output`; returns why it stopped.
+
+    `created`: this run made `output`, so a run that fails before the server sent a Bayeux
+    frame removes it (a retry with the same path then starts clean)."""
     writer = TapeWriter(output)
     session = Session(
         session_id=new_session_id(),
@@ -182,18 +247,36 @@ async def record_to_tape(
         outcome = Outcome(str(exc), ok=False)
     finally:
         ticker.cancel()
+    with contextlib.suppress(TapeError):  # frames held for a failed writer go with it
+        log.release()
+    log.close(outcome.reason)  # a failed writer still stores this row if it can (end_reason)
     try:
-        log.close(outcome.reason)
         writer.close()
     except TapeError as exc:
         outcome = Outcome(str(exc), ok=False)
     status.frames = log.frames  # the final `stopped` lifecycle frame too
+    if created and not outcome.ok and not _server_spoke(output):
+        remove_tape(output)
+        return Outcome(f"{outcome.reason}\n(no tape written: the server sent nothing)", ok=False)
     clear = "\r\x1b[2K" if sys.stderr.isatty() else ""
     if outcome.ok:  # on failure the error line says why; do not say it twice
         click.echo(clear + status.summary(outcome.reason), err=True)
         clear = ""
     click.echo(f"{clear}tape: {output}  session {log.session.session_id}", err=True)
     return outcome
+
+
+def _server_spoke(tape: Path) -> bool:
+    """Whether the tape holds a Bayeux frame from the server (a reply, even a refusal)."""
+    try:
+        with TapeReader(tape) as reader:
+            rows = reader.conn.execute(
+                "SELECT count(*) FROM frames WHERE kind = 'bayeux' AND direction = 'in' "
+                "AND parse_error IS NULL"
+            ).fetchall()
+    except (TapeError, duckdb.Error):
+        return True  # cannot tell: keep it
+    return bool(rows[0][0])
 
 
 def _on_signals(recorder: Recorder) -> None:

@@ -15,7 +15,7 @@ import click
 
 from recorder.cli import _pairs
 from recorder.proxy import DEFAULT_BAYEUX_PATHS, CaptureProxy, ProxyOptions
-from tape.cli import listen_address, run_loop
+from tape.cli import claim_tape, existing_tape_options, listen_address, remove_tape, run_loop
 from tape.process_writer import ProcessTapeWriter
 from tape.runtime import settle_gc
 from tape.schema import TapeError
@@ -34,8 +34,9 @@ from tape.schema import TapeError
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="The tape to write (created, or appended to).",
+    help="The tape to write (see --append and --overwrite if it exists).",
 )
+@existing_tape_options
 @click.option(
     "--bayeux-path",
     "bayeux_paths",
@@ -53,6 +54,8 @@ def proxy_command(
     upstream: str,
     listen: str,
     output: Path,
+    append: bool,
+    overwrite: bool,
     bayeux_paths: tuple[str, ...],
     session_cookie: str,
     labels: tuple[str, ...],
@@ -82,16 +85,21 @@ def proxy_command(
         labels=_pairs(labels, "=", "KEY=VALUE"),
     )
     host, port = listen_address(listen)
-    run(_serve(options, output, host, port))
+    created = claim_tape(output, append=append, overwrite=overwrite)
+    run(_serve(options, output, host, port, created=created))
 
 
-async def _serve(options: ProxyOptions, output: Path, host: str, port: int) -> None:
+async def _serve(
+    options: ProxyOptions, output: Path, host: str, port: int, *, created: bool
+) -> None:
     writer = ProcessTapeWriter(output)
     proxy = CaptureProxy(options, writer)
     try:
         await proxy.start(host, port)
     except OSError as exc:
         writer.close()
+        if created:  # nothing was recorded: leave no empty tape behind
+            remove_tape(output)
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None

@@ -15,6 +15,7 @@ from typing import Protocol, cast
 
 from recorder import events as ev
 from recorder.auth import Credentials
+from recorder.net import NetOptions
 from recorder.protocol import BayeuxClient
 from recorder.status import Status
 from recorder.websocket import WebSocketTransport
@@ -40,7 +41,8 @@ class Transport(Protocol):
 class RecordOptions:
     url: str
     channels: tuple[str, ...] = ("/v2/me/outbound", "/me/internal")
-    transport: str = "long-polling"
+    transport: str = "auto"  # "auto": WebSocket if offered and the upgrade works, else LP
+    net: NetOptions = field(default_factory=NetOptions)
     credentials: Credentials = field(default_factory=Credentials)
     login_url: str | None = None
     url_suffix: bool = False

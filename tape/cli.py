@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -69,6 +70,44 @@ def listen_address(value: str) -> tuple[str, int]:
             f"{value!r} is not HOST:PORT with a port from 0 to 65535", param_hint="--listen"
         )
     return host.strip("[]"), int(port)
+
+
+def existing_tape_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--append` and `--overwrite`: what to do when the output tape exists (see claim_tape)."""
+    command = click.option(
+        "--overwrite", is_flag=True, help="Replace the output tape if it exists."
+    )(command)
+    return click.option(
+        "--append", is_flag=True, help="Add to the output tape if it exists (a new session)."
+    )(command)
+
+
+def claim_tape(path: Path, *, append: bool, overwrite: bool) -> bool:
+    """Make `path` ready to be written as the user said; True when this run creates it.
+
+    A tape that exists is refused unless `append` (added to) or `overwrite` (removed first)."""
+    if append and overwrite:
+        raise click.UsageError("--append and --overwrite exclude each other; give one")
+    wal = path.with_name(path.name + ".wal")
+    if not path.exists():
+        wal.unlink(missing_ok=True)  # a WAL without its database is a crashed run's leftover
+        return True
+    if overwrite:
+        path.unlink()
+        wal.unlink(missing_ok=True)
+        return True
+    if not append:
+        raise click.ClickException(
+            f"{path} exists; add --append to add to it, --overwrite to replace it, "
+            "or choose another -o"
+        )
+    return False
+
+
+def remove_tape(path: Path) -> None:
+    """Remove a tape this run created and is giving up (with its WAL)."""
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
 
 
 def _os_error(exc: OSError) -> str:

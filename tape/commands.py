@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from tape.cli import claim_tape, existing_tape_options
 from tape.har import har_items, is_har
 from tape.info import render_info, tape_info
 from tape.jsonl import JsonlReader, write_jsonl
@@ -27,13 +28,14 @@ _TAPE = click.Path(dir_okay=False, path_type=Path)
 @click.command("import")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "output", type=_TAPE, required=True, help="Tape file to write.")
-def import_command(source: Path, output: Path) -> None:
-    """Import a JSONL tape, or a browser's HAR file (.har), into a DuckDB tape (created if
-    missing).
+@existing_tape_options
+def import_command(source: Path, output: Path, append: bool, overwrite: bool) -> None:
+    """Import a JSONL tape, or a browser's HAR file (.har), into a DuckDB tape.
 
     The whole file is checked first, so a bad line or entry imports nothing. A HAR becomes one
     session: Bayeux POSTs and WebSocket messages as Bayeux frames, other calls as HTTP frames.
     """
+    claim_tape(output, append=append, overwrite=overwrite)
     if is_har(source):
         items = har_items(source)
         frames, sessions = import_items(items, output)

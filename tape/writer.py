@@ -243,6 +243,7 @@ class TapeWriter:
         self._serving = 0  # the ticket whose commit is next
         self._turn = threading.Condition()
         self.committed_frames = 0
+        self._late_sessions: dict[str, Session] = {}  # rows put after a failure, see close()
         catalog = self._conn.execute("SELECT current_database()").fetchall()[0][0]
         self._cursors = [self._conn.cursor() for _ in range(max(1, workers))]
         for cursor in self._cursors:
@@ -281,6 +282,11 @@ class TapeWriter:
         self._after_put()
 
     def put_session(self, session: Session) -> None:
+        if self._error is not None and not self._closed:
+            # The writer has failed (a full disk): keep the session's latest row for close(),
+            # which stores it if the database still can, so its end_reason says why it ended.
+            self._late_sessions[session.session_id] = session
+            return
         self._put(session)
 
     def _put(self, item: object) -> None:
@@ -352,10 +358,30 @@ class TapeWriter:
         try:
             if self._error is None and finalize:
                 self._finalize()
+            elif self._error is not None:
+                self._store_late_sessions()
         finally:
             self._conn.close()
         if self._error is not None:
-            raise TapeError(f"writing {self.path} failed: {self._error}") from self._error
+            raise TapeError(
+                f"writing {self.path} failed: {self._error}; the tape keeps the "
+                f"{self.committed_frames} frames committed before that"
+            ) from self._error
+
+    def _store_late_sessions(self) -> None:
+        """After a failure, store the session rows put since (their end time and end_reason)
+        in one small transaction, if the database can still take it: a full disk often leaves
+        room for a row that a batch of frames did not find."""
+        if not self._late_sessions:
+            return
+        try:
+            self._conn.execute("BEGIN")
+            for session in self._late_sessions.values():
+                upsert_session(self._conn, session)
+            self._conn.execute("COMMIT")
+        except duckdb.Error:
+            with contextlib.suppress(duckdb.Error):
+                self._conn.execute("ROLLBACK")
 
     def _finalize(self) -> None:
         """Store what analysis derives from the finished tape (tape.schema.finalize): for 5M

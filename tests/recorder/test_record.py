@@ -166,10 +166,38 @@ async def test_first_contact_failures_are_one_line_errors(case: str, tmp_path: P
     }[case]
     assert error, result.stderr
     assert expected in error[0]
-    with TapeReader(tmp_path / "t.duckdb") as reader:
-        (session,) = reader.sessions()
-    assert session.end_reason is not None
-    assert expected in session.end_reason
+    # Nothing came from the server, so the run leaves no tape: a retry starts clean.
+    assert "no tape written" in result.stderr
+    assert not (tmp_path / "t.duckdb").exists()
+    assert not (tmp_path / "t.duckdb.wal").exists()
+
+
+async def test_an_existing_tape_is_refused_unless_appended_to_or_overwritten(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    server.script.connect_replies.extend([[event(i)] for i in range(6)])
+    tape = tmp_path / "shift.duckdb"
+    first = await asyncio.to_thread(run_cli, server.url, "-o", str(tape), "--max-messages", "1")
+    assert first.returncode == 0, first.stderr
+    again = await asyncio.to_thread(run_cli, server.url, "-o", str(tape), "--max-messages", "1")
+    assert again.returncode == 1
+    assert "Traceback" not in again.stderr
+    assert "exists; add --append to add to it, --overwrite to replace it" in again.stderr
+    appended = await asyncio.to_thread(
+        run_cli, server.url, "-o", str(tape), "--max-messages", "1", "--append"
+    )
+    assert appended.returncode == 0, appended.stderr
+    with TapeReader(tape) as reader:
+        assert len(reader.sessions()) == 2
+    replaced = await asyncio.to_thread(
+        run_cli, server.url, "-o", str(tape), "--max-messages", "1", "--overwrite"
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    with TapeReader(tape) as reader:
+        assert len(reader.sessions()) == 1
+    both = await asyncio.to_thread(run_cli, server.url, "-o", str(tape), "--append", "--overwrite")
+    assert both.returncode == 2
+    assert "exclude each other" in both.stderr
 
 
 async def test_a_failing_tape_stops_the_recording_with_the_reason(
@@ -185,6 +213,7 @@ async def test_a_failing_tape_stops_the_recording_with_the_reason(
     outcome = await asyncio.wait_for(record_to_tape(options, tmp_path / "full.duckdb"), TIMEOUT)
     assert not outcome.ok
     assert "No space left on device" in outcome.reason
+    assert "the tape keeps the 0 frames committed before that" in outcome.reason
 
 
 async def test_a_connect_answered_without_its_reply_is_retried_not_awaited_forever(
@@ -253,3 +282,9 @@ async def test_a_tape_that_fails_mid_recording_stops_it_with_one_error(
     assert not outcome.ok
     assert "No space left on device (test)" in outcome.reason
     assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
+    # The session row is still stored, when the database can take it, with why it ended.
+    with TapeReader(tape_path) as reader:
+        (session,) = reader.sessions()
+    assert session.end_reason is not None
+    assert "No space left on device (test)" in session.end_reason
+    assert session.ended_ns is not None
