@@ -35,15 +35,16 @@ def import_command(source: Path, output: Path, append: bool, overwrite: bool) ->
     The whole file is checked first, so a bad line or entry imports nothing. A HAR becomes one
     session: Bayeux POSTs and WebSocket messages as Bayeux frames, other calls as HTTP frames.
     """
-    claim_tape(output, append=append, overwrite=overwrite)
     if is_har(source):
         items = har_items(source)
+        claim_tape(output, append=append, overwrite=overwrite)
         frames, sessions = import_items(items, output)
         click.echo(f"imported {frames} frames in {sessions} sessions into {output} (from HAR)")
         return
     reader = JsonlReader(source)
     for _ in reader.items():  # validation pass: errors name the line
         pass
+    claim_tape(output, append=append, overwrite=overwrite)  # after: a bad file replaces nothing
     frames, sessions = import_items(reader.items(), output)
     click.echo(f"imported {frames} frames in {sessions} sessions into {output}")
 

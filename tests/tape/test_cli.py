@@ -70,8 +70,16 @@ def test_importing_the_same_session_twice_is_refused(tmp_path: Path) -> None:
     assert run("import", str(SAMPLE), "-o", str(tape)).returncode == 0
     result = run("import", str(SAMPLE), "-o", str(tape))
     assert result.returncode == 1
+    assert "exists; add --append to add to it, --overwrite to replace it" in result.stderr
+    result = run("import", str(SAMPLE), "-o", str(tape), "--append")
+    assert result.returncode == 1
     assert "already holds session gws-dnc-0001" in result.stderr
     assert "Traceback" not in result.stderr
+    result = run("import", str(SAMPLE), "-o", str(tape), "--overwrite")
+    assert result.returncode == 0, result.stderr
+    conn = duckdb.connect(str(tape), read_only=True)
+    assert conn.execute("SELECT count(*) FROM sessions").fetchall() == [(1,)]
+    conn.close()
 
 
 @pytest.mark.parametrize(
@@ -148,12 +156,14 @@ def test_a_bad_line_imports_nothing_into_an_existing_tape(tmp_path: Path) -> Non
     good = SAMPLE.read_text().replace("gws-dnc-0001", "second")
     source = tmp_path / "bad.jsonl"
     source.write_text(good + "garbage\n")
-    result = run("import", str(source), "-o", str(tape))
-    assert result.returncode == 1
-    assert "line 12" in result.stderr
-    conn = duckdb.connect(str(tape), read_only=True)
-    assert conn.execute("SELECT DISTINCT session_id FROM frames").fetchall() == [("gws-dnc-0001",)]
-    conn.close()
+    for mode in ("--append", "--overwrite"):
+        result = run("import", str(source), "-o", str(tape), mode)
+        assert result.returncode == 1
+        assert "line 12" in result.stderr
+        conn = duckdb.connect(str(tape), read_only=True)
+        rows = conn.execute("SELECT DISTINCT session_id FROM frames").fetchall()
+        assert rows == [("gws-dnc-0001",)]
+        conn.close()
 
 
 def test_session_endpoints_lose_their_credentials(tmp_path: Path) -> None:
