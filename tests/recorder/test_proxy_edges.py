@@ -193,3 +193,40 @@ async def test_an_answer_before_the_body_is_all_in_is_passed_on_alone(tmp_path: 
         ("out", "http-request", None, b"abc"),
         ("in", "http-response", 413, b"big"),
     ]
+
+
+def test_a_proxy_that_cannot_listen_leaves_no_tape_and_an_existing_tape_is_refused(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    tape = tmp_path / "p.duckdb"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = ["--upstream", "http://127.0.0.1:9", "--listen", f"127.0.0.1:{port}"]
+        result = subprocess.run(
+            [sys.executable, "-m", "tape", "proxy", *args, "-o", str(tape)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 3,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not tape.exists()
+    tape.write_bytes(b"not a tape, and not ours to replace")
+    result = subprocess.run(
+        [sys.executable, "-m", "tape", "proxy", *args, "-o", str(tape)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 3,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "exists; add --append to add to it, --overwrite to replace it" in result.stderr
+    assert tape.read_bytes() == b"not a tape, and not ours to replace"
