@@ -1,17 +1,24 @@
-"""The last step before a frame is stored, shared by every tape form: redact, then classify.
+"""The last step before a frame is stored, shared by every tape form: redact and mask, then
+classify.
 
-Doing it at the sink means no caller can forget it: secrets never reach a tape, and every
-Bayeux frame is checked once, its problem recorded in `parse_error` rather than raised.
+Doing it at the sink means no caller can forget it: secrets never reach a tape, personal data
+reaches it masked, and every Bayeux frame is checked once, its problem recorded in
+`parse_error` rather than raised. What is redacted and masked is the sink's Privacy
+(tape/privacy.py); without one, the default pattern is redacted and nothing is masked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tape.bayeux import frame_error
 from tape.frame import Direction, Frame, Kind, Session
-from tape.redact import redact_body, redact_form, redact_headers_json, redact_url
+from tape.privacy import REDACT_ONLY, Privacy
+from tape.redact import clean_body, clean_lifecycle, redact_form, redact_headers_json, redact_url
 
 
-def prepare_frame(frame: Frame) -> Frame:
+def prepare_frame(frame: Frame, privacy: Privacy | None = None) -> Frame:
+    p = privacy or REDACT_ONLY
     if (
         frame.checked
         and frame.headers is None
@@ -19,10 +26,16 @@ def prepare_frame(frame: Frame) -> Frame:
         and frame.kind == Kind.BAYEUX
         and frame.direction == Direction.IN
     ):
-        return frame  # the bulk of a recording: a decoded delivery, nothing to redact
-    raw = redact_body(frame.raw) if _may_hold_secrets(frame) else frame.raw
-    path = redact_form(frame.http_path) if frame.http_path else frame.http_path
-    headers = redact_headers_json(frame.headers)
+        # The bulk of a recording: a decoded delivery. Nothing to redact (see _scanned); masked
+        # only if it names a masked field, found by a bytes search.
+        raw = mask_delivery(frame.raw, p)
+        return frame if raw is frame.raw else frame.with_changes(raw=raw)
+    if frame.kind == Kind.LIFECYCLE:
+        raw = clean_lifecycle(frame.raw, p)
+    else:
+        raw = clean_body(frame.raw, p, redact=_scanned(frame))
+    path = redact_form(frame.http_path, p) if frame.http_path else frame.http_path
+    headers = redact_headers_json(frame.headers, p)
     error = frame.parse_error
     if frame.kind == Kind.BAYEUX and error is None and not frame.checked:
         error = frame_error(raw)
@@ -32,18 +45,46 @@ def prepare_frame(frame: Frame) -> Frame:
     return frame.with_changes(raw=raw, http_path=path, headers=headers, parse_error=error)
 
 
-def _may_hold_secrets(frame: Frame) -> bool:
-    """Bodies a client sends, and HTTP bodies either way, are scanned for password fields.
+def mask_delivery(raw: bytes, privacy: Privacy) -> bytes:
+    """A received Bayeux frame, masked: the same bytes object unless it names a masked field
+    (as JSON writes a name: `"GSW_PHONE"`, a bytes search per name)."""
+    if not privacy.needles or not privacy.may_mask(raw):
+        return raw
+    return clean_body(raw, privacy, redact=False)
 
-    Bayeux deliveries from the server carry events, not the client's credentials, and they are
-    the bulk of any tape; scanning them cost ~3 us a frame. Their headers are still redacted.
-    """
-    if frame.kind == Kind.LIFECYCLE:
-        return False
+
+def mask_deliveries(raws: Sequence[bytes], privacy: Privacy) -> Sequence[bytes]:
+    """mask_delivery() over a batch of received frames: `raws` itself when none changes.
+
+    The batch is searched as one buffer first: one search a name over the batch, not one a
+    frame (the writer joins the batch's bytes into its Arrow column anyway)."""
+    if not privacy.needles or not raws:
+        return raws
+    joined = b"".join(raws)
+    if not privacy.may_mask(joined):
+        return raws
+    masked = [mask_delivery(raw, privacy) for raw in raws]
+    return raws if all(a is b for a, b in zip(masked, raws, strict=True)) else masked
+
+
+def _scanned(frame: Frame) -> bool:
+    """Bodies a client sends, and HTTP bodies either way, are redacted by field name.
+
+    Bayeux frames from the server carry events, not the client's credentials, and they are
+    the bulk of any tape: scanning their names cost ~3 us a frame, and GWS events are full of
+    names such as `key` that a name rule would take. They are masked, and their headers (over
+    long-polling) redacted."""
     return not (frame.kind == Kind.BAYEUX and frame.direction == Direction.IN)
 
 
-def prepare_session(session: Session) -> Session:
-    """A session row keeps its endpoint, never the credentials in it."""
-    endpoint = redact_url(session.endpoint)
-    return session if endpoint == session.endpoint else session.with_changes(endpoint=endpoint)
+def prepare_session(session: Session, privacy: Privacy | None = None) -> Session:
+    """A session row keeps its endpoint, never the credentials in it; a label named like a
+    secret keeps its name only."""
+    p = privacy or REDACT_ONLY
+    endpoint = redact_url(session.endpoint, p)
+    labels = session.labels
+    if any(p.is_secret(name) for name in labels):
+        labels = {k: "[REDACTED]" if p.is_secret(k) else v for k, v in labels.items()}
+    if endpoint == session.endpoint and labels is session.labels:
+        return session
+    return session.with_changes(endpoint=endpoint, labels=labels)

@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from tape.frame import Frame, Session
+from tape.privacy import Privacy
 from tape.runtime import keep_pandas_out_of_arrow, settle_gc
 from tape.schema import TapeError
 
@@ -43,12 +44,13 @@ _FLUSH = "flush"
 
 
 class ProcessTapeWriter:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, privacy: Privacy | None = None) -> None:
+        """`privacy`: as TapeWriter's; it goes to the child with its key, in memory only."""
         self.path = Path(path)
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         self._conn, child = context.Pipe()
         self._proc = context.Process(
-            target=_child, args=(str(self.path), child), name="tape-writer", daemon=True
+            target=_child, args=(str(self.path), child, privacy), name="tape-writer", daemon=True
         )
         self._proc.start()
         child.close()
@@ -181,7 +183,7 @@ class ProcessTapeWriter:
             return f"the writer process is gone ({exc})"
 
 
-def _child(path: str, conn: Connection) -> None:
+def _child(path: str, conn: Connection, privacy: Privacy | None = None) -> None:
     """The writer process: a TapeWriter fed from the pipe until None, or the pipe closes."""
     from tape.writer import TapeWriter  # imported here: the parent need not load DuckDB
 
@@ -194,7 +196,7 @@ def _child(path: str, conn: Connection) -> None:
         os.nice(NICE)  # forwarding first: the writer catches up in the gaps
     keep_pandas_out_of_arrow()
     try:
-        writer = TapeWriter(path, threads=1)
+        writer = TapeWriter(path, threads=1, privacy=privacy)
     except Exception as exc:
         conn.send_bytes(pickle.dumps(str(exc)))
         return

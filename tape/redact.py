@@ -1,7 +1,10 @@
-"""Redaction: secrets are replaced before any frame is stored (DESIGN.md, "Recorder").
+"""Redaction and masking: secrets and personal data are replaced before any frame is stored
+(DESIGN.md, "Recorder"; what matches is described in tape/privacy.py).
 
-Headers named here, and JSON or form fields that look like passwords, become `[REDACTED]`.
-Redaction runs on every frame, so the common case (nothing to redact) is one regex scan.
+Sans-I/O functions over headers, bodies, query strings and URLs, each taking a Privacy (the
+default pattern, masking nothing, when none is given). Bodies with nothing to change keep
+their exact bytes; a cheap bytes check comes first, since these run on every stored frame but
+the bulk of a recording (received deliveries, which tape/prepare.py only masks).
 """
 
 from __future__ import annotations
@@ -9,101 +12,214 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 
-REDACTED = "[REDACTED]"
+from tape.privacy import REDACT_ONLY, REDACTED, SECRET_SUFFIXES, SECRET_WORDS, Privacy
 
-SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrf-token"}
-)
+__all__ = [
+    "REDACTED",
+    "clean_body",
+    "clean_lifecycle",
+    "headers_json",
+    "redact_body",
+    "redact_form",
+    "redact_headers",
+    "redact_headers_json",
+    "redact_url",
+]
 
-# A JSON key or form field whose name says it holds a secret.
-_SECRET_KEY = re.compile(r"pass|pwd|secret|token|credential|authori[sz]ation", re.IGNORECASE)
-# Cheap pre-check on the lowered bytes; `\u` because a key may be written with JSON escapes.
-_HINTS = (b"pass", b"pwd", b"secret", b"token", b"credential", b"authori", b"\\u")
-_FORM_SECRET = re.compile(
-    r"(?i)((?:^|[?&;\n])[^=&;\n]*(?:pass|pwd|secret|token|credential|jsessionid)[^=&;\n]*=)"
-    r"[^&;#?\n]*"
+# Cheap pre-check on the lowered bytes: a secret's name holds one of these (the default words
+# all contain one; `\u` because a name may be written with JSON escapes).
+_HINTS: tuple[bytes, ...] = (b"token", b"auth", b"key", b"secret", b"sess", b"pass", b"pwd")
+_HINTS += (b"credential", b"cookie", b"\\u")
+assert all(any(h.decode() in w for h in _HINTS) for w in (*SECRET_WORDS, *SECRET_SUFFIXES))
+# A form or query field: its separator (or the start), name, `=`, value.
+_FIELD = re.compile(r"(^|[?&;\n])([^=&;?#\n]*)=([^&;#?\n]*)")
+# Last resort when a document is not JSON, or too deep to walk: `"name": scalar` in the bytes.
+_JSON_MEMBER = re.compile(
+    rb'"((?:[^"\\]|\\.)*)"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?[0-9.eE+-]+|true|false|null)'
 )
-# Last resort when a document is too deep to walk: mask "secret-key": "value" in the bytes.
-_JSON_SECRET = re.compile(
-    rb'(?i)("[^"]*(?:pass|pwd|secret|token|credential|authori[sz]ation)[^"]*"\s*:\s*)'
-    rb'("(?:[^"\\]|\\.)*"|-?[0-9.eE+-]+|true|false|null)'
-)
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 
 
 def redact_headers(
-    headers: Iterable[tuple[str, str]], extra: Iterable[str] = ()
+    headers: Iterable[tuple[str, str]], extra: Iterable[str] = (), privacy: Privacy | None = None
 ) -> list[tuple[str, str]]:
-    """Mask secret header values. `extra` adds names, e.g. the one GWS names in X-CSRF-HEADER."""
-    names = SECRET_HEADERS | {name.lower() for name in extra}
-    return [(k, REDACTED if k.lower() in names else v) for k, v in headers]
+    """Mask secret header values. `extra` adds exact names, e.g. the one GWS names in
+    X-CSRF-HEADER."""
+    p = privacy or REDACT_ONLY
+    names = {name.lower() for name in extra}
+    return [(k, REDACTED if p.is_secret(k) or k.lower() in names else v) for k, v in headers]
 
 
-def headers_json(headers: Iterable[tuple[str, str]], extra: Iterable[str] = ()) -> str:
+def headers_json(
+    headers: Iterable[tuple[str, str]], extra: Iterable[str] = (), privacy: Privacy | None = None
+) -> str:
     """The stored form of headers: JSON list of [name, value] pairs, order and repeats kept."""
-    return orjson.dumps([list(pair) for pair in redact_headers(headers, extra)]).decode()
+    return orjson.dumps([list(pair) for pair in redact_headers(headers, extra, privacy)]).decode()
 
 
-def redact_headers_json(text: str | None) -> str | None:
-    """Redact headers already in their stored JSON form (used on import)."""
+def redact_headers_json(text: str | None, privacy: Privacy | None = None) -> str | None:
+    """Redact headers already in their stored JSON form (the writer's last pass; import)."""
     if text is None:
         return None
+    p = privacy or REDACT_ONLY
     pairs = orjson.loads(text)
-    redacted = [[k, REDACTED if k.lower() in SECRET_HEADERS else v] for k, v in pairs]
-    return orjson.dumps(redacted).decode()
+    if not any(p.is_secret(k) and v != REDACTED for k, v in pairs):
+        return text
+    return orjson.dumps([[k, REDACTED if p.is_secret(k) else v] for k, v in pairs]).decode()
 
 
-def redact_body(raw: bytes) -> bytes:
-    """Mask password-like fields in a JSON or form body; other bytes are left exactly as is."""
-    lowered = raw.lower()  # a case-insensitive regex is 30x slower than this on 800 bytes
-    if not any(hint in lowered for hint in _HINTS):
+def redact_body(raw: bytes, privacy: Privacy | None = None) -> bytes:
+    """Redact secret-named fields in a JSON or form body, and mask masked ones."""
+    return clean_body(raw, privacy or REDACT_ONLY, redact=True)
+
+
+def clean_body(raw: bytes, privacy: Privacy, *, redact: bool) -> bytes:
+    """`raw` with secret-named fields redacted (when `redact`) and masked fields masked; the
+    same object when there is nothing to change."""
+    lowered = raw.lower() if redact else b""  # 30x faster than a case-insensitive regex
+    secrets = redact and (
+        any(hint in lowered for hint in _HINTS) or any(hint in lowered for hint in privacy.hints)
+    )
+    # The names unquoted: a form body writes them so.
+    masks = bool(privacy.mask) and (
+        any(name in raw for name in privacy.plain_names) or b"\\u" in raw
+    )
+    if not secrets and not masks:
         return raw
+    walker = _Walker(privacy, redact)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raw = _JSON_SECRET.sub(rb'\1"' + REDACTED.encode() + rb'"', raw)
-        return redact_form(raw.decode("utf-8", "surrogateescape")).encode(
-            "utf-8", "surrogateescape"
-        )
+        raw = _JSON_MEMBER.sub(walker.member, raw)
+        text = raw.decode("utf-8", "surrogateescape")
+        return redact_form(text, privacy, redact=redact).encode("utf-8", "surrogateescape")
     try:
-        return orjson.dumps(_mask(doc)) if _has_secret(doc) else raw
+        cleaned = walker.walk(doc)
     except RecursionError:  # orjson nests 1024 deep, Python recursion less
-        return _JSON_SECRET.sub(rb'\1"' + REDACTED.encode() + rb'"', raw)
+        return _JSON_MEMBER.sub(walker.member, raw)
+    return orjson.dumps(cleaned) if walker.changed else raw
 
 
-def redact_form(text: str) -> str:
-    """Mask `password=...` style fields in a query string or form body."""
+def clean_lifecycle(raw: bytes, privacy: Privacy) -> bytes:
+    """A lifecycle frame (the recorder's own JSON, rare): secret-named details redacted, masked
+    ones masked, and any string detail that carries a URL or a query string cleaned as one."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return clean_body(raw, privacy, redact=True)
+    walker = _Walker(privacy, True, strings=True)
+    try:
+        cleaned = walker.walk(doc)
+    except RecursionError:
+        return _JSON_MEMBER.sub(walker.member, raw)
+    return orjson.dumps(cleaned) if walker.changed else raw
+
+
+def redact_form(text: str, privacy: Privacy | None = None, *, redact: bool = True) -> str:
+    """Redact `password=...` style fields (and mask masked ones) in a query string or form."""
     if "=" not in text:  # no field at all: the common REST path, and 20x faster than the scan
         return text
-    return _FORM_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+    p = privacy or REDACT_ONLY
+
+    def field(m: re.Match[str]) -> str:
+        sep, name, value = m.groups()
+        plain = unquote_plus(name)
+        if redact and p.is_secret(plain):
+            return f"{sep}{name}={REDACTED}"
+        if p.is_masked(plain) and value:
+            return f"{sep}{name}={p.token(unquote_plus(value))}"
+        return m.group(0)
+
+    return _FIELD.sub(field, text)
 
 
-def redact_url(url: str | None) -> str | None:
-    """Drop user:password@ from a URL and mask secret query fields (for session endpoints)."""
+def redact_url(url: str | None, privacy: Privacy | None = None) -> str | None:
+    """Drop user:password@ from a URL and redact secret query fields (session endpoints)."""
     if not url:
         return url
-    url = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)
-    return redact_form(url)
+    return redact_form(_USERINFO.sub(r"\1", url), privacy)
 
 
-def _has_secret(doc: Any) -> bool:
-    if isinstance(doc, dict):
-        return any(_is_secret(k, v) or _has_secret(v) for k, v in doc.items())
-    if isinstance(doc, list):
-        return any(_has_secret(v) for v in doc)
-    return False
+class _Walker:
+    """One pass over a decoded document: redacts and masks, says whether it changed anything."""
 
+    def __init__(self, privacy: Privacy, redact: bool, *, strings: bool = False) -> None:
+        self.p = privacy
+        self.redact = redact
+        self.strings = strings  # lifecycle details: clean URL-like strings too
+        self.changed = False
 
-def _is_secret(key: str, value: Any) -> bool:
-    """A secret-named key: its whole value goes, whatever its type (a list of tokens too)."""
-    return bool(_SECRET_KEY.search(key))
+    def walk(self, doc: Any) -> Any:
+        if isinstance(doc, dict):
+            return self._object(doc)
+        if isinstance(doc, list):
+            return self._list(doc)
+        if self.strings and isinstance(doc, str) and ("=" in doc or "@" in doc):
+            cleaned = redact_url(doc, self.p)
+            if cleaned != doc:
+                self.changed = True
+            return cleaned
+        return doc
 
+    def _object(self, doc: dict[str, Any]) -> dict[str, Any]:
+        # A key/value pair object ({"key": "GSW_PHONE", "value": "..."}): its name decides
+        # for its value, and its `key`/`name` member is a name, not a secret.
+        pair = None
+        if "value" in doc:
+            named = doc.get("key", doc.get("name"))
+            pair = named if isinstance(named, str) else None
+        out = {}
+        for k, v in doc.items():
+            if pair is not None and k in ("key", "name"):
+                out[k] = v
+            elif pair is not None and k == "value":
+                out[k] = self._value(pair, v)
+            else:
+                out[k] = self._value(k, v)
+        return out
 
-def _mask(doc: Any) -> Any:
-    if isinstance(doc, dict):
-        return {k: REDACTED if _is_secret(k, v) else _mask(v) for k, v in doc.items()}
-    if isinstance(doc, list):
-        return [_mask(v) for v in doc]
-    return doc
+    def _value(self, name: str, value: Any) -> Any:
+        if self.redact and self.p.is_secret(name):
+            if value != REDACTED:
+                self.changed = True
+            return REDACTED  # its whole value, whatever its type (a list of tokens too)
+        if self.p.is_masked(name) and value is not None:
+            token = self.p.token(value)
+            if token != value:
+                self.changed = True
+            return token
+        return self.walk(value)
+
+    def _list(self, doc: list[Any]) -> list[Any]:
+        out = [self.walk(v) for v in doc]
+        # A flat key/value list ([..., "GSW_PHONE", "+1555...", ...]): names at even indexes.
+        for i in range(0, len(doc) - 1, 2):
+            name = doc[i]
+            if isinstance(name, str) and self.p.is_masked(name) and doc[i + 1] is not None:
+                token = self.p.token(doc[i + 1])
+                if token != doc[i + 1]:
+                    self.changed = True
+                out[i + 1] = token
+        return out
+
+    def member(self, m: re.Match[bytes]) -> bytes:
+        """The regex fallback: one `"name": scalar` member."""
+        try:
+            name = orjson.loads(b'"' + m.group(1) + b'"')
+        except orjson.JSONDecodeError:
+            return m.group(0)
+        if self.redact and self.p.is_secret(name):
+            value = orjson.dumps(REDACTED)
+        elif self.p.is_masked(name) and m.group(3) != b"null":
+            try:
+                scalar = orjson.loads(m.group(3))
+            except orjson.JSONDecodeError:
+                scalar = m.group(3).decode("utf-8", "replace")
+            value = orjson.dumps(self.p.token(scalar))
+        else:
+            return m.group(0)
+        return b'"' + m.group(1) + b'"' + m.group(2) + value

@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from tape.frame import FRAME_COLUMNS, SESSION_COLUMNS, Direction, Frame, Kind, ReceivedRun, Session
-from tape.prepare import prepare_frame, prepare_session
+from tape.prepare import mask_deliveries, prepare_frame, prepare_session
+from tape.privacy import REDACT_ONLY, Privacy
 from tape.projection import HTTP_KINDS, PROJECTION_SQL, project, project_http
 from tape.schema import TapeError, finalize, open_for_writing
 
@@ -192,6 +193,8 @@ class TapeWriter:
     order the frames came, so a crash never leaves a gap in `seq`.
     """
 
+    _privacy: Privacy = REDACT_ONLY
+
     def __init__(
         self,
         path: Path | str,
@@ -202,9 +205,13 @@ class TapeWriter:
         queue_bytes: int = QUEUE_BYTES,
         threads: int = DUCKDB_THREADS,
         workers: int = WORKERS,
+        privacy: Privacy | None = None,
     ) -> None:
-        """`threads`: DuckDB's worker threads; `workers`: writer threads."""
+        """`threads`: DuckDB's worker threads; `workers`: writer threads; `privacy`: what is
+        redacted and masked before frames are stored (default: the default pattern redacted,
+        nothing masked)."""
         self.path = Path(path)
+        self._privacy = privacy or REDACT_ONLY
         # pyarrow's first conversion may import pandas (~1 s, see tape.runtime): pay that here,
         # not when the first commit is due
         pa.array([0])
@@ -282,6 +289,7 @@ class TapeWriter:
         self._after_put()
 
     def put_session(self, session: Session) -> None:
+        session = prepare_session(session, self._privacy)
         if self._error is not None and not self._closed:
             # The writer has failed (a full disk): keep the session's latest row for close(),
             # which stores it if the database still can, so its end_reason says why it ended.
@@ -562,8 +570,9 @@ class TapeWriter:
             # else, or a batch mixing both, goes as Frames.
             runs = all(type(f) is ReceivedRun for f in frames)
             if runs:
-                raws = list(
-                    itertools.chain.from_iterable(cast(ReceivedRun, r).raws for r in frames)
+                raws = mask_deliveries(
+                    list(itertools.chain.from_iterable(cast(ReceivedRun, r).raws for r in frames)),
+                    self._privacy,
                 )
             else:
                 flat = _flatten(frames)
@@ -576,7 +585,7 @@ class TapeWriter:
             if runs:
                 batch = _runs_batch(cast(list[ReceivedRun], frames), raws)
             else:
-                batch = _prepared_batch(flat, columns)
+                batch = _prepared_batch(flat, columns, self._privacy)
                 del columns, flat
             del raws
             # Let the frames go (the caller's list is this one): their bytes are in the table
@@ -715,7 +724,9 @@ _KIND, _DIRECTION = FRAME_COLUMNS.index("kind"), FRAME_COLUMNS.index("direction"
 _ERROR = FRAME_COLUMNS.index("parse_error")
 
 
-def _prepared_batch(frames: list[Frame], columns: list[tuple[Any, ...]]) -> _Batch:
+def _prepared_batch(
+    frames: list[Frame], columns: list[tuple[Any, ...]], privacy: Privacy = REDACT_ONLY
+) -> _Batch:
     """The batch of `frames` after prepare_frame, as Arrow. A batch only of frames received
     and decoded already (the bulk of any recording, which prepare_frame passes unchanged) is
     recognised column by column, in C: ~0.6 us a frame less of the writer's Python, which
@@ -728,8 +739,9 @@ def _prepared_batch(frames: list[Frame], columns: list[tuple[Any, ...]]) -> _Bat
         and columns[_KIND].count(Kind.BAYEUX) == n
         and columns[_DIRECTION].count(Direction.IN) == n
     ):
+        columns[_RAW] = tuple(mask_deliveries(columns[_RAW], privacy))
         return _Batch(_columns_table(columns), columns[_ERROR].count(None) > 0, False)
-    prepared = [prepare_frame(f) for f in frames]
+    prepared = [prepare_frame(f, privacy) for f in frames]
     return _Batch(frames_table(prepared), *_projected(prepared))
 
 

@@ -28,13 +28,15 @@ def test_the_csrf_header_gws_names_can_be_added() -> None:
 
 
 def test_password_fields_in_json_bodies_at_any_depth() -> None:
-    body = b'{"user":"agent1","password":"hunter2","ext":{"auth":{"passwd":"x","secretKey":"y"}}}'
+    body = b'{"user":"agent1","password":"hunter2","ext":{"login":{"passwd":"x","secretKey":"y"}}}'
     doc = orjson.loads(redact_body(body))
     assert doc == {
         "user": "agent1",
         "password": REDACTED,
-        "ext": {"auth": {"passwd": REDACTED, "secretKey": REDACTED}},
+        "ext": {"login": {"passwd": REDACTED, "secretKey": REDACTED}},
     }
+    # a name that is a secret's takes its whole value, an object too
+    assert orjson.loads(redact_body(b'{"ext":{"auth":{"user":"a"}}}')) == {"ext": {"auth": REDACTED}}
 
 
 def test_bodies_without_secrets_keep_their_exact_bytes() -> None:
