@@ -17,6 +17,7 @@ from yarl import URL
 
 from recorder.auth import Credentials, Csrf, session_headers
 from recorder.events import Outgoing
+from recorder.net import NetOptions, describe_error
 from recorder.wire import log_received, stored_headers
 from tape.bayeux import Message
 from tape.schema import TapeError
@@ -44,12 +45,14 @@ class LongPollingTransport:
         fail: Fail,
         *,
         credentials: Credentials,
+        net: NetOptions | None = None,
         url_suffix: bool = False,
         connect_timeout_ms: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.url = url.rstrip("/")
         self._log, self._deliver, self._fail = log, deliver, fail
         self._credentials = credentials
+        self._net = net or NetOptions()
         self.csrf = Csrf()
         self._suffix = url_suffix
         self._connect_timeout_ms = connect_timeout_ms
@@ -61,11 +64,26 @@ class LongPollingTransport:
     async def open(self) -> None:
         jar = aiohttp.CookieJar(unsafe=True)  # unsafe: keep cookies for IP-address hosts too
         jar.update_cookies(self._credentials.cookies, URL(self.url))
+        net = self._net
+        # TLS and the proxy for every request, the login's included. trust_env: the proxy from
+        # HTTPS_PROXY/HTTP_PROXY/NO_PROXY (aiohttp tunnels https through it with CONNECT).
+        # Redirects are followed (aiohttp's default, up to 10), with the cookies kept in `jar`;
+        # a POST answered 307 or 308 is sent again, body and all, to the new location.
         self._session = aiohttp.ClientSession(
             cookie_jar=jar,
             headers=session_headers(self._credentials),
-            connector=aiohttp.TCPConnector(limit=8),
+            connector=aiohttp.TCPConnector(limit=8, ssl=net.ssl_context()),
+            trust_env=net.trust_env,
+            proxy=net.proxy_url,
         )
+
+    def cookies(self) -> dict[str, str]:
+        """The cookies the server set so far (and the user's), as a WebSocket upgrade to the
+        same URL should carry them: a server may bind the session to one (BAYEUX_BROWSER)."""
+        if self._session is None:
+            return dict(self._credentials.cookies)
+        found = self._session.cookie_jar.filter_cookies(URL(self.url))
+        return {name: morsel.value for name, morsel in found.items()}
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -187,4 +205,4 @@ def _ids(batch: Outgoing) -> list[str]:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
-    return str(exc) or type(exc).__name__
+    return describe_error(exc)

@@ -83,6 +83,8 @@ def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
 
 def _is_client_cert_alert(error: ssl.SSLError) -> bool:
     reason = (error.reason or str(error)).upper()
-    return "CERTIFICATE_REQUIRED" in reason or "BAD_CERTIFICATE" in reason or (
-        "HANDSHAKE_FAILURE" in reason and "ALERT" in reason
+    return (
+        "CERTIFICATE_REQUIRED" in reason
+        or "BAD_CERTIFICATE" in reason
+        or ("HANDSHAKE_FAILURE" in reason and "ALERT" in reason)
     )

@@ -157,6 +157,16 @@ class BayeuxClient:
         return self._advice
 
     @property
+    def connection_type(self) -> ConnectionType:
+        """The `connectionType` of the next connects; the recorder switches it when transport
+        negotiation moves a session from long-polling to WebSocket after its handshake."""
+        return self._connection_type
+
+    @connection_type.setter
+    def connection_type(self, value: ConnectionType) -> None:
+        self._connection_type = value
+
+    @property
     def subscriptions(self) -> tuple[str, ...]:
         """The channels the client wants, confirmed or not."""
         return tuple(self._channels)

@@ -1,27 +1,45 @@
 """The record loop: drives the sans-I/O Bayeux client with a transport and writes the tape.
 
-It turns what the client reports into lifecycle frames (connected, disconnected, reconnecting,
-rehandshake with the gap, stopped), so analysis can tell silence from an outage.
+It turns what the client reports into lifecycle frames (transport, connected, disconnected,
+reconnecting, rehandshake with the gap, stopped), so analysis can tell silence from an outage.
+
+Transport negotiation (`transport="auto"`, the default): the handshake goes over long-polling;
+when its reply lists `websocket` among the server's supportedConnectionTypes, a WebSocket is
+opened to the same URL (with the cookies and CSRF pair the HTTP exchanges set) and the session
+goes on over it, the handshake's clientId kept; when it is not offered or the upgrade fails,
+the session stays on long-polling. A lifecycle frame "transport" says which and why, and the
+session row's `transport` is set to the one used. CometD's Client.js differs in one respect: it
+sends the handshake over its first transport (WebSocket) and, when that upgrade fails, hands
+the handshake over to long-polling after its backoff; going over HTTP first costs a server
+without WebSocket no failed upgrade, lets the login and the server's cookies go with the
+upgrade, and is what Faye's own client does. Like Client.js, the transport chosen is kept for
+the session and its re-handshakes. "websocket" and "long-polling" are strict: no fallback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from recorder import events as ev
 from recorder.auth import Credentials
-from recorder.net import NetOptions
+from recorder.net import CLIENT_CERT, UNTRUSTED, NetOptions
 from recorder.protocol import BayeuxClient
 from recorder.status import Status
-from recorder.websocket import WebSocketTransport
+from recorder.websocket import UpgradeError, WebSocketTransport
 from tape.bayeux import Message
 from tape.schema import TapeError
 from tape.session import SessionLog
+
+if TYPE_CHECKING:
+    from recorder.long_polling import LongPollingTransport
+
+TRANSPORTS = ("auto", "websocket", "long-polling")
 
 
 class RecordError(Exception):
@@ -58,9 +76,22 @@ class Outcome:
 
 class Recorder:
     def __init__(self, options: RecordOptions, log: SessionLog, status: Status) -> None:
+        if options.transport not in TRANSPORTS:
+            raise ValueError(f"transport {options.transport!r} is not one of {TRANSPORTS}")
         self.options, self.log, self.status = options, log, status
-        self.client = BayeuxClient(options.channels, connection_type=options.transport)  # type: ignore[arg-type]
-        self.transport = self._make_transport()
+        strict_ws = options.transport == "websocket"
+        self.client = BayeuxClient(
+            options.channels,
+            connection_type="websocket" if strict_ws else "long-polling",
+            supported_connection_types={
+                "auto": ("websocket", "long-polling"),
+                "websocket": ("websocket",),
+                "long-polling": ("long-polling",),
+            }[options.transport],
+        )
+        self.transport: Transport = self._websocket() if strict_ws else self._long_polling()
+        self._negotiating = options.transport == "auto"  # until the first handshake reply
+        self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._outcome: Outcome | None = None
         self._stopping: str | None = None
@@ -68,35 +99,66 @@ class Recorder:
         self._connected_once = False
         self._lost_at: float | None = None
 
-    def _make_transport(self) -> Transport:
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels the session should carry for how it was recorded (`insecure` with --insecure)."""
+        return self.options.net.labels()
+
+    def _websocket(
+        self, cookies: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    ) -> WebSocketTransport:
         opts = self.options
-        if opts.transport == "websocket":
-            return WebSocketTransport(
-                opts.url, self.log, self._deliver, self._failed, credentials=opts.credentials
+        credentials = opts.credentials
+        if cookies or headers:
+            credentials = Credentials(
+                user=credentials.user,
+                password=credentials.password,
+                headers={**credentials.headers, **(headers or {})},
+                cookies={**credentials.cookies, **(cookies or {})},
             )
+        return WebSocketTransport(
+            opts.url, self.log, self._deliver, self._failed, credentials=credentials, net=opts.net
+        )
+
+    def _long_polling(self) -> LongPollingTransport:
         # Imported here: aiohttp is ~10 MB of RSS and 0.2 s of start-up that a WebSocket
         # recording does not need.
         from recorder.long_polling import LongPollingTransport
 
+        opts = self.options
         return LongPollingTransport(
             opts.url,
             self.log,
             self._deliver,
             self._failed,
             credentials=opts.credentials,
+            net=opts.net,
             url_suffix=opts.url_suffix,
             connect_timeout_ms=lambda: self.client.advice.timeout,
         )
 
     async def run(self) -> Outcome:
+        try:
+            self.options.net.ssl_context()  # the TLS files, read once here to say what is wrong
+        except (OSError, ssl.SSLError) as exc:
+            reason = f"cannot use the TLS files given (--cacert, --cert, --key): {exc}"
+            self._finish(reason, ok=False)
+            raise RecordError(reason) from exc
         await self.transport.open()
         try:
             await self._login()
             if self._outcome is None:  # a signal during the login already ended it
+                if not self._negotiating:
+                    self._chose(
+                        self.transport.name, f"asked for (--transport {self.transport.name})"
+                    )
                 self.client.start(time.monotonic())
                 self._pump()
                 await self._loop()
         finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.transport.close()
         assert self._outcome is not None
         with contextlib.suppress(TapeError):  # a failed tape has already said why
@@ -149,6 +211,12 @@ class Recorder:
         self._wake.clear()
 
     def _deliver(self, messages: list[Message]) -> None:
+        if self._negotiating and any(_handshake_ok(m) for m in messages):
+            self._negotiating = False
+            task = asyncio.get_running_loop().create_task(self._negotiate(messages))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         now = time.monotonic()
         if self._lost_at is not None and any(_connect_ok(m) for m in messages):
             self.log.lifecycle("gap", gap_ms=round((now - self._lost_at) * 1000, 3), action="retry")
@@ -156,11 +224,46 @@ class Recorder:
         self.client.receive(messages, now)
         self._pump()
 
+    async def _negotiate(self, messages: list[Message]) -> None:
+        """The handshake succeeded over long-polling: go on over WebSocket if the server offers
+        it and the upgrade works, else stay; then hand the reply on."""
+        reply = next(m for m in messages if _handshake_ok(m))
+        offered = list(reply.supported_connection_types or ())
+        lp = cast("LongPollingTransport", self.transport)
+        if "websocket" not in offered:
+            self._chose(lp.name, f"the server offers {offered}, not websocket")
+        else:
+            ws = self._websocket(cookies=lp.cookies(), headers=lp.csrf.headers())
+            try:
+                await ws.upgrade()
+            except UpgradeError as exc:
+                self._chose(lp.name, f"the server offers websocket, but the upgrade failed: {exc}")
+            else:
+                await ws.open()
+                self.transport, self.client.connection_type = ws, "websocket"
+                self._chose(ws.name, "the server offers websocket and the upgrade succeeded")
+        if self._outcome is not None:  # stopped meanwhile
+            return
+        try:
+            self._deliver(messages)
+        except TapeError:
+            return  # the loop stops on it (log.check) and says why
+        if self.transport is not lp:
+            await lp.close()  # nothing is in flight on it: the handshake was its only request
+
+    def _chose(self, transport: str, reason: str) -> None:
+        self.log.lifecycle("transport", chosen=transport, reason=reason)
+        self.log.update(transport=transport)
+        self.status.transport = transport
+
     def _failed(
         self, reason: str, http_status: int | None, ids: Collection[str] | None = None
     ) -> None:
         if not self._connected_once and self._stopping is None:
-            self._finish(_first_failure(self.options.url, reason, http_status), ok=False)
+            self._finish(
+                _first_failure(self.options.url, reason, http_status, self.options.transport),
+                ok=False,
+            )
             return
         self.client.request_failed(time.monotonic(), reason, ids=ids)
         self._pump()
@@ -260,10 +363,30 @@ def _connect_ok(message: Message) -> bool:
     return message.channel == "/meta/connect" and message.successful is True
 
 
-def _first_failure(url: str, reason: str, http_status: int | None) -> str:
+def _handshake_ok(message: Message) -> bool:
+    return message.channel == "/meta/handshake" and message.successful is True
+
+
+def _first_failure(url: str, reason: str, http_status: int | None, transport: str = "auto") -> str:
     """The one-line error for a server that never let us in."""
+    if UNTRUSTED in reason:
+        detail = reason[reason.index(UNTRUSTED) + len(UNTRUSTED) :].strip()
+        return (
+            f"cannot reach {url}: its TLS certificate is not trusted {detail}; give the CA "
+            "that signed it with --cacert FILE (or skip the check with --insecure)"
+        )
+    if CLIENT_CERT in reason:
+        return (
+            f"cannot reach {url}: the server refused the TLS connection without a client "
+            "certificate it accepts; give one with --cert FILE --key FILE"
+        )
     if http_status in (401, 403):
         return f"{url} refused the credentials (HTTP {http_status}); check --user and the password"
+    if transport == "websocket" and http_status is not None:
+        return (
+            f"{url} refused the WebSocket upgrade ({reason}); --transport websocket is strict: "
+            "use --transport long-polling, or auto to fall back to long-polling"
+        )
     if http_status is not None or "not Bayeux" in reason:
         return f"{url} does not look like a CometD server: {reason}"
     return f"cannot reach {url}: {reason}"

@@ -79,7 +79,9 @@ async def test_bad_input_is_stored_raw_while_recording_goes_on(
         ]
     )
     tape = tmp_path / "bad.duckdb"
-    options = RecordOptions(url=server.url, channels=("/v2/me/outbound",), max_messages=2)
+    options = RecordOptions(
+        url=server.url, channels=("/v2/me/outbound",), transport="long-polling", max_messages=2
+    )
     outcome = await asyncio.wait_for(record_to_tape(options, tape), TIMEOUT)
     assert outcome.ok, outcome.reason
     with TapeReader(tape) as reader:
@@ -220,7 +222,9 @@ async def test_a_connect_answered_without_its_reply_is_retried_not_awaited_forev
     server: ScriptedServer, tmp_path: Path
 ) -> None:
     server.script.connect_replies.extend([(200, b"[]"), [event(1)]])
-    options = RecordOptions(url=server.url, channels=("/v2/me/outbound",), max_messages=1)
+    options = RecordOptions(
+        url=server.url, channels=("/v2/me/outbound",), transport="long-polling", max_messages=1
+    )
     outcome = await asyncio.wait_for(record_to_tape(options, tmp_path / "e.duckdb"), TIMEOUT)
     assert outcome.ok, outcome.reason
 
