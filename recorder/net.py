@@ -45,18 +45,15 @@ class NetOptions:
         """The proxy given on the command line; None for none or the environment's."""
         return self.proxy or None
 
-    def labels(self) -> dict[str, str]:
-        """What the session's labels should say about how the server was reached."""
-        return {"insecure": "true"} if self.insecure else {}
-
 
 def describe_error(exc: BaseException) -> str:
     """One line for a failed connection or request, from aiohttp or websockets."""
     tls = _ssl_error(exc)
     if isinstance(tls, ssl.SSLCertVerificationError):
-        return f"{UNTRUSTED} ({tls.verify_message or tls.reason or tls})"
+        detail = getattr(tls, "verify_message", None) or tls.reason or str(tls)
+        return f"{UNTRUSTED} ({detail})"
     if tls is not None and _is_client_cert_alert(tls):
-        return f"{CLIENT_CERT} ({tls.reason or tls})"
+        return f"{CLIENT_CERT} ({getattr(tls, 'reason', None) or tls})"
     if isinstance(exc, TimeoutError) and not str(exc):
         return "timed out"
     return str(exc) or type(exc).__name__
@@ -71,18 +68,21 @@ def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
+        # aiohttp's connector errors hold the ssl error (and some are ssl errors themselves,
+        # without its fields): look inside first
+        inner = [getattr(current, name, None) for name in ("certificate_error", "os_error")]
+        found = [e for e in inner if isinstance(e, BaseException)]
+        if found:
+            todo += found
+            continue
         if isinstance(current, ssl.SSLError):
             return current
-        for name in ("certificate_error", "os_error"):  # aiohttp's connector errors
-            inner = getattr(current, name, None)
-            if isinstance(inner, BaseException):
-                todo.append(inner)
         todo += [current.__cause__, current.__context__]
     return None
 
 
 def _is_client_cert_alert(error: ssl.SSLError) -> bool:
-    reason = (error.reason or str(error)).upper()
+    reason = (getattr(error, "reason", None) or str(error)).upper()
     return (
         "CERTIFICATE_REQUIRED" in reason
         or "BAD_CERTIFICATE" in reason

@@ -99,11 +99,6 @@ class Recorder:
         self._connected_once = False
         self._lost_at: float | None = None
 
-    @property
-    def labels(self) -> dict[str, str]:
-        """Labels the session should carry for how it was recorded (`insecure` with --insecure)."""
-        return self.options.net.labels()
-
     def _websocket(
         self, cookies: dict[str, str] | None = None, headers: dict[str, str] | None = None
     ) -> WebSocketTransport:

@@ -12,7 +12,6 @@ connections alive through proxies, and a missing pong drops the connection.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ssl
 from collections.abc import Callable, Collection
 from typing import Any, cast
@@ -89,6 +88,7 @@ class _Connection(ClientConnection):
         self._frames: WsReader | None = None  # from the first byte after the 101 response
         self._tail = b""  # the end of what the library read of the response head so far
         self._frame_error: str | None = None
+        self.lost_exc: Exception | None = None
 
     def data_received(self, data: bytes) -> None:
         frames = self._frames
@@ -129,6 +129,7 @@ class _Connection(ClientConnection):
             self.acknowledge_pings(bytes(cast(Frame, event).data))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost_exc = exc  # a TLS alert during the upgrade is only seen here
         super().connection_lost(exc)
         if self._frames is not None or self._frame_error is not None:
             self._frames = None
@@ -235,13 +236,20 @@ class WebSocketTransport:
     async def _connect(self) -> _Connection:
         """A new socket, through the proxy if any; raises UpgradeError."""
         proxy = self._net.proxy
-        factory = functools.partial(
-            _Connection,
-            on_frame=self._on_frame,
-            on_read=self._on_read,
-            on_lost=self._on_lost,
-            max_size=MAX_FRAME,
-        )
+        made: list[_Connection] = []
+
+        def factory(*args: Any, **kwargs: Any) -> _Connection:
+            conn = _Connection(
+                *args,
+                on_frame=self._on_frame,
+                on_read=self._on_read,
+                on_lost=self._on_lost,
+                max_size=MAX_FRAME,
+                **kwargs,
+            )
+            made.append(conn)
+            return conn
+
         try:
             ws = await connect(
                 self.url,
@@ -263,6 +271,9 @@ class WebSocketTransport:
             ) from exc
         except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
             # ValueError: a URL or header the request cannot carry (UnicodeError is one)
+            lost = made[-1].lost_exc if made else None
+            if lost is not None and describe_error(lost) != describe_error(exc):
+                raise UpgradeError(f"{describe_error(exc)} ({describe_error(lost)})") from exc
             raise UpgradeError(describe_error(exc)) from exc
         return cast(_Connection, ws)
 

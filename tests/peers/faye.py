@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,6 +38,16 @@ INSTALL_HINT = "run `npm ci --prefix tests` (from the repository root) to instal
 GWS_CHANNELS = ("/v2/me/outbound", "/me/internal")
 
 Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a Faye server over HTTPS: its certificate chain and key, and the CA its
+    clients' certificates must be signed by (None: no client certificate asked for)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
 
 
 class FayeError(RuntimeError):
@@ -58,9 +69,12 @@ class FayeServer:
     by id). The `a`-prefixed coroutines run them in a worker thread for asyncio tests.
     """
 
-    def __init__(self, *, timeout_s: float = 60.0, node: str = "node") -> None:
+    def __init__(
+        self, *, timeout_s: float = 60.0, node: str = "node", tls: TlsFiles | None = None
+    ) -> None:
         self.timeout_s = timeout_s  # Faye's `timeout` option (FAYE_TIMEOUT), in seconds
         self.node = node
+        self.tls = tls  # serve HTTPS (and WSS) with these files
         self._proc: subprocess.Popen[str] | None = None
         self._port: int | None = None
         self._ids = itertools.count(1)
@@ -83,6 +97,10 @@ class FayeServer:
             raise FayeError(f"Faye is not installed in {NODE_MODULES}: {INSTALL_HINT}")
 
         env = dict(os.environ, FAYE_TIMEOUT=str(self.timeout_s))
+        if self.tls is not None:
+            env.update(FAYE_TLS_CERT=str(self.tls.cert), FAYE_TLS_KEY=str(self.tls.key))
+            if self.tls.client_ca is not None:
+                env["FAYE_TLS_CLIENT_CA"] = str(self.tls.client_ca)
         proc = subprocess.Popen(
             [node, str(SCRIPT), str(port)],
             cwd=TESTS,
@@ -198,11 +216,13 @@ class FayeServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/cometd"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/cometd"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/cometd"
+        scheme = "wss" if self.tls is not None else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/cometd"
 
     # -- commands -------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 // A real Faye (npm `faye`) Bayeux server for cometd-tape tests, driven over stdin/stdout.
 //
 //   node faye_server.js [port]      (port 0 or none = a free port; FAYE_TIMEOUT = seconds, default 60)
+//   FAYE_TLS_CERT, FAYE_TLS_KEY: serve HTTPS with them; FAYE_TLS_CLIENT_CA: and require a client
+//   certificate signed by that CA
 //
 // Listens on 127.0.0.1 with the Bayeux endpoint mounted at /cometd, then prints one line
 // {"ready": true, "port": N}. After that every stdin line is a JSON command carrying an "id",
@@ -9,7 +11,9 @@
 // Commands: publish, gws, blast, pace, clients, wait_subscribed (see tests/peers/faye.py).
 // stdin EOF exits with status 0. Nothing else is ever written to stdout.
 
+const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const readline = require('readline');
 
 let faye;
@@ -39,10 +43,27 @@ function send(obj) {
 }
 
 const bayeux = new faye.NodeAdapter({ mount: MOUNT, timeout: timeout });
-const server = http.createServer((req, res) => {
+function notFound(req, res) {
   res.writeHead(404, { 'Content-Type': 'text/plain' });
   res.end('not found\n');
-});
+}
+// HTTPS when FAYE_TLS_CERT and FAYE_TLS_KEY name PEM files; with FAYE_TLS_CLIENT_CA too, every
+// client must present a certificate signed by that CA (mutual TLS).
+let server;
+if (process.env.FAYE_TLS_CERT) {
+  const tls = {
+    cert: fs.readFileSync(process.env.FAYE_TLS_CERT),
+    key: fs.readFileSync(process.env.FAYE_TLS_KEY),
+  };
+  if (process.env.FAYE_TLS_CLIENT_CA) {
+    tls.ca = fs.readFileSync(process.env.FAYE_TLS_CLIENT_CA);
+    tls.requestCert = true;
+    tls.rejectUnauthorized = true;
+  }
+  server = https.createServer(tls, notFound);
+} else {
+  server = http.createServer(notFound);
+}
 bayeux.attach(server);
 
 // ---------------------------------------------------------------------------------------------

@@ -27,6 +27,11 @@ class Script:
     connect_replies: deque[Any] = field(default_factory=deque)
     seen_headers: list[dict[str, str]] = field(default_factory=list)
     clients: int = 0
+    # what the handshake reply offers, and the HTTP status a WebSocket upgrade is refused
+    # with (None: accepted)
+    connection_types: list[str] = field(default_factory=lambda: ["long-polling", "websocket"])
+    refuse_upgrade: int | None = None
+    upgrade_headers: list[dict[str, str]] = field(default_factory=list)
 
 
 def _reply(message: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -86,7 +91,9 @@ class ScriptedServer:
             scripted = self.answer(message, replies)
             if scripted is not None:
                 return scripted
-        return web.Response(body=orjson.dumps(replies), content_type="application/json")
+        response = web.Response(body=orjson.dumps(replies), content_type="application/json")
+        response.set_cookie("BAYEUX_BROWSER", "b-" + self.script.cookie)  # as CometD's server
+        return response
 
     def answer(self, message: dict[str, Any], replies: list[Any]) -> web.Response | None:
         channel = message["channel"]
@@ -97,7 +104,7 @@ class ScriptedServer:
                     message,
                     clientId=f"c{self.script.clients}",
                     version="1.0",
-                    supportedConnectionTypes=["long-polling", "websocket"],
+                    supportedConnectionTypes=self.script.connection_types,
                     advice=ADVICE,
                 )
             )
@@ -111,7 +118,10 @@ class ScriptedServer:
             )
         return None
 
-    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        self.script.upgrade_headers.append(dict(request.headers))
+        if self.script.refuse_upgrade is not None:
+            return web.Response(status=self.script.refuse_upgrade, text="no WebSocket here")
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         async for frame in ws:

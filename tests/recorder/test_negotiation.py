@@ -1,0 +1,190 @@
+"""Transport negotiation: `auto` handshakes over long-polling and goes on over WebSocket when
+the server offers it and the upgrade works, else stays; the tape says which and why. The strict
+choices do not fall back, and a strict WebSocket refused says so in one line."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from recorder.cli import record_to_tape
+from recorder.record import RecordOptions
+from tests.constants import ROOT, TIMEOUT
+from tests.peers.faye import FayeServer
+from tests.recorder.scripted_server import Script, ScriptedServer
+
+
+def event(i: int) -> dict[str, object]:
+    return {"channel": "/v2/me/outbound", "data": {"referenceId": str(i)}}
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedServer]:
+    srv = ScriptedServer(Script())
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+def transports(tape: Path) -> tuple[str, list[dict[str, str]], list[tuple[str, str, str]]]:
+    """The session's transport, its "transport" lifecycle events, and (direction, transport,
+    channel of the first message) of every Bayeux frame."""
+    with duckdb.connect(str(tape), read_only=True) as conn:
+        row = conn.execute("SELECT transport FROM sessions").fetchone()
+        frames = conn.execute(
+            "SELECT kind, direction, transport, raw FROM frames ORDER BY seq"
+        ).fetchall()
+    assert row is not None
+    chosen = []
+    wire = []
+    for kind, direction, transport, raw in frames:
+        body = orjson.loads(bytes(raw)) if raw else None
+        if kind == "lifecycle" and body["event"] == "transport":
+            chosen.append(body)
+        elif kind == "bayeux" and isinstance(body, list) and body:
+            wire.append((direction, transport, body[0]["channel"]))
+    return str(row[0]), chosen, wire
+
+
+async def test_auto_goes_on_over_websocket_with_faye(
+    faye_server: FayeServer, tmp_path: Path
+) -> None:
+    options = RecordOptions(url=faye_server.url, max_messages=4)
+    tape = tmp_path / "auto.duckdb"
+    task = asyncio.get_running_loop().create_task(record_to_tape(options, tape))
+    await faye_server.await_subscribed()
+    await faye_server.apublish_gws(2)
+    outcome = await asyncio.wait_for(task, TIMEOUT)
+    assert outcome.ok, outcome.reason
+    used, chosen, wire = transports(tape)
+    assert used == "websocket"
+    assert chosen == [
+        {
+            "event": "transport",
+            "chosen": "websocket",
+            "reason": "the server offers websocket and the upgrade succeeded",
+        }
+    ]
+    # the handshake over HTTP, everything after it over the socket
+    assert wire[:2] == [
+        ("out", "long-polling", "/meta/handshake"),
+        ("in", "long-polling", "/meta/handshake"),
+    ]
+    assert {t for _, t, _ in wire[2:]} == {"websocket"}
+    connects = [w for w in wire if w[2] == "/meta/connect" and w[0] == "out"]
+    assert connects
+
+
+async def test_auto_stays_on_long_polling_when_websocket_is_not_offered(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    server.script.connection_types = ["long-polling"]
+    server.script.connect_replies.append([event(1)])
+    tape = tmp_path / "lp.duckdb"
+    options = RecordOptions(url=server.url, channels=("/v2/me/outbound",), max_messages=1)
+    outcome = await asyncio.wait_for(record_to_tape(options, tape), TIMEOUT)
+    assert outcome.ok, outcome.reason
+    used, chosen, wire = transports(tape)
+    assert used == "long-polling"
+    assert chosen == [
+        {
+            "event": "transport",
+            "chosen": "long-polling",
+            "reason": "the server offers ['long-polling'], not websocket",
+        }
+    ]
+    assert {t for _, t, _ in wire} == {"long-polling"}
+    assert server.script.upgrade_headers == []  # not even tried
+
+
+async def test_auto_falls_back_to_long_polling_when_the_upgrade_is_refused(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    server.script.refuse_upgrade = 400
+    server.script.connect_replies.append([event(1)])
+    tape = tmp_path / "fallback.duckdb"
+    options = RecordOptions(url=server.url, channels=("/v2/me/outbound",), max_messages=1)
+    outcome = await asyncio.wait_for(record_to_tape(options, tape), TIMEOUT)
+    assert outcome.ok, outcome.reason
+    used, chosen, wire = transports(tape)
+    assert used == "long-polling"
+    assert len(chosen) == 1
+    assert chosen[0]["chosen"] == "long-polling"
+    assert "upgrade failed" in chosen[0]["reason"]
+    assert "HTTP 400" in chosen[0]["reason"]
+    assert {t for _, t, _ in wire} == {"long-polling"}
+    assert len(server.script.upgrade_headers) == 1
+
+
+async def test_the_upgrade_carries_the_cookies_the_handshake_set(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    """A CometD server binds the session to its BAYEUX_BROWSER cookie: the socket that takes
+    the session over from the long-polling handshake must send it."""
+    server.script.connect_replies.append([event(1)])
+    options = RecordOptions(url=server.url, channels=("/v2/me/outbound",), max_messages=1)
+    outcome = await asyncio.wait_for(record_to_tape(options, tmp_path / "c.duckdb"), TIMEOUT)
+    assert outcome.ok, outcome.reason
+    (upgrade,) = server.script.upgrade_headers
+    assert f"BAYEUX_BROWSER=b-{server.script.cookie}" in upgrade.get("Cookie", "")
+
+
+async def test_strict_long_polling_never_upgrades(server: ScriptedServer, tmp_path: Path) -> None:
+    server.script.connect_replies.append([event(1)])
+    tape = tmp_path / "strict.duckdb"
+    options = RecordOptions(
+        url=server.url, channels=("/v2/me/outbound",), transport="long-polling", max_messages=1
+    )
+    outcome = await asyncio.wait_for(record_to_tape(options, tape), TIMEOUT)
+    assert outcome.ok, outcome.reason
+    used, chosen, _ = transports(tape)
+    assert used == "long-polling"
+    assert [c["reason"] for c in chosen] == ["asked for (--transport long-polling)"]
+    assert server.script.upgrade_headers == []
+
+
+def test_strict_websocket_refused_exits_1_naming_the_other_choices(tmp_path: Path) -> None:
+    """Through the CLI, against a server that refuses the upgrade with HTTP 400."""
+    script = (
+        "import asyncio, sys\n"
+        "from tests.recorder.scripted_server import Script, ScriptedServer\n"
+        "async def main():\n"
+        "    srv = ScriptedServer(Script(refuse_upgrade=400))\n"
+        "    await srv.start()\n"
+        "    print(srv.url, flush=True)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n"
+    )
+    srv = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert srv.stdout is not None
+        url = srv.stdout.readline().strip()
+        result = subprocess.run(
+            [sys.executable, "-m", "tape", "record", url, "-o", str(tmp_path / "t.duckdb")]
+            + ["--transport", "websocket"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 3,
+            check=False,
+        )
+    finally:
+        srv.kill()
+        srv.wait(TIMEOUT)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert "refused the WebSocket upgrade" in errors[0]
+    assert "HTTP 400" in errors[0]
+    assert "--transport long-polling" in errors[0]
+    assert "auto" in errors[0]
+    assert "Traceback" not in result.stderr
