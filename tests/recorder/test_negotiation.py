@@ -169,8 +169,10 @@ def test_strict_websocket_refused_exits_1_naming_the_other_choices(tmp_path: Pat
         assert srv.stdout is not None
         url = srv.stdout.readline().strip()
         result = subprocess.run(
-            [sys.executable, "-m", "tape", "record", url, "-o", str(tmp_path / "t.duckdb")]
-            + ["--transport", "websocket"],
+            [
+                *(sys.executable, "-m", "tape", "record", url),
+                *("-o", str(tmp_path / "t.duckdb"), "--transport", "websocket"),
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
