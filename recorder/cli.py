@@ -21,6 +21,7 @@ from recorder.record import Outcome, Recorder, RecordError, RecordOptions
 from recorder.status import Status
 from tape.cli import claim_tape, existing_tape_options, remove_tape, run_loop
 from tape.frame import Session
+from tape.privacy import Privacy, privacy_options
 from tape.reader import TapeReader
 from tape.redact import redact_url
 from tape.runtime import keep_pandas_out_of_arrow, settle_gc
@@ -127,6 +128,7 @@ def _pairs(values: tuple[str, ...], sep: str, what: str) -> dict[str, str]:
 @click.option(
     "--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label the session (repeat)."
 )
+@privacy_options
 def record_command(
     url: str,
     channels: tuple[str, ...],
@@ -148,6 +150,7 @@ def record_command(
     duration: float | None,
     max_messages: int | None,
     labels: tuple[str, ...],
+    privacy: Privacy,
 ) -> None:
     """Record a CometD server's traffic into a tape, as a Bayeux client.
 
@@ -191,7 +194,7 @@ def record_command(
     keep_pandas_out_of_arrow()  # the writer runs in this process
     settle_gc()
     created = claim_tape(output, append=append, overwrite=overwrite)
-    outcome = run_loop(record_to_tape(options, output, tags, created=created))
+    outcome = run_loop(record_to_tape(options, output, tags, created=created, privacy=privacy))
     if not outcome.ok:
         raise click.ClickException(outcome.reason)
 
@@ -221,12 +224,13 @@ async def record_to_tape(
     labels: dict[str, str] | None = None,
     *,
     created: bool = False,
+    privacy: Privacy | None = None,
 ) -> Outcome:
     """Record one session into `output`; returns why it stopped.
 
     `created`: this run made `output`, so a run that fails before the server sent a Bayeux
     frame removes it (a retry with the same path then starts clean)."""
-    writer = TapeWriter(output)
+    writer = TapeWriter(output, privacy=privacy)
     session = Session(
         session_id=new_session_id(),
         mode="record",

@@ -16,6 +16,7 @@ import click
 from recorder.cli import _pairs
 from recorder.proxy import DEFAULT_BAYEUX_PATHS, CaptureProxy, ProxyOptions
 from tape.cli import claim_tape, existing_tape_options, listen_address, remove_tape, run_loop
+from tape.privacy import Privacy, privacy_options
 from tape.process_writer import ProcessTapeWriter
 from tape.runtime import settle_gc
 from tape.schema import TapeError
@@ -50,6 +51,7 @@ from tape.schema import TapeError
     help="The cookie that ties a client's REST calls to its Bayeux session.",
 )
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label sessions.")
+@privacy_options
 def proxy_command(
     upstream: str,
     listen: str,
@@ -59,6 +61,7 @@ def proxy_command(
     bayeux_paths: tuple[str, ...],
     session_cookie: str,
     labels: tuple[str, ...],
+    privacy: Privacy,
 ) -> None:
     """Forward clients to --upstream unchanged, recording every HTTP exchange and WebSocket
     frame both ways; each client becomes its own tape session. Ctrl-C stops it."""
@@ -86,13 +89,19 @@ def proxy_command(
     )
     host, port = listen_address(listen)
     created = claim_tape(output, append=append, overwrite=overwrite)
-    run(_serve(options, output, host, port, created=created))
+    run(_serve(options, output, host, port, created=created, privacy=privacy))
 
 
 async def _serve(
-    options: ProxyOptions, output: Path, host: str, port: int, *, created: bool
+    options: ProxyOptions,
+    output: Path,
+    host: str,
+    port: int,
+    *,
+    created: bool,
+    privacy: Privacy | None = None,
 ) -> None:
-    writer = ProcessTapeWriter(output)
+    writer = ProcessTapeWriter(output, privacy=privacy)
     proxy = CaptureProxy(options, writer)
     try:
         await proxy.start(host, port)

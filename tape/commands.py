@@ -11,6 +11,7 @@ from tape.cli import claim_tape, existing_tape_options
 from tape.har import har_items, is_har
 from tape.info import render_info, tape_info
 from tape.jsonl import JsonlReader, write_jsonl
+from tape.privacy import Privacy, privacy_options
 from tape.projection import rebuild
 from tape.reader import TapeReader
 from tape.schema import (
@@ -29,7 +30,10 @@ _TAPE = click.Path(dir_okay=False, path_type=Path)
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "output", type=_TAPE, required=True, help="Tape file to write.")
 @existing_tape_options
-def import_command(source: Path, output: Path, append: bool, overwrite: bool) -> None:
+@privacy_options
+def import_command(
+    source: Path, output: Path, append: bool, overwrite: bool, privacy: Privacy
+) -> None:
     """Import a JSONL tape, or a browser's HAR file (.har), into a DuckDB tape.
 
     The whole file is checked first, so a bad line or entry imports nothing. A HAR becomes one
@@ -38,14 +42,14 @@ def import_command(source: Path, output: Path, append: bool, overwrite: bool) ->
     if is_har(source):
         items = har_items(source)
         claim_tape(output, append=append, overwrite=overwrite)
-        frames, sessions = import_items(items, output)
+        frames, sessions = import_items(items, output, privacy=privacy)
         click.echo(f"imported {frames} frames in {sessions} sessions into {output} (from HAR)")
         return
     reader = JsonlReader(source)
     for _ in reader.items():  # validation pass: errors name the line
         pass
     claim_tape(output, append=append, overwrite=overwrite)  # after: a bad file replaces nothing
-    frames, sessions = import_items(reader.items(), output)
+    frames, sessions = import_items(reader.items(), output, privacy=privacy)
     click.echo(f"imported {frames} frames in {sessions} sessions into {output}")
 
 

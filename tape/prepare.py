@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from tape.bayeux import frame_error
 from tape.frame import Direction, Frame, Kind, Session
 from tape.privacy import REDACT_ONLY, Privacy
-from tape.redact import clean_body, clean_lifecycle, redact_form, redact_headers_json, redact_url
+from tape.redact import (
+    clean_body,
+    clean_lifecycle,
+    mask_members,
+    redact_form,
+    redact_headers_json,
+    redact_url,
+)
 
 
 def prepare_frame(frame: Frame, privacy: Privacy | None = None) -> Frame:
@@ -50,7 +57,8 @@ def mask_delivery(raw: bytes, privacy: Privacy) -> bytes:
     (as JSON writes a name: `"GSW_PHONE"`, a bytes search per name)."""
     if not privacy.needles or not privacy.may_mask(raw):
         return raw
-    return clean_body(raw, privacy, redact=False)
+    masked = mask_members(raw, privacy)
+    return clean_body(raw, privacy, redact=False) if masked is None else masked
 
 
 def mask_deliveries(raws: Sequence[bytes], privacy: Privacy) -> Sequence[bytes]:

@@ -122,6 +122,7 @@ _PROTECTED = frozenset(name.lower() for name in BAYEUX_FIELDS)
 
 _PARTS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _TOKEN = re.compile(r"pii:[0-9a-f]{16}")
+_SCALAR = rb'("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*|true|false)'
 _CACHE_LIMIT = 4096  # names remembered per Privacy (names come from the wire: bound them)
 
 
@@ -140,12 +141,15 @@ class Privacy:
     """
 
     __slots__ = (
+        "_hmac",
         "_rules",
         "_secret_cache",
+        "_tokens",
         "hints",
         "key",
         "mask",
         "mask_set",
+        "members",
         "needles",
         "plain_names",
         "redact",
@@ -169,10 +173,17 @@ class Privacy:
         # enough for every received frame).
         self.needles = tuple(orjson.dumps(name) for name in self.mask)
         self.plain_names = tuple(name.encode() for name in self.mask)
+        # A masked member with a scalar value, in the bytes: valid JSON has `"NAME"` then `:`
+        # only where a member is named NAME (inside a string its quotes would be escaped).
+        names = b"|".join(re.escape(name) for name in self.plain_names) or b"(?!)"
+        self.members = re.compile(rb'"(?:' + names + rb')"(\s*:\s*)' + _SCALAR)
         self._rules = tuple(r for r in (split_name(n) for n in self.redact) if r)
         # What the lowered bytes of a name matching a --redact rule hold: its longest part.
         self.hints = tuple(max(rule, key=len).encode() for rule in self._rules)
         self._secret_cache: dict[str, bool] = {}
+        self._hmac = hmac.new(self.key, digestmod=hashlib.sha256)
+        # Values seen lately and their tokens (a desk's few phone numbers recur), in memory.
+        self._tokens: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Privacy(redact={self.redact!r}, mask={self.mask!r}, key=...)"
@@ -210,13 +221,23 @@ class Privacy:
         text, anything else as its JSON text (so 3001 and "3001" give one token); a token
         already is its own token (masking twice, or an exported tape imported, changes
         nothing)."""
-        if isinstance(value, str):
+        if type(value) is str:
+            found = self._tokens.get(value)
+            if found is not None:
+                return found
             if _TOKEN.fullmatch(value):
                 return value
             data = value.encode("utf-8", "surrogatepass")
         else:
             data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-        return "pii:" + hmac.new(self.key, data, hashlib.sha256).hexdigest()[:16]
+        mac = self._hmac.copy()  # the key's pads hashed once, not per value
+        mac.update(data)
+        token = "pii:" + mac.hexdigest()[:16]
+        if type(value) is str:
+            if len(self._tokens) >= _CACHE_LIMIT:
+                self._tokens.clear()
+            self._tokens[value] = token
+        return token
 
     def may_mask(self, raw: bytes) -> bool:
         """False when `raw` cannot hold a masked field (the common case, one search a name)."""

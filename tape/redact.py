@@ -23,6 +23,7 @@ __all__ = [
     "clean_body",
     "clean_lifecycle",
     "headers_json",
+    "mask_members",
     "redact_body",
     "redact_form",
     "redact_headers",
@@ -41,6 +42,7 @@ _FIELD = re.compile(r"(^|[?&;\n])([^=&;?#\n]*)=([^&;#?\n]*)")
 _JSON_MEMBER = re.compile(
     rb'"((?:[^"\\]|\\.)*)"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?[0-9.eE+-]+|true|false|null)'
 )
+_CONTAINERS = (dict, list)
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 
 
@@ -98,10 +100,31 @@ def clean_body(raw: bytes, privacy: Privacy, *, redact: bool) -> bytes:
         text = raw.decode("utf-8", "surrogateescape")
         return redact_form(text, privacy, redact=redact).encode("utf-8", "surrogateescape")
     try:
-        cleaned = walker.walk(doc)
+        doc = walker.walk(doc)
     except RecursionError:  # orjson nests 1024 deep, Python recursion less
         return _JSON_MEMBER.sub(walker.member, raw)
-    return orjson.dumps(cleaned) if walker.changed else raw
+    return orjson.dumps(doc) if walker.changed else raw
+
+
+def mask_members(raw: bytes, privacy: Privacy) -> bytes | None:
+    """The fast way to mask a frame: masked members with scalar values replaced in the bytes,
+    without decoding the document (~2x faster on a GWS event). None when the names occur
+    otherwise too (a key/value pair, a list, an object value): then clean_body() must."""
+    failed = False
+
+    def member(m: re.Match[bytes]) -> bytes:
+        nonlocal failed
+        try:
+            token = privacy.token(orjson.loads(m.group(2)))
+        except orjson.JSONDecodeError:  # a number orjson cannot read: the slow way decides
+            failed = True
+            return m.group(0)
+        return m.group(0)[: m.start(1) - m.start(0)] + m.group(1) + b'"' + token.encode() + b'"'
+
+    masked, found = privacy.members.subn(member, raw)
+    if failed or found != sum(raw.count(needle) for needle in privacy.needles):
+        return None
+    return masked
 
 
 def clean_lifecycle(raw: bytes, privacy: Privacy) -> bytes:
@@ -113,10 +136,10 @@ def clean_lifecycle(raw: bytes, privacy: Privacy) -> bytes:
         return clean_body(raw, privacy, redact=True)
     walker = _Walker(privacy, True, strings=True)
     try:
-        cleaned = walker.walk(doc)
+        doc = walker.walk(doc)
     except RecursionError:
         return _JSON_MEMBER.sub(walker.member, raw)
-    return orjson.dumps(cleaned) if walker.changed else raw
+    return orjson.dumps(doc) if walker.changed else raw
 
 
 def redact_form(text: str, privacy: Privacy | None = None, *, redact: bool = True) -> str:
@@ -145,7 +168,8 @@ def redact_url(url: str | None, privacy: Privacy | None = None) -> str | None:
 
 
 class _Walker:
-    """One pass over a decoded document: redacts and masks, says whether it changed anything."""
+    """One pass over a decoded document, changing it in place (orjson made it for us alone):
+    redacts and masks, and says whether it changed anything."""
 
     def __init__(self, privacy: Privacy, redact: bool, *, strings: bool = False) -> None:
         self.p = privacy
@@ -154,57 +178,62 @@ class _Walker:
         self.changed = False
 
     def walk(self, doc: Any) -> Any:
-        if isinstance(doc, dict):
-            return self._object(doc)
-        if isinstance(doc, list):
-            return self._list(doc)
-        if self.strings and isinstance(doc, str) and ("=" in doc or "@" in doc):
+        kind = type(doc)
+        if kind is dict:
+            self._object(doc)
+        elif kind is list:
+            self._list(doc)
+        elif self.strings and kind is str and ("=" in doc or "@" in doc):
             cleaned = redact_url(doc, self.p)
             if cleaned != doc:
                 self.changed = True
             return cleaned
         return doc
 
-    def _object(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def _object(self, doc: dict[str, Any]) -> None:
         # A key/value pair object ({"key": "GSW_PHONE", "value": "..."}): its name decides
         # for its value, and its `key`/`name` member is a name, not a secret.
-        pair = None
         if "value" in doc:
             named = doc.get("key", doc.get("name"))
-            pair = named if isinstance(named, str) else None
-        out = {}
+            if type(named) is str:
+                for k in doc:
+                    if k == "value":
+                        doc[k] = self._value(named, doc[k])
+                    elif k not in ("key", "name"):
+                        doc[k] = self._value(k, doc[k])
+                return
+        masked, redact, strings = self.p.mask_set, self.redact, self.strings
         for k, v in doc.items():
-            if pair is not None and k in ("key", "name"):
-                out[k] = v
-            elif pair is not None and k == "value":
-                out[k] = self._value(pair, v)
-            else:
-                out[k] = self._value(k, v)
-        return out
+            if k in masked or (redact and self.p.is_secret(k)):
+                doc[k] = self._value(k, v)
+            elif type(v) in _CONTAINERS or strings:
+                doc[k] = self.walk(v)
 
     def _value(self, name: str, value: Any) -> Any:
         if self.redact and self.p.is_secret(name):
             if value != REDACTED:
                 self.changed = True
             return REDACTED  # its whole value, whatever its type (a list of tokens too)
-        if self.p.is_masked(name) and value is not None:
+        if name in self.p.mask_set and value is not None:
             token = self.p.token(value)
             if token != value:
                 self.changed = True
             return token
         return self.walk(value)
 
-    def _list(self, doc: list[Any]) -> list[Any]:
-        out = [self.walk(v) for v in doc]
+    def _list(self, doc: list[Any]) -> None:
+        masked = self.p.mask_set
         # A flat key/value list ([..., "GSW_PHONE", "+1555...", ...]): names at even indexes.
-        for i in range(0, len(doc) - 1, 2):
-            name = doc[i]
-            if isinstance(name, str) and self.p.is_masked(name) and doc[i + 1] is not None:
-                token = self.p.token(doc[i + 1])
-                if token != doc[i + 1]:
+        after_name = False
+        for i, v in enumerate(doc):
+            if after_name and i % 2 == 1 and v is not None:
+                token = self.p.token(v)
+                if token != v:
                     self.changed = True
-                out[i + 1] = token
-        return out
+                doc[i] = token
+            elif type(v) in _CONTAINERS or self.strings:
+                doc[i] = self.walk(v)
+            after_name = type(v) is str and v in masked
 
     def member(self, m: re.Match[bytes]) -> bytes:
         """The regex fallback: one `"name": scalar` member."""

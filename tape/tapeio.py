@@ -7,20 +7,24 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tape.frame import Frame, Session
+from tape.privacy import Privacy
 from tape.reader import read_sessions
 from tape.schema import TapeError, open_for_reading
 from tape.writer import TapeWriter
 
 
-def import_items(items: Iterable[Frame | Session], output: Path) -> tuple[int, int]:
-    """Write frames and sessions into `output`; returns (frames, sessions) written.
+def import_items(
+    items: Iterable[Frame | Session], output: Path, *, privacy: Privacy | None = None
+) -> tuple[int, int]:
+    """Write frames and sessions into `output`; returns (frames, sessions) written, redacted
+    and masked as `privacy` says (tape/privacy.py).
 
     Sessions already in the tape are refused rather than mixed, since seq must stay gapless.
     Frames whose session has no session line get one (mode "import") from their first frame.
     """
     created = not output.exists()
     existing = _existing_sessions(output)
-    writer = TapeWriter(output)
+    writer = TapeWriter(output, privacy=privacy)
     try:
         seen, described = _feed(items, writer, existing, output)
         writer.close()

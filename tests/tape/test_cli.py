@@ -42,7 +42,7 @@ def test_import_info_export_rebuild_round_trip(tmp_path: Path) -> None:
     tape = tmp_path / "demo.duckdb"
     out = tmp_path / "back.jsonl"
     runner = CliRunner()
-    result = runner.invoke(cli, ["import", str(SAMPLE), "-o", str(tape)])
+    result = runner.invoke(cli, ["import", str(SAMPLE), "-o", str(tape), "--no-mask"])
     assert result.exit_code == 0, result.output
     assert "imported 10 frames in 1 sessions" in result.output
     info = runner.invoke(cli, ["info", str(tape)])
@@ -59,7 +59,7 @@ def test_import_info_export_rebuild_round_trip(tmp_path: Path) -> None:
 
 def test_export_to_stdout(tmp_path: Path) -> None:
     tape = tmp_path / "demo.duckdb"
-    assert run("import", str(SAMPLE), "-o", str(tape)).returncode == 0
+    assert run("import", str(SAMPLE), "-o", str(tape), "--no-mask").returncode == 0
     result = run("export", str(tape))
     assert result.returncode == 0
     assert result.stdout.encode() == SAMPLE.read_bytes()
