@@ -20,8 +20,10 @@ neither a cookie nor a clientId yet (a login GET, a handshake) is written when i
 tells who it is (the Set-Cookie, or the handshake's clientId), with the times it happened.
 Traffic that never identifies itself goes to one `unattributed` session.
 
-Secrets: Authorization, Cookie, Set-Cookie and the CSRF token header are redacted before
-anything is stored (the writer also redacts password fields in bodies).
+Secrets: headers named like secrets (Authorization, Cookie, Set-Cookie, X-Auth-Token...) and
+the CSRF header GWS names are redacted here; the writer then redacts by its Privacy (the
+default name pattern and --redact names: headers, query and form fields, JSON bodies, Bayeux
+`ext`) and masks personal data (tape/privacy.py), in every frame and lifecycle detail.
 
 If the tape fails (the writer process died, the disk is full), forwarding goes on and
 `tape_error` says why; `cometd-tape proxy` then stops with that error.

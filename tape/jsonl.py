@@ -17,6 +17,7 @@ import orjson
 
 from tape.frame import FRAME_COLUMNS, SESSION_COLUMNS, Frame, Session
 from tape.prepare import prepare_frame, prepare_session
+from tape.privacy import Privacy
 from tape.schema import TapeError
 
 _REQUIRED = ("session_id", "seq", "t_wall_ns", "direction", "transport", "kind", "raw")
@@ -165,17 +166,19 @@ def _check_gapless(frame: Frame, last_seq: dict[str, int]) -> None:
 
 
 class JsonlWriter:
-    """The JSONL tape form as a sink. Each flush is durable (fsync)."""
+    """The JSONL tape form as a sink. Each flush is durable (fsync). `privacy`: what is
+    redacted and masked, as for TapeWriter."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, privacy: Privacy | None = None) -> None:
         self.path = Path(path)
+        self._privacy = privacy
         self._file = open(self.path, "ab")  # noqa: SIM115 - closed in close()
 
     def write(self, frame: Frame) -> None:
-        self._file.write(frame_to_line(prepare_frame(frame)))
+        self._file.write(frame_to_line(prepare_frame(frame, self._privacy)))
 
     def put_session(self, session: Session) -> None:
-        self._file.write(session_to_line(prepare_session(session)))
+        self._file.write(session_to_line(prepare_session(session, self._privacy)))
 
     def check(self) -> None:
         """Writes happen in the caller's thread, so failures have already been raised."""
