@@ -33,14 +33,16 @@ def prepare_frame(frame: Frame, privacy: Privacy | None = None) -> Frame:
         and frame.kind == Kind.BAYEUX
         and frame.direction == Direction.IN
     ):
-        # The bulk of a recording: a decoded delivery. Nothing to redact (see _scanned); masked
-        # only if it names a masked field, found by a bytes search.
-        raw = mask_delivery(frame.raw, p)
+        # The bulk of a recording: a decoded delivery. Looked at only if it names a masked
+        # field or holds an `ext` (see _scanned), found by a bytes search.
+        raw = clean_delivery(frame.raw, p)
         return frame if raw is frame.raw else frame.with_changes(raw=raw)
     if frame.kind == Kind.LIFECYCLE:
         raw = clean_lifecycle(frame.raw, p)
+    elif _scanned(frame):
+        raw = clean_body(frame.raw, p, redact=True)
     else:
-        raw = clean_body(frame.raw, p, redact=_scanned(frame))
+        raw = clean_body(frame.raw, p, redact=False, ext_only=True)
     path = redact_form(frame.http_path, p) if frame.http_path else frame.http_path
     headers = redact_headers_json(frame.headers, p)
     error = frame.parse_error
@@ -52,27 +54,28 @@ def prepare_frame(frame: Frame, privacy: Privacy | None = None) -> Frame:
     return frame.with_changes(raw=raw, http_path=path, headers=headers, parse_error=error)
 
 
-def mask_delivery(raw: bytes, privacy: Privacy) -> bytes:
-    """A received Bayeux frame, masked: the same bytes object unless it names a masked field
-    (as JSON writes a name: `"GSW_PHONE"`, a bytes search per name)."""
-    if not privacy.needles or not privacy.may_mask(raw):
+def clean_delivery(raw: bytes, privacy: Privacy) -> bytes:
+    """A received Bayeux frame, masked and its `ext` redacted: the same bytes object unless it
+    names a masked field or holds an `ext` (as JSON writes a name: `"GSW_PHONE"`, `"ext"`;
+    one regex search)."""
+    if not privacy.finder.search(raw):
         return raw
-    masked = mask_members(raw, privacy)
-    return clean_body(raw, privacy, redact=False) if masked is None else masked
+    if b'"ext"' not in raw:
+        masked = mask_members(raw, privacy)
+        if masked is not None:
+            return masked
+    return clean_body(raw, privacy, redact=False, ext_only=True)
 
 
-def mask_deliveries(raws: Sequence[bytes], privacy: Privacy) -> Sequence[bytes]:
-    """mask_delivery() over a batch of received frames: `raws` itself when none changes.
+def clean_deliveries(raws: Sequence[bytes], privacy: Privacy) -> Sequence[bytes]:
+    """clean_delivery() over a batch of received frames: `raws` itself when none changes.
 
-    The batch is searched as one buffer first: one search a name over the batch, not one a
-    frame (the writer joins the batch's bytes into its Arrow column anyway)."""
-    if not privacy.needles or not raws:
+    The batch is searched as one buffer first: one regex pass over the batch, not one a frame
+    (the writer joins the batch's bytes into its Arrow column anyway)."""
+    if not raws or not privacy.finder.search(b"".join(raws)):
         return raws
-    joined = b"".join(raws)
-    if not privacy.may_mask(joined):
-        return raws
-    masked = [mask_delivery(raw, privacy) for raw in raws]
-    return raws if all(a is b for a, b in zip(masked, raws, strict=True)) else masked
+    cleaned = [clean_delivery(raw, privacy) for raw in raws]
+    return raws if all(a is b for a, b in zip(cleaned, raws, strict=True)) else cleaned
 
 
 def _scanned(frame: Frame) -> bool:

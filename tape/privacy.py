@@ -145,6 +145,7 @@ class Privacy:
         "_rules",
         "_secret_cache",
         "_tokens",
+        "finder",
         "hints",
         "key",
         "mask",
@@ -177,6 +178,10 @@ class Privacy:
         # only where a member is named NAME (inside a string its quotes would be escaped).
         names = b"|".join(re.escape(name) for name in self.plain_names) or b"(?!)"
         self.members = re.compile(rb'"(?:' + names + rb')"(\s*:\s*)' + _SCALAR)
+        # What a received frame must hold to be looked at: a masked name, or a Bayeux `ext`
+        # (where a client's credentials travel, and servers such as Faye echo them to every
+        # subscriber). One regex pass over a batch of frames, whatever the number of names.
+        self.finder = re.compile(rb'"(?:' + (names + b"|" if self.mask else b"") + rb'ext)"')
         self._rules = tuple(r for r in (split_name(n) for n in self.redact) if r)
         # What the lowered bytes of a name matching a --redact rule hold: its longest part.
         self.hints = tuple(max(rule, key=len).encode() for rule in self._rules)

@@ -79,11 +79,13 @@ def redact_body(raw: bytes, privacy: Privacy | None = None) -> bytes:
     return clean_body(raw, privacy or REDACT_ONLY, redact=True)
 
 
-def clean_body(raw: bytes, privacy: Privacy, *, redact: bool) -> bytes:
-    """`raw` with secret-named fields redacted (when `redact`) and masked fields masked; the
-    same object when there is nothing to change."""
-    lowered = raw.lower() if redact else b""  # 30x faster than a case-insensitive regex
-    secrets = redact and (
+def clean_body(raw: bytes, privacy: Privacy, *, redact: bool, ext_only: bool = False) -> bytes:
+    """`raw` with secret-named fields redacted (when `redact`; with `ext_only`, only within
+    members named `ext`, as in a Bayeux message) and masked fields masked; the same object when
+    there is nothing to change."""
+    scan = redact or ext_only
+    lowered = raw.lower() if scan else b""  # 30x faster than a case-insensitive regex
+    secrets = scan and (
         any(hint in lowered for hint in _HINTS) or any(hint in lowered for hint in privacy.hints)
     )
     # The names unquoted: a form body writes them so.
@@ -92,11 +94,13 @@ def clean_body(raw: bytes, privacy: Privacy, *, redact: bool) -> bytes:
     )
     if not secrets and not masks:
         return raw
-    walker = _Walker(privacy, redact)
+    walker = _Walker(privacy, redact, ext_only=ext_only)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raw = _JSON_MEMBER.sub(walker.member, raw)
+        raw = _JSON_MEMBER.sub(walker.member, raw)  # any secret name, `ext` or not
+        if ext_only:
+            return raw
         text = raw.decode("utf-8", "surrogateescape")
         return redact_form(text, privacy, redact=redact).encode("utf-8", "surrogateescape")
     try:
@@ -171,9 +175,12 @@ class _Walker:
     """One pass over a decoded document, changing it in place (orjson made it for us alone):
     redacts and masks, and says whether it changed anything."""
 
-    def __init__(self, privacy: Privacy, redact: bool, *, strings: bool = False) -> None:
+    def __init__(
+        self, privacy: Privacy, redact: bool, *, strings: bool = False, ext_only: bool = False
+    ) -> None:
         self.p = privacy
         self.redact = redact
+        self.ext_only = ext_only  # redact only within `ext` members (self.redact set there)
         self.strings = strings  # lifecycle details: clean URL-like strings too
         self.changed = False
 
@@ -206,6 +213,10 @@ class _Walker:
         for k, v in doc.items():
             if k in masked or (redact and self.p.is_secret(k)):
                 doc[k] = self._value(k, v)
+            elif self.ext_only and k == "ext" and not redact:
+                self.redact = True  # a Bayeux ext: where credentials travel
+                doc[k] = self.walk(v)
+                self.redact = False
             elif type(v) in _CONTAINERS or strings:
                 doc[k] = self.walk(v)
 
@@ -241,7 +252,7 @@ class _Walker:
             name = orjson.loads(b'"' + m.group(1) + b'"')
         except orjson.JSONDecodeError:
             return m.group(0)
-        if self.redact and self.p.is_secret(name):
+        if (self.redact or self.ext_only) and self.p.is_secret(name):
             value = orjson.dumps(REDACTED)
         elif self.p.is_masked(name) and m.group(3) != b"null":
             try:

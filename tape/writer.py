@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from tape.frame import FRAME_COLUMNS, SESSION_COLUMNS, Direction, Frame, Kind, ReceivedRun, Session
-from tape.prepare import mask_deliveries, prepare_frame, prepare_session
+from tape.prepare import clean_deliveries, prepare_frame, prepare_session
 from tape.privacy import REDACT_ONLY, Privacy
 from tape.projection import HTTP_KINDS, PROJECTION_SQL, project, project_http
 from tape.schema import TapeError, finalize, open_for_writing
@@ -570,7 +570,7 @@ class TapeWriter:
             # else, or a batch mixing both, goes as Frames.
             runs = all(type(f) is ReceivedRun for f in frames)
             if runs:
-                raws = mask_deliveries(
+                raws = clean_deliveries(
                     list(itertools.chain.from_iterable(cast(ReceivedRun, r).raws for r in frames)),
                     self._privacy,
                 )
@@ -739,7 +739,7 @@ def _prepared_batch(
         and columns[_KIND].count(Kind.BAYEUX) == n
         and columns[_DIRECTION].count(Direction.IN) == n
     ):
-        columns[_RAW] = tuple(mask_deliveries(columns[_RAW], privacy))
+        columns[_RAW] = tuple(clean_deliveries(columns[_RAW], privacy))
         return _Batch(_columns_table(columns), columns[_ERROR].count(None) > 0, False)
     prepared = [prepare_frame(f, privacy) for f in frames]
     return _Batch(frames_table(prepared), *_projected(prepared))

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from tape.frame import Frame, Session
-from tape.prepare import mask_deliveries, prepare_frame, prepare_session
+from tape.prepare import clean_deliveries, prepare_frame, prepare_session
 from tape.privacy import REDACTED, Privacy, privacy_from_options, split_name
 from tape.redact import clean_body, headers_json, redact_body, redact_form, redact_url
 from tests.conftest import SAMPLE
@@ -247,7 +247,7 @@ def test_masking_handles_the_shapes_gws_writes() -> None:
             }
         ]
     )
-    (msg,) = orjson.loads(mask_deliveries([body], p)[0])
+    (msg,) = orjson.loads(clean_deliveries([body], p)[0])
     data = msg["data"]
     assert data["phoneNumber"] == t
     assert data["userData"] == {
@@ -261,12 +261,12 @@ def test_masking_handles_the_shapes_gws_writes() -> None:
     assert data["none"] == {"phoneNumber": None}
     # the fast way (scalar members in the bytes) gives what the slow way gives
     spaced = b'{ "phoneNumber" :  "+15551234", "n": { "GSW_PHONE":3001 } }'
-    assert orjson.loads(mask_deliveries([spaced], p)[0]) == {
+    assert orjson.loads(clean_deliveries([spaced], p)[0]) == {
         "phoneNumber": t,
         "n": {"GSW_PHONE": p.token(3001)},
     }
     escaped = b'{"phoneNumber":"+1555\\u00201234"}'
-    assert orjson.loads(mask_deliveries([escaped], p)[0]) == {"phoneNumber": p.token("+1555 1234")}
+    assert orjson.loads(clean_deliveries([escaped], p)[0]) == {"phoneNumber": p.token("+1555 1234")}
 
 
 def test_masking_in_query_strings_and_forms_and_case_sensitivity() -> None:
@@ -274,7 +274,7 @@ def test_masking_in_query_strings_and_forms_and_case_sensitivity() -> None:
     t = p.token("+15551234")
     assert redact_form("/api?phoneNumber=%2B15551234&x=1", p) == f"/api?phoneNumber={t}&x=1"
     assert clean_body(b"phoneNumber=%2B15551234", p, redact=True) == f"phoneNumber={t}".encode()
-    assert mask_deliveries([b'{"PhoneNumber":"1"}'], p)[0] == b'{"PhoneNumber":"1"}'
+    assert clean_deliveries([b'{"PhoneNumber":"1"}'], p)[0] == b'{"PhoneNumber":"1"}'
 
 
 def test_a_masked_frame_stays_valid_json_even_when_it_was_not() -> None:
@@ -288,7 +288,7 @@ def test_a_masked_frame_stays_valid_json_even_when_it_was_not() -> None:
 def test_deliveries_without_masked_names_are_passed_as_they_are() -> None:
     p = Privacy(key=KEY)
     raws = [b'[{"channel":"/x","data":{"n":%d}}]' % i for i in range(100)]
-    assert mask_deliveries(raws, p) is raws
+    assert clean_deliveries(raws, p) is raws
     frame = Frame("s", 1, 0, 0, "in", "websocket", "bayeux", raws[0], checked=True)
     assert prepare_frame(frame, p) is frame
     # a delivery is masked, not redacted: the events' own names (key, session...) stay
@@ -330,3 +330,17 @@ def test_the_options_make_one_privacy() -> None:
     assert missing.value.param_hint == "--mask-key-env"
     with pytest.raises(click.BadParameter):
         privacy_from_options([], ["email"], no_mask=True)
+
+
+def test_a_delivery_s_ext_is_redacted_and_its_data_kept() -> None:
+    """Faye echoes a publisher's ext to every subscriber: credentials in received frames."""
+    p = Privacy(key=KEY)
+    echoed = b'[{"channel":"/x","data":{"sessionId":"d1","phoneNumber":"1"},'
+    echoed += b'"ext":{"apiKey":"s3cr3t","ack":7,"auth":{"token":"t"}}}]'
+    plain = b'[{"channel":"/x","data":{"n":1},"ext":{"ack":7}}]'
+    out = clean_deliveries([echoed, plain], p)
+    (msg,) = orjson.loads(out[0])
+    assert msg["ext"] == {"apiKey": REDACTED, "ack": 7, "auth": REDACTED}
+    assert msg["data"] == {"sessionId": "d1", "phoneNumber": p.token("1")}
+    assert out[1] is plain
+    assert clean_deliveries([echoed], Privacy(mask=()))[0].count(REDACTED.encode()) == 2

@@ -36,7 +36,9 @@ def test_password_fields_in_json_bodies_at_any_depth() -> None:
         "ext": {"login": {"passwd": REDACTED, "secretKey": REDACTED}},
     }
     # a name that is a secret's takes its whole value, an object too
-    assert orjson.loads(redact_body(b'{"ext":{"auth":{"user":"a"}}}')) == {"ext": {"auth": REDACTED}}
+    assert orjson.loads(redact_body(b'{"ext":{"auth":{"user":"a"}}}')) == {
+        "ext": {"auth": REDACTED}
+    }
 
 
 def test_bodies_without_secrets_keep_their_exact_bytes() -> None:
