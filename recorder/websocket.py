@@ -89,6 +89,7 @@ class _Connection(ClientConnection):
         self._tail = b""  # the end of what the library read of the response head so far
         self._frame_error: str | None = None
         self.lost_exc: Exception | None = None
+        self._upgraded = False  # on_lost is called once the upgrade succeeded, not before
 
     def data_received(self, data: bytes) -> None:
         frames = self._frames
@@ -108,6 +109,7 @@ class _Connection(ClientConnection):
                 cut = end + 4 - len(self._tail)
                 super().data_received(data[:cut])
                 if self.protocol.state is State.OPEN:
+                    self._upgraded = True
                     self._frames = WsReader(
                         self._message,
                         max_size=self._max_size,
@@ -131,7 +133,7 @@ class _Connection(ClientConnection):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost_exc = exc  # a TLS alert during the upgrade is only seen here
         super().connection_lost(exc)
-        if self._frames is not None or self._frame_error is not None:
+        if self._upgraded:
             self._frames = None
             self._on_lost(self._why_lost(exc))
 
@@ -140,15 +142,19 @@ class _Connection(ClientConnection):
 
     def _control(self, opcode: int, payload: bytes) -> None:
         """A ping, pong or close, whole: the library acts on it as if it had read it."""
-        if opcode == CLOSE:
-            self._frames = None  # what follows a close is not read (RFC 6455 1.4)
         super().data_received(Frame(Opcode(opcode), payload).serialize(mask=False))
+        if opcode == CLOSE:
+            # The library has echoed it. It would then wait for the server to drop the TCP
+            # connection, and only a send would time that wait out: drop it now, with the echo
+            # written first, so a loss is noticed (and a reconnect started) at once.
+            self._frames = None  # what follows a close is not read (RFC 6455 1.4)
+            self.transport.close()
 
     def _fail_frames(self, exc: FrameError) -> None:
         self._frames, self._frame_error = None, str(exc)
         self.protocol.fail(exc.code, str(exc)[:123])  # a close frame's reason: <= 123 bytes
         self.send_data()
-        self.transport.abort()
+        self.transport.close()  # the close frame written first
 
     def _why_lost(self, exc: Exception | None) -> str:
         protocol = self.protocol

@@ -49,16 +49,20 @@ class WsReader:
         self._compressed = False
         self._inflater: zlib._Decompress | None = None
         self._max = max_size
+        self._need = 0  # the bytes the frame at the buffer's start needs, once its head is read
 
     def feed(self, data: bytes) -> None:
         if self._buffer:  # a frame cut by the last read: one copy, and the fast path goes on
             self._buffer += data
+            if len(self._buffer) < self._need:  # still not whole: no copy (a 64 MiB frame
+                return  # comes in ~1000 reads, and a copy of the buffer each was quadratic)
             data = bytes(self._buffer)
             self._buffer.clear()
         if not self._parts:
             data = data[self._whole_texts(data) :]
         if data:
             self._buffer += data
+            self._need = 0
             while self._one():
                 pass
 
@@ -111,6 +115,7 @@ class WsReader:
                 return False
             mask, pos = bytes(buf[pos : pos + 4]), pos + 4
         if len(buf) < pos + length:
+            self._need = pos + length
             return False
         if self._strict:
             self._check(first, length, mask)

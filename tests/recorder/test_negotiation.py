@@ -42,11 +42,11 @@ def transports(tape: Path) -> tuple[str, list[dict[str, str]], list[tuple[str, s
             "SELECT kind, direction, transport, raw FROM frames ORDER BY seq"
         ).fetchall()
     assert row is not None
-    chosen = []
-    wire = []
+    chosen: list[dict[str, str]] = []
+    wire: list[tuple[str, str, str]] = []
     for kind, direction, transport, raw in frames:
         body = orjson.loads(bytes(raw)) if raw else None
-        if kind == "lifecycle" and body["event"] == "transport":
+        if kind == "lifecycle" and isinstance(body, dict) and body["event"] == "transport":
             chosen.append(body)
         elif kind == "bayeux" and isinstance(body, list) and body:
             wire.append((direction, transport, body[0]["channel"]))
