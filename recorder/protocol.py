@@ -456,6 +456,11 @@ class BayeuxClient:
         return True
 
     def _on_handshake(self, reply: Message, now: float) -> None:
+        if reply.successful and reply.client_id and _reconnect(reply) is Reconnect.NONE:
+            # As CometD's Client.js does (_handshakeResponse): a session the server opens with
+            # "none" is not to be connected; no subscription or connect goes out.
+            self._stop(f"server advised reconnect none on {reply.channel}")
+            return
         if reply.successful and reply.client_id:
             self._state, self._client_id = State.CONNECTED, reply.client_id
             # The old session's requests will never be acted on: a late reply to one is

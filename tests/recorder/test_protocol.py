@@ -619,3 +619,63 @@ def test_a_session_that_never_connects_backs_off_between_rehandshakes() -> None:
         now = now if wakeup is None else wakeup
         client.tick(now)
     assert delays == [0.0, 0.5, 1.0, 2.0]
+
+
+# --- advice as CometD's Client.js follows it (docs/recording.md compares the two) ------------
+
+
+def test_a_successful_handshake_with_reconnect_none_stops_without_connecting() -> None:
+    client = started()
+    (hs,) = sent(client)
+    client.receive([reply(hs, clientId="c1", advice={"reconnect": "none"})], 0.0)
+    assert client.events_received() == [Stopped("server advised reconnect none on /meta/handshake")]
+    assert sent(client) == []  # neither subscribe nor connect
+    assert client.state is State.STOPPED
+    assert client.next_wakeup() is None
+
+
+def test_reconnect_none_on_a_successful_connect_stops() -> None:
+    client, connect = connected()
+    client.receive([reply(connect, advice={"reconnect": "none"})], 1.0)
+    assert client.events_received() == [Stopped("server advised reconnect none on /meta/connect")]
+    client.tick(100.0)
+    assert sent(client) == []
+
+
+def test_an_unsuccessful_connect_with_retry_waits_the_interval() -> None:
+    client, connect = connected(connect_grace_s=1e9)
+    client.receive([reply(connect)], 0.0)
+    (connect,) = sent(client, "connect")
+    retry = {"reconnect": "retry", "interval": 1500}
+    client.receive([reply(connect, successful=False, error="500::busy", advice=retry)], 1.0)
+    assert client.events_received() == []  # the session goes on: no re-handshake, no stop
+    assert sent(client) == []
+    assert retry_wakeup(client) == pytest.approx(2.5)  # the interval alone: backoff starts at 0
+    client.tick(2.5)
+    (again,) = sent(client, "connect")
+    assert again["clientId"] == "c1"
+    # A server that keeps refusing is not polled in a loop: the backoff adds up, as Client.js
+    # (which adds 1 s a time) does.
+    client.receive([reply(again, successful=False, error="500::busy")], 3.0)
+    assert retry_wakeup(client) == pytest.approx(3.0 + 1.5 + 0.5)
+
+
+def test_backoff_grows_while_unreachable_and_starts_over_after_the_rehandshake() -> None:
+    client, connect = connected(connect_grace_s=1e9)
+    client.receive([reply(connect)], 0.0)
+    (held,) = sent(client, "connect")
+    now = 0.0
+    for _ in range(6):  # the server is down: 0, 0.5, 1, 2, 4, 8 s between tries
+        client.request_failed(now, "connection refused")
+        now = retry_wakeup(client) or now
+        client.tick(now)
+        (held,) = sent(client, "connect")
+    assert now == pytest.approx(15.5)
+    gone = {"reconnect": "handshake", "interval": 0}
+    client.receive([reply(held, successful=False, error="402::session_unknown", advice=gone)], now)
+    batches = handshaken(client, now, client_id="c2")  # at once
+    (connect,) = [m for out in batches if out.kind == "connect" for m in out.messages]
+    client.events_received()
+    # The new session's first failure waits the sequence's first step, not the 16 s it had reached.
+    client.request_failed(now, "reset by peer", ids=[connect["id"]])
+    assert retry_wakeup(client) == pytest.approx(now + 0.5)
