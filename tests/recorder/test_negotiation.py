@@ -13,7 +13,9 @@ from pathlib import Path
 import duckdb
 import orjson
 import pytest
+from aiohttp import web
 
+from recorder.auth import Credentials
 from recorder.cli import record_to_tape
 from recorder.record import RecordOptions
 from tests.constants import ROOT, TIMEOUT
@@ -190,3 +192,45 @@ def test_strict_websocket_refused_exits_1_naming_the_other_choices(tmp_path: Pat
     assert "--transport long-polling" in errors[0]
     assert "auto" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+async def test_redirects_on_login_and_handshake_are_followed_with_their_cookies(
+    tmp_path: Path,
+) -> None:
+    """GWS behind a gateway: the login URL answers 302 and the Bayeux URL 307 (a POST, which
+    must be sent again, body and all, to the new location); the cookies they set go along."""
+    script = Script(user="agent1", password="pw")
+    script.connect_replies.append([event(1)])
+    srv = ScriptedServer(script)
+    moved_posts: list[str] = []
+
+    async def login_moved(request: web.Request) -> web.StreamResponse:
+        response = web.HTTPFound("/api/v2/me")
+        response.set_cookie("GATEWAY", "g1")
+        raise response
+
+    async def bayeux_moved(request: web.Request) -> web.StreamResponse:
+        moved_posts.append((await request.read()).decode())
+        raise web.HTTPTemporaryRedirect("/cometd")
+
+    srv.app.router.add_get("/login", login_moved)
+    srv.app.router.add_post("/old", bayeux_moved)
+    await srv.start()
+    try:
+        options = RecordOptions(
+            url=f"http://127.0.0.1:{srv.port}/old",
+            channels=("/v2/me/outbound",),
+            transport="long-polling",
+            credentials=Credentials("agent1", "pw"),
+            login_url=f"http://127.0.0.1:{srv.port}/login",
+            max_messages=1,
+        )
+        outcome = await asyncio.wait_for(record_to_tape(options, tmp_path / "r.duckdb"), TIMEOUT)
+    finally:
+        await srv.stop()
+    assert outcome.ok, outcome.reason
+    assert "/meta/handshake" in moved_posts[0]
+    handshake = script.seen_headers[0]  # the handshake, at its new location
+    assert "GATEWAY=g1" in handshake.get("Cookie", "")
+    assert f"JSESSIONID={script.cookie}" in handshake.get("Cookie", "")
+    assert handshake.get("X-CSRF-TOKEN") == script.csrf_token
