@@ -55,7 +55,7 @@ class UpgradeError(Exception):
         self.status = status
 
 
-OnFrame = Callable[[bool, bytes], None]  # (is text, payload)
+OnFrame = Callable[[int, bytes], None]  # (TEXT or BINARY, payload), as WsReader calls it
 
 
 class _Connection(ClientConnection):
@@ -111,7 +111,7 @@ class _Connection(ClientConnection):
                 if self.protocol.state is State.OPEN:
                     self._upgraded = True
                     self._frames = WsReader(
-                        self._message,
+                        self._on_frame,  # straight to the transport: one call a frame
                         max_size=self._max_size,
                         on_control=self._control,
                         strict=True,
@@ -136,9 +136,6 @@ class _Connection(ClientConnection):
         if self._upgraded:
             self._frames = None
             self._on_lost(self._why_lost(exc))
-
-    def _message(self, opcode: int, payload: bytes) -> None:
-        self._on_frame(opcode == TEXT, payload)
 
     def _control(self, opcode: int, payload: bytes) -> None:
         """A ping, pong or close, whole: the library acts on it as if it had read it."""
@@ -327,11 +324,11 @@ class WebSocketTransport:
         self._lost_reason = reason
         self._outbox.put_nowait(_CLOSED)
 
-    def _on_frame(self, text: bool, raw: bytes) -> None:
+    def _on_frame(self, opcode: int, raw: bytes) -> None:
         """Log each frame as it is parsed; its messages go to the protocol after the read."""
         self.bytes_in += len(raw)
         try:
-            if not text:
+            if opcode != TEXT:
                 log_received(self._log, raw, self.name, error="binary WebSocket frame")
                 return
             self._received += log_received(self._log, raw, self.name)
