@@ -19,6 +19,7 @@ from recorder.auth import Credentials
 from recorder.cli import record_to_tape
 from recorder.record import RecordOptions
 from tests.constants import ROOT, TIMEOUT
+from tests.peers.cometd_server import CometdServer
 from tests.peers.faye import FayeServer
 from tests.recorder.scripted_server import Script, ScriptedServer
 
@@ -234,3 +235,44 @@ async def test_redirects_on_login_and_handshake_are_followed_with_their_cookies(
     assert "GATEWAY=g1" in handshake.get("Cookie", "")
     assert f"JSESSIONID={script.cookie}" in handshake.get("Cookie", "")
     assert handshake.get("X-CSRF-TOKEN") == script.csrf_token
+
+
+async def test_auto_records_over_long_polling_from_the_cometd_server(tmp_path: Path) -> None:
+    """cometd-nodejs-server, the CometD project's own, speaks long-polling only."""
+    with CometdServer() as cometd:
+        options = RecordOptions(url=cometd.url, channels=("/t",), max_messages=3)
+        tape = tmp_path / "cometd.duckdb"
+        task = asyncio.get_running_loop().create_task(record_to_tape(options, tape))
+        await cometd.await_subscribed(["/t"])
+        await asyncio.to_thread(cometd.publish, "/t", [{"n": i} for i in range(3)])
+        outcome = await asyncio.wait_for(task, TIMEOUT)
+    assert outcome.ok, outcome.reason
+    used, chosen, wire = transports(tape)
+    assert used == "long-polling"
+    assert [c["chosen"] for c in chosen] == ["long-polling"]
+    assert "not websocket" in chosen[0]["reason"]
+    assert [w for w in wire if w[2] == "/t"] == [("in", "long-polling", "/t")] * len(
+        [w for w in wire if w[2] == "/t"]
+    )
+    assert len([w for w in wire if w[2] == "/t"]) >= 1
+
+
+def test_strict_websocket_against_the_cometd_server_exits_1_plainly(tmp_path: Path) -> None:
+    with CometdServer() as cometd:
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "tape", "record", cometd.url),
+                *("-o", str(tmp_path / "t.duckdb"), "--transport", "websocket"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 3,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert "refused the WebSocket upgrade" in errors[0]
+    assert "--transport long-polling" in errors[0]
+    assert "Traceback" not in result.stderr
