@@ -168,14 +168,28 @@ class Recorder:
             self._pump()
 
     async def _login(self) -> None:
-        if self.options.login_url and not isinstance(self.transport, WebSocketTransport):
-            from recorder.long_polling import LoginError, LongPollingTransport
+        """GET the login URL for cookies and the CSRF pair. A strict WebSocket recording does
+        it over its own HTTP session first, and carries what it learnt to the upgrade."""
+        if not self.options.login_url:
+            return
+        from recorder.long_polling import LoginError, LongPollingTransport
 
-            try:
-                await cast(LongPollingTransport, self.transport).login(self.options.login_url)
-            except LoginError as exc:
-                self._finish(str(exc), ok=False)
-                raise RecordError(str(exc)) from exc
+        strict_ws = isinstance(self.transport, WebSocketTransport)
+        http = self._long_polling() if strict_ws else cast(LongPollingTransport, self.transport)
+        try:
+            if strict_ws:
+                await http.open()
+            await http.login(self.options.login_url)
+        except LoginError as exc:
+            self._finish(str(exc), ok=False)
+            raise RecordError(str(exc)) from exc
+        finally:
+            if strict_ws:
+                await http.close()
+        if strict_ws:
+            await self.transport.close()
+            self.transport = self._websocket(cookies=http.cookies(), headers=http.csrf.headers())
+            await self.transport.open()
 
     async def _loop(self) -> None:
         deadline = (

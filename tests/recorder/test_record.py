@@ -35,7 +35,10 @@ def event(i: int, channel: str = "/v2/me/outbound") -> dict[str, object]:
     }
 
 
-async def test_gws_login_sends_cookie_and_csrf_and_stores_no_secret(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["long-polling", "websocket", "auto"])
+async def test_gws_login_sends_cookie_and_csrf_and_stores_no_secret(
+    transport: str, tmp_path: Path
+) -> None:
     script = Script(user="agent1", password="hunter2-secret")
     script.connect_replies.append([event(1)])
     srv = ScriptedServer(script)
@@ -47,15 +50,20 @@ async def test_gws_login_sends_cookie_and_csrf_and_stores_no_secret(tmp_path: Pa
             credentials=Credentials("agent1", "hunter2-secret"),
             login_url=f"http://127.0.0.1:{srv.port}/api/v2/me",
             max_messages=1,
+            transport=transport,
         )
         outcome = await asyncio.wait_for(record_to_tape(options, tape), TIMEOUT)
     finally:
         await srv.stop()
     assert outcome.ok, outcome.reason
-    posts = script.seen_headers
-    assert posts
-    assert all(h.get("X-CSRF-TOKEN") == script.csrf_token for h in posts)
-    assert all(f"JSESSIONID={script.cookie}" in h.get("Cookie", "") for h in posts)
+    # Every Bayeux request (long-polling POSTs, the WebSocket upgrade) carries what the login
+    # learnt; a strict WebSocket recording logs in over HTTP first too.
+    sent = script.seen_headers + script.upgrade_headers
+    assert sent
+    if transport != "long-polling":
+        assert script.upgrade_headers
+    assert all(h.get("X-CSRF-TOKEN") == script.csrf_token for h in sent)
+    assert all(f"JSESSIONID={script.cookie}" in h.get("Cookie", "") for h in sent)
     with TapeReader(tape) as reader:
         stored = b"".join(repr(f).encode() + f.raw for f in reader.frames())
         sessions = repr(reader.sessions()).encode()
