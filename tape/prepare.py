@@ -20,6 +20,7 @@ from tape.redact import (
     mask_members,
     redact_form,
     redact_headers_json,
+    redact_text,
     redact_url,
 )
 
@@ -93,9 +94,10 @@ def prepare_session(session: Session, privacy: Privacy | None = None) -> Session
     secret keeps its name only."""
     p = privacy or REDACT_ONLY
     endpoint = redact_url(session.endpoint, p)
+    reason = redact_text(session.end_reason, p)  # an error may quote a URL with a token
     labels = session.labels
     if any(p.is_secret(name) for name in labels):
         labels = {k: "[REDACTED]" if p.is_secret(k) else v for k, v in labels.items()}
-    if endpoint == session.endpoint and labels is session.labels:
+    if endpoint == session.endpoint and labels is session.labels and reason == session.end_reason:
         return session
-    return session.with_changes(endpoint=endpoint, labels=labels)
+    return session.with_changes(endpoint=endpoint, labels=labels, end_reason=reason)

@@ -10,7 +10,7 @@ the bulk of a recording (received deliveries, which tape/prepare.py only masks).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -44,6 +44,12 @@ _JSON_MEMBER = re.compile(
 )
 _CONTAINERS = (dict, list)
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+# In free text (an error message, a header value): any URL's user:password@, and query fields
+# whose value ends at white space, so "GET http://u:p@h/x?token=S failed" keeps "failed".
+_TEXT_USERINFO = re.compile(r"""\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s"'<>]*@""")
+_TEXT_FIELD = re.compile(r"([?&;])([^=&;?#\s]*)=([^&;#?\s]*)")
+# Headers whose values are URLs: a redirect or a referrer may carry a token in its query.
+URL_HEADERS = frozenset({"location", "content-location", "referer", "refresh", "origin"})
 
 
 def redact_headers(
@@ -53,7 +59,15 @@ def redact_headers(
     X-CSRF-HEADER."""
     p = privacy or REDACT_ONLY
     names = {name.lower() for name in extra}
-    return [(k, REDACTED if p.is_secret(k) or k.lower() in names else v) for k, v in headers]
+    return [(k, _header_value(k, v, p, names)) for k, v in headers]
+
+
+def _header_value(name: str, value: str, p: Privacy, extra: Collection[str]) -> str:
+    if p.is_secret(name) or name.lower() in extra:
+        return REDACTED
+    if name.lower() in URL_HEADERS:
+        return redact_text(value, p) or value
+    return value
 
 
 def headers_json(
@@ -69,9 +83,10 @@ def redact_headers_json(text: str | None, privacy: Privacy | None = None) -> str
         return None
     p = privacy or REDACT_ONLY
     pairs = orjson.loads(text)
-    if not any(p.is_secret(k) and v != REDACTED for k, v in pairs):
+    cleaned = [[k, _header_value(k, v, p, ())] for k, v in pairs]
+    if cleaned == pairs:
         return text
-    return orjson.dumps([[k, REDACTED if p.is_secret(k) else v] for k, v in pairs]).decode()
+    return orjson.dumps(cleaned).decode()
 
 
 def redact_body(raw: bytes, privacy: Privacy | None = None) -> bytes:
@@ -152,6 +167,10 @@ def redact_form(text: str, privacy: Privacy | None = None, *, redact: bool = Tru
         return text
     p = privacy or REDACT_ONLY
 
+    return _FIELD.sub(_field_cleaner(p, redact), text)
+
+
+def _field_cleaner(p: Privacy, redact: bool) -> Callable[[re.Match[str]], str]:
     def field(m: re.Match[str]) -> str:
         sep, name, value = m.groups()
         plain = unquote_plus(name)
@@ -161,7 +180,7 @@ def redact_form(text: str, privacy: Privacy | None = None, *, redact: bool = Tru
             return f"{sep}{name}={p.token(unquote_plus(value))}"
         return m.group(0)
 
-    return _FIELD.sub(field, text)
+    return field
 
 
 def redact_url(url: str | None, privacy: Privacy | None = None) -> str | None:
@@ -169,6 +188,15 @@ def redact_url(url: str | None, privacy: Privacy | None = None) -> str | None:
     if not url:
         return url
     return redact_form(_USERINFO.sub(r"\1", url), privacy)
+
+
+def redact_text(text: str | None, privacy: Privacy | None = None) -> str | None:
+    """Free text that may quote URLs (an error message, a URL-valued header): every URL's
+    user:password@ dropped, and secret query fields redacted up to the next white space."""
+    if not text or ("@" not in text and "=" not in text):
+        return text
+    text = _TEXT_USERINFO.sub(r"\1", text)
+    return _TEXT_FIELD.sub(_field_cleaner(privacy or REDACT_ONLY, True), text)
 
 
 class _Walker:
@@ -191,7 +219,7 @@ class _Walker:
         elif kind is list:
             self._list(doc)
         elif self.strings and kind is str and ("=" in doc or "@" in doc):
-            cleaned = redact_url(doc, self.p)
+            cleaned = redact_text(doc, self.p)
             if cleaned != doc:
                 self.changed = True
             return cleaned

@@ -74,3 +74,46 @@ def test_urls_lose_userinfo_and_session_ids() -> None:
         == "https://gws:8090/api?token=[REDACTED]"
     )
     assert "ABC" not in redact_form("/api/v2/me;jsessionid=ABC?x=1")
+
+
+def test_urls_quoted_in_free_text_lose_their_credentials_and_secret_query_fields() -> None:
+    from tape.redact import redact_text
+
+    assert (
+        redact_text("http://gws/login?access_token=SECRET answered HTTP 404")
+        == "http://gws/login?access_token=[REDACTED] answered HTTP 404"
+    )
+    assert (
+        redact_text("upgrade failed: http://TOKEN@127.0.0.1:3128 isn't a valid proxy")
+        == "upgrade failed: http://127.0.0.1:3128 isn't a valid proxy"
+    )
+    assert redact_text("cannot open ws://agent:pw@gws/cometd: refused") == (
+        "cannot open ws://gws/cometd: refused"
+    )
+    assert redact_text("write to bob@example.com, a=b") == "write to bob@example.com, a=b"
+
+
+def test_url_valued_headers_lose_secret_query_fields() -> None:
+    from tape.redact import redact_headers_json
+
+    stored = (
+        '[["Location","https://sso/cb?access_token=abc123&x=1"],["Referer","https://a/?apiKey=z"]]'
+    )
+    assert orjson.loads(redact_headers_json(stored) or "") == [
+        ["Location", "https://sso/cb?access_token=[REDACTED]&x=1"],
+        ["Referer", "https://a/?apiKey=[REDACTED]"],
+    ]
+
+
+def test_a_session_end_reason_quoting_a_url_is_cleaned() -> None:
+    from tape.frame import Session
+    from tape.prepare import prepare_session
+
+    session = Session(
+        session_id="s",
+        end_reason="https://u:hunter2@gws/api/v2/me?token=T1 answered HTTP 404",
+    )
+    assert (
+        prepare_session(session).end_reason
+        == "https://gws/api/v2/me?token=[REDACTED] answered HTTP 404"
+    )
