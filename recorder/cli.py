@@ -19,11 +19,11 @@ from recorder.auth import Credentials
 from recorder.net import NetOptions
 from recorder.record import Outcome, Recorder, RecordError, RecordOptions
 from recorder.status import Status
-from tape.cli import claim_tape, existing_tape_options, remove_tape, run_loop
+from tape.cli import TapeClaim, claim_tape, existing_tape_options, run_loop
 from tape.frame import Session
 from tape.privacy import Privacy, privacy_options
 from tape.reader import TapeReader
-from tape.redact import redact_url
+from tape.redact import redact_text, redact_url
 from tape.runtime import keep_pandas_out_of_arrow, settle_gc
 from tape.schema import TapeError, package_version
 from tape.session import SessionLog, new_session_id
@@ -161,9 +161,11 @@ def record_command(
         raise click.BadParameter(
             "--key goes with --cert (the client certificate)", param_hint="--key"
         )
-    if proxy and "://" not in proxy:
+    if proxy and not proxy.lower().startswith(("http://", "https://")):
         raise click.BadParameter(
-            f"{proxy!r} is not a URL; give http://host:port", param_hint="--proxy"
+            f"{redact_text(proxy)!r} is not an http:// or https:// proxy URL (SOCKS is not "
+            "supported); give http://host:port",
+            param_hint="--proxy",
         )
     net = NetOptions(cacert=cacert, cert=cert, key=key, insecure=insecure, proxy=proxy)
     tags = _pairs(labels, "=", "KEY=VALUE")
@@ -193,8 +195,8 @@ def record_command(
     )
     keep_pandas_out_of_arrow()  # the writer runs in this process
     settle_gc()
-    created = claim_tape(output, append=append, overwrite=overwrite)
-    outcome = run_loop(record_to_tape(options, output, tags, created=created, privacy=privacy))
+    claim = claim_tape(output, append=append, overwrite=overwrite, keep_old_until_done=True)
+    outcome = run_loop(record_to_tape(options, output, tags, claim=claim, privacy=privacy))
     if not outcome.ok:
         raise click.ClickException(outcome.reason)
 
@@ -223,13 +225,14 @@ async def record_to_tape(
     output: Path,
     labels: dict[str, str] | None = None,
     *,
-    created: bool = False,
+    claim: TapeClaim | None = None,
     privacy: Privacy | None = None,
 ) -> Outcome:
     """Record one session into `output`; returns why it stopped.
 
-    `created`: this run made `output`, so a run that fails before the server sent a Bayeux
-    frame removes it (a retry with the same path then starts clean)."""
+    With a `claim` (tape.cli.claim_tape), a run that fails before the server sent a Bayeux
+    frame gives it up: a tape it created is removed (a retry with the same path then starts
+    clean), and one it was to overwrite is put back."""
     writer = TapeWriter(output, privacy=privacy)
     session = Session(
         session_id=new_session_id(),
@@ -259,9 +262,14 @@ async def record_to_tape(
     except TapeError as exc:
         outcome = Outcome(str(exc), ok=False)
     status.frames = log.frames  # the final `stopped` lifecycle frame too
-    if created and not outcome.ok and not _server_spoke(output):
-        remove_tape(output)
-        return Outcome(f"{outcome.reason}\n(no tape written: the server sent nothing)", ok=False)
+    if claim is not None:
+        if claim.created and not outcome.ok and not _server_spoke(output):
+            kept = " (the tape it was to replace is kept)" if claim.aside else ""
+            claim.give_up()
+            return Outcome(
+                f"{outcome.reason}\n(no tape written: the server sent nothing){kept}", ok=False
+            )
+        claim.keep()
     clear = "\r\x1b[2K" if sys.stderr.isatty() else ""
     if outcome.ok:  # on failure the error line says why; do not say it twice
         click.echo(clear + status.summary(outcome.reason), err=True)

@@ -56,6 +56,10 @@ def describe_error(exc: BaseException) -> str:
         return f"{CLIENT_CERT} ({getattr(tls, 'reason', None) or tls})"
     if isinstance(exc, TimeoutError) and not str(exc):
         return "timed out"
+    if type(exc).__name__ == "ClientProxyConnectionError":  # aiohttp's, not imported here
+        return f"cannot reach the proxy: {exc}; check --proxy or HTTPS_PROXY/HTTP_PROXY"
+    if isinstance(exc, ImportError) and "socks" in str(exc).lower():
+        return "SOCKS proxies are not supported; give an http:// proxy (--proxy or HTTPS_PROXY)"
     return str(exc) or type(exc).__name__
 
 

@@ -15,7 +15,7 @@ import click
 
 from recorder.cli import _pairs
 from recorder.proxy import DEFAULT_BAYEUX_PATHS, CaptureProxy, ProxyOptions
-from tape.cli import claim_tape, existing_tape_options, listen_address, remove_tape, run_loop
+from tape.cli import TapeClaim, claim_tape, existing_tape_options, listen_address, run_loop
 from tape.privacy import Privacy, privacy_options
 from tape.process_writer import ProcessTapeWriter
 from tape.runtime import settle_gc
@@ -88,8 +88,8 @@ def proxy_command(
         labels=_pairs(labels, "=", "KEY=VALUE"),
     )
     host, port = listen_address(listen)
-    created = claim_tape(output, append=append, overwrite=overwrite)
-    run(_serve(options, output, host, port, created=created, privacy=privacy))
+    claim = claim_tape(output, append=append, overwrite=overwrite, keep_old_until_done=True)
+    run(_serve(options, output, host, port, claim=claim, privacy=privacy))
 
 
 async def _serve(
@@ -98,7 +98,7 @@ async def _serve(
     host: str,
     port: int,
     *,
-    created: bool,
+    claim: TapeClaim,
     privacy: Privacy | None = None,
 ) -> None:
     writer = ProcessTapeWriter(output, privacy=privacy)
@@ -107,11 +107,11 @@ async def _serve(
         await proxy.start(host, port)
     except OSError as exc:
         writer.close()
-        if created:  # nothing was recorded: leave no empty tape behind
-            remove_tape(output)
+        claim.give_up()  # nothing was recorded: no empty tape left, a replaced one put back
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
+    claim.keep()
     click.echo(f"proxy {proxy.origin} -> {options.upstream}, recording into {output}", err=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

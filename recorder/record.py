@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from recorder import events as ev
 from recorder.auth import Credentials
-from recorder.net import CLIENT_CERT, UNTRUSTED, NetOptions
+from recorder.net import CLIENT_CERT, UNTRUSTED, NetOptions, describe_error
 from recorder.protocol import BayeuxClient
 from recorder.status import Status
 from recorder.websocket import UpgradeError, WebSocketTransport
@@ -245,13 +245,16 @@ class Recorder:
             ws = self._websocket(cookies=lp.cookies(), headers=lp.csrf.headers())
             try:
                 await ws.upgrade()
-            except UpgradeError as exc:
-                self._chose(lp.name, f"the server offers websocket, but the upgrade failed: {exc}")
+            except Exception as exc:  # UpgradeError; anything else must not end the recording
+                why = exc if isinstance(exc, UpgradeError) else describe_error(exc)
+                self._chose(lp.name, f"the server offers websocket, but the upgrade failed: {why}")
             else:
                 await ws.open()
                 self.transport, self.client.connection_type = ws, "websocket"
                 self._chose(ws.name, "the server offers websocket and the upgrade succeeded")
         if self._outcome is not None:  # stopped meanwhile
+            if self.transport is not lp:
+                await lp.close()
             return
         try:
             self._deliver(messages)
@@ -388,6 +391,11 @@ def _first_failure(url: str, reason: str, http_status: int | None, transport: st
         return (
             f"cannot reach {url}: the server refused the TLS connection without a client "
             "certificate it accepts; give one with --cert FILE --key FILE"
+        )
+    if http_status == 407:
+        return (
+            f"the proxy on the way to {url} refused its credentials (HTTP 407); check the "
+            "user:password in --proxy or HTTPS_PROXY/HTTP_PROXY"
         )
     if http_status in (401, 403):
         return f"{url} refused the credentials (HTTP {http_status}); check --user and the password"

@@ -272,7 +272,8 @@ class WebSocketTransport:
             raise UpgradeError(
                 f"server rejected WebSocket connection: HTTP {status}", status
             ) from exc
-        except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
+        except (OSError, TimeoutError, WebSocketException, ValueError, ImportError) as exc:
+            # ImportError: websockets needs python-socks for a SOCKS proxy (from SOCKS_PROXY)
             # ValueError: a URL or header the request cannot carry (UnicodeError is one)
             lost = made[-1].lost_exc if made else None
             if lost is not None and describe_error(lost) != describe_error(exc):

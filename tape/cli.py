@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,26 +83,60 @@ def existing_tape_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def claim_tape(path: Path, *, append: bool, overwrite: bool) -> bool:
-    """Make `path` ready to be written as the user said; True when this run creates it.
+@dataclass(slots=True)
+class TapeClaim:
+    """An output tape made ready by claim_tape. `created`: this run makes the file. With
+    `--overwrite`, the old tape is moved aside (`NAME.replaced`) until the run keeps its own
+    (keep) or gives it up (give_up, which puts the old one back): a run that fails at once
+    must not cost the user the tape it was to replace."""
 
-    A tape that exists is refused unless `append` (added to) or `overwrite` (removed first)."""
+    path: Path
+    created: bool
+    aside: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def keep(self) -> None:
+        for _, moved in self.aside:
+            moved.unlink(missing_ok=True)
+        self.aside = []
+
+    def give_up(self) -> None:
+        """Remove what this run created, and put back what it moved aside."""
+        if self.created:
+            remove_tape(self.path)
+        for original, moved in self.aside:
+            moved.replace(original)
+        self.aside = []
+
+
+def claim_tape(
+    path: Path, *, append: bool, overwrite: bool, keep_old_until_done: bool = False
+) -> TapeClaim:
+    """Make `path` ready to be written as the user said.
+
+    A tape that exists is refused unless `append` (added to) or `overwrite`: removed at once,
+    or with `keep_old_until_done` moved aside until the caller keeps or gives up (TapeClaim)."""
     if append and overwrite:
         raise click.UsageError("--append and --overwrite exclude each other; give one")
     wal = path.with_name(path.name + ".wal")
     if not path.exists():
         wal.unlink(missing_ok=True)  # a WAL without its database is a crashed run's leftover
-        return True
+        return TapeClaim(path, created=True)
     if overwrite:
-        path.unlink()
-        wal.unlink(missing_ok=True)
-        return True
+        claim = TapeClaim(path, created=True)
+        for original in (path, wal):
+            if original.exists():
+                moved = original.with_name(original.name + ".replaced")
+                original.replace(moved)
+                claim.aside.append((original, moved))
+        if not keep_old_until_done:
+            claim.keep()
+        return claim
     if not append:
         raise click.ClickException(
             f"{path} exists; add --append to add to it, --overwrite to replace it, "
             "or choose another -o"
         )
-    return False
+    return TapeClaim(path, created=False)
 
 
 def remove_tape(path: Path) -> None:

@@ -208,6 +208,29 @@ async def test_an_existing_tape_is_refused_unless_appended_to_or_overwritten(
     both = await asyncio.to_thread(run_cli, server.url, "-o", str(tape), "--append", "--overwrite")
     assert both.returncode == 2
     assert "exclude each other" in both.stderr
+    # An --overwrite run that fails before the server says anything puts the old tape back.
+    before = tape.read_bytes()
+    failed = await asyncio.to_thread(
+        run_cli, "http://127.0.0.1:9/cometd", "-o", str(tape), "--overwrite"
+    )
+    assert failed.returncode == 1
+    assert "the tape it was to replace is kept" in failed.stderr
+    assert tape.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shift.duckdb"]
+
+
+def test_a_socks_proxy_is_refused_in_one_line(tmp_path: Path) -> None:
+    result = run_cli(
+        "http://127.0.0.1:9/cometd",
+        "-o",
+        str(tmp_path / "t.duckdb"),
+        "--proxy",
+        "socks5://u:pw@127.0.0.1:9",
+    )
+    assert result.returncode == 2
+    assert "SOCKS is not supported" in result.stderr
+    assert "pw@" not in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 async def test_a_failing_tape_stops_the_recording_with_the_reason(
