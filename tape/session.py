@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from tape.frame import Direction, Frame, Kind, ReceivedRun, Session, Transport
+from tape.redact import headers_json
 from tape.writer import FrameSink
 
 HOLD = 512  # received frames held at most before they go to the sink (see SessionLog._raws)
@@ -20,6 +23,34 @@ HOLD = 512  # received frames held at most before they go to the sink (see Sessi
 
 def new_session_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class HttpMessage:
+    """One side of an HTTP exchange as it was on the wire: body, when, headers, HTTP fields."""
+
+    raw: bytes
+    at: tuple[int, int]  # (time.time_ns(), time.monotonic_ns()) when it was seen
+    headers: Sequence[tuple[str, str]]
+    secret_headers: Collection[str] = ()  # exact names redacted besides the Privacy's (CSRF)
+    method: str | None = None
+    path: str | None = None
+    status: int | None = None
+
+
+@dataclass(slots=True)
+class HttpExchange:
+    """A request and its response; SessionLog.exchange() records what of it is not yet stored.
+
+    A Bayeux exchange (a long-polling POST) is stored as two Bayeux frames, any other as an
+    http-request and an http-response frame."""
+
+    exchange_id: str
+    bayeux: bool = False
+    request: HttpMessage | None = None
+    response: HttpMessage | None = None
+    request_logged: bool = False
+    response_logged: bool = False
 
 
 class SessionLog:
@@ -135,6 +166,43 @@ class SessionLog:
         else:
             for frame in run.frames():
                 self._sink.write(frame)
+
+    def exchange(self, exchange: HttpExchange) -> None:
+        """Record an HTTP exchange: its request and its response, each once, as far as they
+        are known (a request recorded as it comes, its response when it does, keeps the seq
+        order of the exchanges that overlap it). The headers are stored as
+        tape.redact.headers_json() gives them; the sink's Privacy redacts the rest."""
+        if exchange.bayeux:
+            kinds, transport = (Kind.BAYEUX, Kind.BAYEUX), Transport.LONG_POLLING
+        else:
+            kinds, transport = (Kind.HTTP_REQUEST, Kind.HTTP_RESPONSE), Transport.HTTP
+        request = exchange.request
+        if request is not None and not exchange.request_logged:
+            exchange.request_logged = True
+            self.append(
+                Direction.OUT,
+                request.raw,
+                at=request.at,
+                kind=kinds[0],
+                transport=transport,
+                exchange_id=exchange.exchange_id,
+                http_method=request.method,
+                http_path=request.path,
+                headers=headers_json(request.headers, request.secret_headers),
+            )
+        response = exchange.response
+        if response is not None and not exchange.response_logged:
+            exchange.response_logged = True
+            self.append(
+                Direction.IN,
+                response.raw,
+                at=response.at,
+                kind=kinds[1],
+                transport=transport,
+                exchange_id=exchange.exchange_id,
+                http_status=response.status,
+                headers=headers_json(response.headers, response.secret_headers),
+            )
 
     def lifecycle(self, event: str, **details: Any) -> Frame:
         """Record what the recorder itself saw: connected, gap, rehandshake, stopped..."""
