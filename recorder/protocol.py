@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
+from recorder.advice import Pacing, reconnect_of
 from recorder.backoff import backoff
 from recorder.events import (
     ConnectionLost,
@@ -70,25 +71,6 @@ def _listed(channels: str | Iterable[str]) -> list[str]:
     return listed
 
 
-def _merge(old: Advice, new: Advice | None) -> Advice:
-    # Bayeux 1.0 "advice": a reply's advice updates only the fields it carries.
-    if new is None:
-        return old
-    return Advice(
-        reconnect=new.reconnect or old.reconnect,
-        interval=old.interval if new.interval is None else new.interval,
-        timeout=old.timeout if new.timeout is None else new.timeout,
-        max_interval=old.max_interval if new.max_interval is None else new.max_interval,
-    )
-
-
-def _reconnect(reply: Message) -> Reconnect | None:
-    # `reconnect` is an instruction for this reply, not a standing setting: a stored "handshake"
-    # would otherwise re-handshake forever after a handshake reply that omits it.
-    advice = reply.advice
-    return None if advice is None else advice.reconnect
-
-
 # How long past the advised timeout a /meta/connect may go unanswered before it counts as lost.
 # Longer than the long-polling transport's own HTTP timeout (timeout + 10 s), so over
 # long-polling that one fires first; over WebSocket this is the only guard, as a live socket
@@ -122,11 +104,10 @@ class BayeuxClient:
         self._connection_type = connection_type
         self._supported = tuple(supported_connection_types)
         self._ext_out, self._ext_in = ext_out, ext_in
-        self._backoff_factory, self._unknown_client = backoff_factory, unknown_client
-        self._backoff = backoff_factory()
+        self._unknown_client = unknown_client
+        self._pacing = Pacing(backoff_factory)
         self._state = State.IDLE
         self._client_id: str | None = None
-        self._advice = Advice(reconnect=Reconnect.RETRY, interval=0)
         # Ids never restart, so a late reply from an old session cannot pass for a new one.
         self._ids = itertools.count()
         self._pending: dict[str, _Pending] = {}
@@ -154,7 +135,7 @@ class BayeuxClient:
     @property
     def advice(self) -> Advice:
         """The current advice; a long-polling transport sizes its HTTP timeout from `timeout`."""
-        return self._advice
+        return self._pacing.advice
 
     @property
     def connection_type(self) -> ConnectionType:
@@ -226,7 +207,7 @@ class BayeuxClient:
             self._connect_deadline = max(
                 self._connect_deadline,
                 now + self._grace,
-                self._connect_sent_at + self._advice_timeout_s() + self._grace,
+                self._connect_sent_at + self._pacing.timeout_s() + self._grace,
             )
 
     def request_failed(
@@ -259,7 +240,7 @@ class BayeuxClient:
         self._connect_id = self._connect_deadline = None
         self._events.append(ConnectionLost(reason, timed_out=timed_out))
         action: _Action = "connect" if self._state is State.CONNECTED else "handshake"
-        delay = self._retry_delay()
+        delay = self._pacing.retry_delay()
         if timed_out:  # let the transport drop the stuck socket before the retry goes out
             delay = max(delay, 0.05)
         self._schedule(action, delay, now)
@@ -351,7 +332,7 @@ class BayeuxClient:
         )
         self._connect_id = message.id
         self._connect_sent_at = self._now
-        self._connect_deadline = self._now + self._advice_timeout_s() + self._grace
+        self._connect_deadline = self._now + self._pacing.timeout_s() + self._grace
         self._send("connect", [message])
 
     def _send_subscriptions(self, kind: RequestKind, channels: list[str]) -> None:
@@ -376,12 +357,6 @@ class BayeuxClient:
         self._connect()
 
     # --- timing ----------------------------------------------------------------------------
-
-    def _advice_timeout_s(self) -> float:
-        return (self._advice.timeout or 0) / 1000
-
-    def _retry_delay(self) -> float:
-        return (self._advice.interval or 0) / 1000 + next(self._backoff)
 
     def _schedule(self, action: _Action, delay: float, now: float) -> None:
         if delay > 0:
@@ -418,7 +393,7 @@ class BayeuxClient:
             self._dispatch(message, pending, now)
 
     def _dispatch(self, reply: Message, pending: _Pending, now: float) -> None:
-        self._advice = _merge(self._advice, reply.advice)
+        self._pacing.update(reply.advice)
         if pending.kind == "handshake":
             self._on_handshake(reply, now)
         elif pending.kind == "disconnect":
@@ -433,7 +408,7 @@ class BayeuxClient:
         """Follow advice that ends this session; True when it did."""
         # Bayeux 1.0 "reconnect advice field": none = stop, handshake = new session. Servers
         # also end sessions with an unknown-client error, advice or not (DESIGN.md).
-        reconnect = _reconnect(reply)
+        reconnect = reconnect_of(reply)
         if reconnect is Reconnect.NONE:
             error = f": {reply.error}" if reply.error else ""
             self._stop(f"server advised reconnect none on {reply.channel}{error}")
@@ -448,15 +423,15 @@ class BayeuxClient:
                 # re-handshake after advice.interval alone, not after the backoff that grew
                 # while it was unreachable. A session that never connected backs off still,
                 # so a server that refuses every new session is not handshaken in a loop.
-                self._backoff = self._backoff_factory()
+                self._pacing.reset_backoff()
             self._forget_session()
-            self._schedule("handshake", self._retry_delay(), now)
+            self._schedule("handshake", self._pacing.retry_delay(), now)
         else:
             return False
         return True
 
     def _on_handshake(self, reply: Message, now: float) -> None:
-        if reply.successful and reply.client_id and _reconnect(reply) is Reconnect.NONE:
+        if reply.successful and reply.client_id and reconnect_of(reply) is Reconnect.NONE:
             # As CometD's Client.js does (_handshakeResponse): a session the server opens with
             # "none" is not to be connected; no subscription or connect goes out.
             self._stop(f"server advised reconnect none on {reply.channel}")
@@ -468,27 +443,27 @@ class BayeuxClient:
             for key in [k for k, p in self._pending.items() if p.session != self._session]:
                 del self._pending[key]
             self._first_connect, self._connected_once = True, False
-            self._events.append(HandshakeSucceeded(reply.client_id, self._advice))
+            self._events.append(HandshakeSucceeded(reply.client_id, self._pacing.advice))
             if self._channels:
                 self._send_subscriptions("subscribe", list(self._channels))
             self._connect()
             return
         error = reply.error or "handshake unsuccessful"
         self._events.append(HandshakeFailed(error))
-        if _reconnect(reply) is Reconnect.NONE:
+        if reconnect_of(reply) is Reconnect.NONE:
             self._stop(f"handshake refused: {error} (advice reconnect: none)")
         else:
-            self._schedule("handshake", self._retry_delay(), now)
+            self._schedule("handshake", self._pacing.retry_delay(), now)
 
     def _on_connect(self, reply: Message, now: float) -> None:
         # Bayeux 1.0 "connect response": the next connect follows the reply, after
         # advice.interval; a failure without advice backs off.
         if reply.successful:
-            self._backoff = self._backoff_factory()  # the connection is back
+            self._pacing.reset_backoff()  # the connection is back
             self._connected_once = True
-            self._schedule("connect", (self._advice.interval or 0) / 1000, now)
+            self._schedule("connect", self._pacing.interval_s(), now)
         else:
-            self._schedule("connect", self._retry_delay(), now)
+            self._schedule("connect", self._pacing.retry_delay(), now)
 
     def _on_subscription(self, reply: Message, pending: _Pending) -> None:
         error = reply.error or f"{pending.kind} unsuccessful"
