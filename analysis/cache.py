@@ -10,6 +10,11 @@ A cache entry is valid while the tape file (and its WAL, if any) keeps its size 
 the views' SQL is unchanged. Entries live in $COMETD_TAPE_CACHE, else
 $XDG_CACHE_HOME/cometd-tape, else ~/.cache/cometd-tape. If that folder cannot be written,
 analysis goes on without a cache. `--no-cache` on any analyze command skips it.
+
+The folder is bounded: after a command stores entries, the least recently used ones are removed
+until it holds at most $COMETD_TAPE_CACHE_MB megabytes (DEFAULT_LIMIT_MB); the entries the
+command itself uses are kept even beyond it. An entry's mtime is when it was last used.
+`cometd-tape cache info` shows what it holds, `cometd-tape cache clear` empties it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -62,6 +68,99 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "cometd-tape"
 
 
+DEFAULT_LIMIT_MB = 2048
+LIMIT_ENV = "COMETD_TAPE_CACHE_MB"
+_SUFFIXES = (".duckdb", ".duckdb.wal", ".building", ".building.wal")
+
+
+def limit_bytes() -> int:
+    """The folder's bound: $COMETD_TAPE_CACHE_MB megabytes, else DEFAULT_LIMIT_MB."""
+    text = os.environ.get(LIMIT_ENV, "").strip()
+    try:
+        megabytes = float(text) if text else DEFAULT_LIMIT_MB
+    except ValueError:
+        megabytes = DEFAULT_LIMIT_MB
+    return int(max(megabytes, 0) * 1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One file of the cache."""
+
+    path: Path
+    size: int  # bytes, with its .wal if any
+    used_ns: int  # when it was last used (its mtime)
+
+
+def entries() -> list[Entry]:
+    """Every file of the cache, least recently used first (none when there is no folder)."""
+    found = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for path in cache_dir().iterdir():
+            if not path.name.endswith(_SUFFIXES) or path.name.endswith(".wal"):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                info = path.stat()
+                size = info.st_size
+                with contextlib.suppress(FileNotFoundError):
+                    size += path.with_name(path.name + ".wal").stat().st_size
+                found.append(Entry(path, size, info.st_mtime_ns))
+    return sorted(found, key=lambda e: (e.used_ns, e.path.name))
+
+
+def describe(entry: Entry) -> tuple[str | None, str | None]:
+    """(the tape, the view) a cache file holds; (None, None) for one that cannot be read."""
+    try:
+        conn = duckdb.connect(str(entry.path), read_only=True)
+    except duckdb.Error:
+        return None, None
+    try:
+        rows = conn.execute("SELECT value FROM cache_meta WHERE key = 'tape'").fetchall()
+        tables = conn.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE table_name <> 'cache_meta'"
+        ).fetchall()
+    except duckdb.Error:
+        return None, None
+    finally:
+        conn.close()
+    return (str(rows[0][0]) if rows else None), (str(tables[0][0]) if tables else None)
+
+
+def evict(keep: Collection[Path] = (), limit: int | None = None) -> list[Entry]:
+    """Remove the least recently used files until the cache holds at most `limit` bytes
+    (limit_bytes()); never those in `keep`. Returns what was removed."""
+    limit = limit_bytes() if limit is None else limit
+    found = entries()
+    total = sum(e.size for e in found)
+    kept = {p.resolve() for p in keep}
+    removed = []
+    for entry in found:
+        if total <= limit:
+            break
+        if entry.path.resolve() in kept:
+            continue
+        _unlink(entry.path)
+        total -= entry.size
+        removed.append(entry)
+    return removed
+
+
+def clear() -> list[Entry]:
+    """Remove every file of the cache, then the folder if nothing else is in it."""
+    found = entries()
+    for entry in found:
+        _unlink(entry.path)
+    with contextlib.suppress(OSError):
+        cache_dir().rmdir()
+    return found
+
+
+def _unlink(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
 def _key(tape: Path) -> str:
     return hashlib.sha256(str(tape.resolve()).encode()).hexdigest()[:24]
 
@@ -89,11 +188,15 @@ def materialized(tape: Path, views: Collection[str]) -> dict[str, Path]:
         path = entry_path(tape, view)
         if _stamp_of(path) == want:
             found[view] = path
+    for path in found.values():  # used now: the last to be evicted
+        with contextlib.suppress(OSError):
+            os.utime(path)
     missing = [v for v in view_names() if v in views and v not in found]
     if missing:
         with contextlib.suppress(OSError, duckdb.IOException):
             cache_dir().mkdir(parents=True, exist_ok=True)
             found.update(_build(tape, missing, want))
+        evict(keep=found.values())
     return found
 
 

@@ -1,12 +1,12 @@
-"""`cometd-tape analyze`: latency, summary, unmatched requests, SQL, exports and an HTML report,
-over one or more tapes or Parquet export folders analysed as one."""
+"""`cometd-tape analyze`: latency, summary, unmatched requests, SQL, exports, an HTML report and
+generated tapes, over one or more tapes (DuckDB or JSONL) or Parquet export folders analysed as
+one; and `cometd-tape cache` for the analysis cache."""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
 import re
-import shutil
 import sys
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -16,20 +16,25 @@ import click
 import duckdb
 import orjson
 
+from analysis import cache as view_cache
+from analysis.cache import BASE_TABLES
 from analysis.definitions import view_names
 from analysis.export import export
+from analysis.generate import generate_command
 from analysis.latency import GROUPS, STATS, latency
 from analysis.output import FORMATS, render
 from analysis.report import build_report
 from analysis.summary import SUMMARY_READS, summary
 from analysis.views import Filters, open_tapes, repeated_sessions
-from tape.schema import TapeError
+from tape.outputs import claim_folder, claim_output, overwrite_option
+from tape.source import is_text_tape, readable_all
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TAPES = click.argument(
     "tapes", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
 )
+SQL_EXAMPLE = 'cometd-tape analyze sql shift.duckdb "select count(*) from requests"'
 _FORMAT = click.option(
     "--format",
     "fmt",
@@ -108,21 +113,39 @@ def _with_filters(command: F, reads: Reads) -> F:
         if since is not None and until is not None and since >= until:
             raise click.BadParameter("--since must be before --until", param_hint="--since")
         filters = Filters(since, until, sessions, campaign)
-        conn = open_tapes(tapes, filters, cache=not no_cache, views=reads(kwargs))
-        repeated = repeated_sessions(conn, len(tapes))
-        if repeated:
-            shown = ", ".join(repeated[:5]) + (" ..." if len(repeated) > 5 else "")
-            click.echo(
-                f"warning: session {shown} has frames with the same seq in more than one of "
-                "these tapes (a tape given twice, or with its own export?); each tape's frames "
-                "are counted",
-                err=True,
-            )
-        if sessions:
-            _check_sessions(conn, sessions)
-        return command(conn=conn, tapes=tapes, **kwargs)
+        views = reads(kwargs)
+        # A JSONL tape is imported into a temporary one for the command's run; not cached
+        # (the cache is keyed by path, and its path is new every run).
+        with readable_all(tapes) as sources:
+            cache = not no_cache and not any(map(is_text_tape, tapes))
+            conn = open_tapes(sources, filters, cache=cache, views=views)
+            try:
+                return _run(command, conn, tapes, sessions, kwargs)
+            finally:
+                conn.close()
 
     return wrapper  # type: ignore[return-value]
+
+
+def _run(
+    command: Callable[..., Any],
+    conn: duckdb.DuckDBPyConnection,
+    tapes: tuple[Path, ...],
+    sessions: tuple[str, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    repeated = repeated_sessions(conn, len(tapes))
+    if repeated:
+        shown = ", ".join(repeated[:5]) + (" ..." if len(repeated) > 5 else "")
+        click.echo(
+            f"warning: session {shown} has frames with the same seq in more than one of "
+            "these tapes (a tape given twice, or with its own export?); each tape's frames "
+            "are counted",
+            err=True,
+        )
+    if sessions:
+        _check_sessions(conn, sessions)
+    return command(conn=conn, tapes=tapes, **kwargs)
 
 
 @click.group("analyze")
@@ -205,15 +228,36 @@ def unmatched_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], 
     )
 
 
+def _query_given(command: F) -> F:
+    """`analyze sql` with one argument: say what is missing (click would say TAPES)."""
+
+    @functools.wraps(command)
+    def wrapper(tapes: tuple[Path, ...], query: str | None, **kwargs: Any) -> Any:
+        if query is None:
+            raise click.UsageError(f"give the tapes, then the SQL query; e.g. {SQL_EXAMPLE}")
+        if not tapes:
+            if Path(query).exists():
+                raise click.UsageError(
+                    f"the SQL query is missing after the tape {query}; e.g. {SQL_EXAMPLE}"
+                )
+            raise click.UsageError(f"give a tape before the SQL query; e.g. {SQL_EXAMPLE}")
+        return command(tapes=tapes, query=query, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 @analyze_group.command("sql")
-@_TAPES
-@click.argument("query")
+@click.argument("tapes", nargs=-1, metavar="TAPES...", type=click.Path(exists=True, path_type=Path))
+@click.argument("query", required=False, metavar="QUERY")
 @_FORMAT
+@_query_given
 @_filters(_sql_reads)
 def sql_command(
     conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], query: str, fmt: str
 ) -> None:
-    """Run SQL over the tapes and their views; QUERY `-` reads it from stdin.
+    """Run SQL over the tapes and their views; QUERY `-` reads it from stdin. E.g.
+
+    cometd-tape analyze sql shift.duckdb "select count(*) from requests"
 
     Tables: frames, messages, http_fields, sessions. Views: requests, acks, request_latency,
     latency_parts, unmatched_requests, clock_offsets, delivery_latency, channel_rates, gaps,
@@ -249,7 +293,7 @@ def sql_command(
     required=True,
     help="Folder to write into.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace what the folder already holds.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export the folder holds.")
 @_filters(lambda kwargs: None)
 def export_command(
     conn: duckdb.DuckDBPyConnection,
@@ -260,10 +304,7 @@ def export_command(
 ) -> None:
     """Write frames, messages, http_fields, sessions and every view (Parquet: Hive-partitioned
     by date)."""
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise TapeError(f"{output} is not empty; give a new folder, or add --overwrite")
-        shutil.rmtree(output)
+    claim_folder(output, overwrite=overwrite, owned=_exported)
     counts = export(conn, output, fmt)
     width = max(len(n) for n in counts)
     for name, count in counts.items():
@@ -280,12 +321,74 @@ def export_command(
     required=True,
     help="The HTML file to write.",
 )
+@overwrite_option
 @_filters(_reads(*SUMMARY_READS, "latency_parts"))
-def report_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], output: Path) -> None:
+def report_command(
+    conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], output: Path, overwrite: bool
+) -> None:
     """One self-contained HTML file (no scripts, no CDN): charts and the summary tables."""
+    claim_output(output, overwrite=overwrite)
     title = "cometd-tape report: " + ", ".join(p.name for p in tapes)
     output.write_text(build_report(conn, title), encoding="utf-8")
     click.echo(f"wrote {output}")
+
+
+analyze_group.add_command(generate_command)
+
+
+def _exported(entry: Path) -> bool:
+    """A file or folder `analyze export` writes: a relation's name, with a format's suffix."""
+    return entry.name.split(".")[0] in (*BASE_TABLES, *view_names())
+
+
+analyse_alias = click.Group(
+    "analyse",
+    commands=analyze_group.commands,
+    hidden=True,
+    help="The same as `analyze` (British spelling): see `cometd-tape analyze --help`.",
+)
+
+
+@click.group("cache")
+def cache_group() -> None:
+    """The analysis cache: the views of each tape analysed, stored to be read again.
+
+    It lives in $COMETD_TAPE_CACHE, else $XDG_CACHE_HOME/cometd-tape, else
+    ~/.cache/cometd-tape, and holds at most $COMETD_TAPE_CACHE_MB megabytes (default
+    2048): the least recently used entries go first.
+    """
+
+
+@cache_group.command("info")
+def cache_info_command() -> None:
+    """Where the cache is, its size and bound, and the tapes and views it holds."""
+    found = view_cache.entries()
+    folder = view_cache.cache_dir()
+    total = sum(e.size for e in found)
+    limit = view_cache.limit_bytes()
+    click.echo(f"folder  {folder}{'' if folder.is_dir() else '  (not made yet)'}")
+    click.echo(
+        f"size    {_mb(total)} in {len(found)} files, bound {_mb(limit)} (${view_cache.LIMIT_ENV})"
+    )
+    rows = []
+    for entry in reversed(found):  # the most recently used first
+        tape, view = view_cache.describe(entry)
+        used = dt.datetime.fromtimestamp(entry.used_ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append((tape or "?", view or entry.path.name, _mb(entry.size), used))
+    if rows:
+        click.echo(render(["tape", "view", "size", "last used (UTC)"], rows, "table"))
+
+
+@cache_group.command("clear")
+def cache_clear_command() -> None:
+    """Remove every entry of the cache (analysis computes them again when needed)."""
+    removed = view_cache.clear()
+    total = sum(e.size for e in removed)
+    click.echo(f"removed {len(removed)} files ({_mb(total)}) from {view_cache.cache_dir()}")
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def _check_sessions(conn: duckdb.DuckDBPyConnection, wanted: tuple[str, ...]) -> None:

@@ -1,6 +1,6 @@
 """Generate a tape of GWS Outbound traffic with known latencies, for tests and benchmarks.
 
-    python -m analysis.generate OUT.duckdb --requests 100000 --seed 7
+    cometd-tape analyze generate -o OUT.duckdb --requests 100000 --seed 7
 
 Each request is a POST to /api/v2/me/outbound-records/<handle> (operationName cycles through
 the Outbound API, referenceId unique), answered by an HTTP response; then, unless it is one of
@@ -15,14 +15,15 @@ derived by the tape's own projections, the same code the recorder's writer runs.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from tape.outputs import claim_output, overwrite_option
 from tape.projection import project, project_http
 from tape.schema import finalize, open_for_writing
 from tape.writer import ROW_GROUP_ROWS
@@ -200,19 +201,39 @@ def generate(
     return drawn
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--sessions", type=int, default=4)
-    args = parser.parse_args()
-    drawn = generate(args.output, args.requests, args.seed, sessions=args.sessions)
-    print(
-        f"{args.output}: {args.requests} requests, {args.requests - drawn.unmatched} acked, "
+@click.command("generate")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The tape to write.",
+)
+@overwrite_option
+@click.option(
+    "-n",
+    "--requests",
+    type=click.IntRange(1),
+    default=100_000,
+    show_default=True,
+    help="Requests to generate.",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed for the draws.")
+@click.option(
+    "--sessions",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Sessions the requests are spread over.",
+)
+def generate_command(
+    output: Path, overwrite: bool, requests: int, seed: int, sessions: int
+) -> None:
+    """Write a tape of GWS Outbound API traffic with known, seeded latencies (lognormal), 1%
+    refused and 1% never acked: to try the analysis, or measure it at scale."""
+    claim_output(output, overwrite=overwrite, tape=True)
+    drawn = generate(output, requests, seed, sessions=sessions)
+    click.echo(
+        f"{output}: {requests} requests, {requests - drawn.unmatched} acked, "
         f"{drawn.unmatched} unmatched ({int(drawn.refused.sum())} refused)"
     )
-
-
-if __name__ == "__main__":
-    main()

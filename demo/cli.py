@@ -33,6 +33,7 @@ from recorder.status import Status
 from replay.sim_cli import check_latency, latency_options
 from replay.simulator import ACKS, Simulator, SimulatorOptions
 from tape.frame import Frame, Session
+from tape.outputs import claim_output
 from tape.process_writer import ProcessTapeWriter
 from tape.schema import TapeError
 from tape.session import SessionLog
@@ -123,13 +124,13 @@ def demo_command(
     """Run the main job on the built-in GWS simulator: capture through the proxy, then the
     latency table, the summary and an HTML report."""
     report = report or output.with_suffix(".html")
-    for path in (output, report):
+    outputs = ((output, "-o", True), (report, "--report", False))
+    for path, option, tape in outputs:  # both refused before either is replaced
         if path.exists() and not overwrite:
-            raise click.ClickException(f"{path} exists; remove it, choose -o, or add --overwrite")
+            claim_output(path, overwrite=False, option=option, tape=tape)
     check_latency(median_ms, p99_ms)
-    if overwrite:
-        for path in (output, output.with_name(output.name + ".wal"), report):
-            path.unlink(missing_ok=True)
+    for path, option, tape in outputs:
+        claim_output(path, overwrite=overwrite, option=option, tape=tape)
     options = SimulatorOptions(
         median_ms=median_ms, p99_ms=p99_ms, seed=seed, error_rate=error_rate, users={USER: PASSWORD}
     )

@@ -1,4 +1,4 @@
-"""The tape's own commands: import, export, info, rebuild. Thin over the library."""
+"""The tape's own commands: import, export, info, rebuild, snapshot. Thin over the library."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tape.cli import claim_tape, existing_tape_options
 from tape.har import har_items, is_har
 from tape.info import render_info, tape_info
 from tape.jsonl import JsonlReader, write_jsonl
+from tape.outputs import claim_output, overwrite_option
 from tape.privacy import Privacy, privacy_options
 from tape.projection import rebuild
 from tape.reader import TapeReader
@@ -21,6 +22,8 @@ from tape.schema import (
     open_for_reading,
     open_for_writing,
 )
+from tape.snapshot import snapshot
+from tape.source import readable
 from tape.tapeio import import_items
 
 _TAPE = click.Path(dir_okay=False, path_type=Path)
@@ -63,15 +66,19 @@ def import_command(
     show_default=True,
     help="JSONL file to write, or - for stdout.",
 )
+@overwrite_option
 @click.option("--session", "session_id", help="Export only this session.")
-def export_command(tape: Path, output: Path, session_id: str | None) -> None:
-    """Export a DuckDB tape as JSONL, byte for byte (one frame per line)."""
-    with TapeReader(tape) as reader:
+def export_command(tape: Path, output: Path, overwrite: bool, session_id: str | None) -> None:
+    """Export a tape as JSONL, byte for byte (one frame per line)."""
+    to_stdout = str(output) == "-"
+    if not to_stdout:
+        claim_output(output, overwrite=overwrite)
+    with readable(tape) as db, TapeReader(db) as reader:
         sessions = [s for s in reader.sessions() if session_id in (None, s.session_id)]
         if session_id is not None and not sessions:
             raise TapeError(f"{tape} has no session {session_id!r}; see `cometd-tape info`")
         frames = reader.frames(session_id)
-        if str(output) == "-":
+        if to_stdout:
             count = write_jsonl(sys.stdout.buffer, sessions, frames)
         else:
             with open(output, "wb") as stream:
@@ -82,8 +89,10 @@ def export_command(tape: Path, output: Path, session_id: str | None) -> None:
 @click.command("info")
 @click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def info_command(tape: Path) -> None:
-    """Show a tape's sessions, frames and messages per channel, time span and schema."""
-    with TapeReader(tape) as reader:
+    """Show a tape's sessions, frames and messages per channel, time span and schema.
+
+    TAPE is a DuckDB tape, a JSONL tape or a HAR file."""
+    with readable(tape) as db, TapeReader(db) as reader:
         click.echo(render_info(tape_info(reader.conn), tape))
 
 
@@ -105,3 +114,17 @@ def rebuild_command(tape: Path) -> None:
     click.echo(
         f"rebuilt messages: {count} rows, http_fields: {http_count} rows, from the frames of {tape}"
     )
+
+
+@click.command("snapshot")
+@click.argument("live", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("copy", type=click.Path(dir_okay=False, path_type=Path))
+@overwrite_option
+def snapshot_command(live: Path, copy: Path, overwrite: bool) -> None:
+    """Copy a tape that a recorder or proxy is still writing, to analyse the copy.
+
+    DuckDB opens no tape another process writes, and a plain cp misses the frames still in
+    the tape's .wal. COPY holds every frame committed when it was taken, in one file."""
+    claim_output(copy, overwrite=overwrite, option="COPY", tape=True)
+    frames, sessions = snapshot(live, copy)
+    click.echo(f"copied {frames} frames in {sessions} sessions from {live} to {copy}")

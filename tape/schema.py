@@ -131,7 +131,8 @@ def connect(
         if "lock" in text.lower():
             raise TapeError(
                 f"{path} is open for writing by another process (a recorder or proxy?). "
-                "Analyse it once that has stopped, or analyse a copy of it."
+                "Analyse it once that has stopped, or a copy taken with `cometd-tape snapshot "
+                f"{path} COPY.duckdb` (a plain cp misses the frames still in its .wal)"
             ) from exc
         raise TapeError(f"{path} is not a tape (DuckDB could not open it: {text})") from exc
     except duckdb.Error as exc:
@@ -172,6 +173,12 @@ def check_version(conn: duckdb.DuckDBPyConnection, path: Path | str) -> int:
     """Refuse tapes from a newer schema; older ones would be migrated here."""
     version = schema_version(conn)
     if version is None:
+        if not _has_user_tables(conn) and not Path(f"{path}.wal").exists():
+            raise TapeError(
+                f"{path} is an empty DuckDB file, without the .wal a tape being written keeps "
+                "its latest frames in: if it is a copy of a live tape, copy its .wal with it, "
+                "or take the copy with `cometd-tape snapshot LIVE COPY`"
+            )
         raise TapeError(f"{path} is a DuckDB file but not a tape (it has no tape_meta table)")
     if version > SCHEMA_VERSION:
         raise TapeError(

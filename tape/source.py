@@ -1,0 +1,58 @@
+"""A tape a read command is given: a DuckDB tape as it is, or a JSONL tape (or a HAR file)
+imported into a temporary DuckDB tape first, so every read command takes all three."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from tape.har import har_items, is_har
+from tape.jsonl import JsonlReader
+from tape.tapeio import import_items
+
+_SNIFF_BYTES = 64
+
+
+def is_text_tape(path: Path) -> bool:
+    """True for a JSONL tape or a HAR file: JSON text, not a DuckDB file (judged by the name's
+    .jsonl/.ndjson/.har, else by a first character of `{`). A folder is neither."""
+    if path.is_dir():
+        return False
+    if path.suffix.lower() in (".jsonl", ".ndjson") or is_har(path):
+        return True
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(_SNIFF_BYTES)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b"{")
+
+
+@contextlib.contextmanager
+def readable(path: Path) -> Iterator[Path]:
+    """The tape at `path` as a DuckDB file: itself, or a text tape imported into a temporary
+    one (removed on exit). Secrets are redacted on the way in, as `import` does; nothing is
+    masked."""
+    with readable_all([path]) as (tape,):
+        yield tape
+
+
+@contextlib.contextmanager
+def readable_all(paths: Sequence[Path]) -> Iterator[tuple[Path, ...]]:
+    """`readable` for several tapes at once (text tapes share one temporary folder)."""
+    if not any(is_text_tape(p) for p in paths):
+        yield tuple(paths)
+        return
+    with tempfile.TemporaryDirectory(prefix="cometd-tape-") as tmp:
+        tapes = []
+        for n, path in enumerate(paths):
+            if not is_text_tape(path):
+                tapes.append(path)
+                continue
+            tape = Path(tmp) / f"{n}-{path.stem}.duckdb"
+            items = har_items(path) if is_har(path) else JsonlReader(path).items()
+            import_items(items, tape)
+            tapes.append(tape)
+        yield tuple(tapes)
