@@ -9,7 +9,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tape.har import har_items, is_har
-from tape.jsonl import JsonlReader
+from tape.jsonl import JsonlError, JsonlReader
+from tape.schema import TapeError
 from tape.tapeio import import_items
 
 _SNIFF_BYTES = 64
@@ -52,7 +53,10 @@ def readable_all(paths: Sequence[Path]) -> Iterator[tuple[Path, ...]]:
                 tapes.append(path)
                 continue
             tape = Path(tmp) / f"{n}-{path.stem}.duckdb"
-            items = har_items(path) if is_har(path) else JsonlReader(path).items()
-            import_items(items, tape)
+            try:
+                items = har_items(path) if is_har(path) else JsonlReader(path).items()
+                import_items(items, tape)
+            except JsonlError as exc:  # it names the line: name the file too
+                raise TapeError(f"{path}, {exc}") from None
             tapes.append(tape)
         yield tuple(tapes)
