@@ -1,8 +1,10 @@
 """`analyze report`: ONE self-contained HTML file, no scripts, no CDN: it opens offline.
 
-Charts are inline SVG drawn here: an ack latency histogram per operation, ack_ms p50/p99 over
-time, messages per channel over time, with every gap shaded on the time charts; then the
-summary tables and the latency table.
+First what the tape can measure and the key latency table: request -> ack by operation when the
+tape holds the REST requests (a `proxy` tape), else delivery and server processing by event (a
+`record` tape: acks and events only). Then charts (inline SVG, analysis/charts.py): latency
+histograms, latency over time, messages per second by channel, gaps shaded; then the summary
+tables.
 """
 
 from __future__ import annotations
@@ -15,306 +17,461 @@ from dataclasses import dataclass
 
 import duckdb
 
+from analysis.charts import GAP_FILL, Series, duration, histogram, line_chart, nice_step, number
 from analysis.latency import STATS, latency
 from analysis.output import cell
 from analysis.summary import summary
 
-WIDTH, HEIGHT = 720, 260
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 40
-COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
-NICE_SECONDS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
-BINS = 30
+BINS = 30  # at most, over 0 .. p99.9
+BUCKETS = 30  # at most, on the time charts
+BUCKET_SECONDS = (
+    0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400,
+)  # fmt: skip
+SERVER, DELIVERY = "#1f77b4", "#2ca02c"
+PARTS_NOTE = (
+    "http_ms: request → HTTP response; ack_ms: request → ack received; server_ms: the ack's "
+    "serverProcessingTimeTotalMs; node_ms: its nodeProcessingTimeNanos; rest_ms = ack_ms - "
+    "server_ms (network, queues, the client)."
+)
 
 
 @dataclass(frozen=True, slots=True)
-class Series:
-    name: str
-    points: list[tuple[float, float]]  # (x, y); x is seconds since the epoch for time charts
+class Facts:
+    """What the tape holds, which decides what can be measured and shown."""
+
+    requests: int  # REST requests that act (the `requests` view)
+    acked: int  # of those, answered by an ack
+    acks: int  # acks received, with or without a request
+    stamped: int  # inbound messages with a serverGenerationTimestamp (delivery latency)
+    server_timed: int  # acks with serverProcessingTimeTotalMs
+    first_ns: int
+    last_ns: int
 
 
 def build_report(conn: duckdb.DuckDBPyConnection, title: str) -> str:
-    span = conn.execute("SELECT min(t_wall_ns), max(t_wall_ns) FROM frames").fetchall()[0]
-    first, last = (span[0] or 0), (span[1] or 0)
-    step = _bucket_seconds((last - first) / 1e9)
+    facts = _facts(conn)
+    step = _bucket_seconds((facts.last_ns - facts.first_ns) / 1e9)
     gaps = [
         (s / 1e9, e / 1e9)
         for s, e in conn.execute(
-            "SELECT start_ns, end_ns FROM gaps WHERE end_ns IS NOT NULL"
+            "SELECT start_ns, end_ns FROM gaps WHERE end_ns IS NOT NULL ORDER BY start_ns"
         ).fetchall()
     ]
-    charts = [
-        *_histograms(conn),
-        _latency_over_time(conn, step, gaps),
-        _rates_over_time(conn, step, gaps),
-    ]
-    sections = summary(conn)
-    tables = [_table_html(s.title, s.columns, s.rows) for s in sections.values()]
-    rows = latency(conn, ("operation",))
-    tables.append(
-        _table_html(
-            "Latency by operation (ms)",
-            ["operation", "part", *STATS],
-            [(r.group[0], r.part, *r.values) for r in rows],
-        )
-    )
-    period = f"{_iso(first)} to {_iso(last)}" if first else "no frames"
+    delivery = _delivery_table(conn) if facts.stamped or facts.server_timed else ""
+    first: list[str] = []
+    later: list[str] = []
+    histograms: list[str] = []
+    over_time: list[str] = []
+    if facts.requests:
+        first.append(_latency_table(conn))
+        later.append(delivery)
+    else:
+        first.append(delivery)
+    if facts.acked:
+        histograms += _ack_histograms(conn)
+        over_time.append(_ack_latency_over_time(conn, facts, step, gaps))
+    elif facts.stamped or facts.server_timed:
+        histograms += _delivery_histograms(conn, facts)
+        over_time += _delivery_over_time(conn, facts, step, gaps)
+    over_time.append(_rates_over_time(conn, facts, step, gaps))
+    tables = [_table(s.title, s.columns, s.rows) for s in summary(conn).values()]
+    period = f"{_iso(facts.first_ns)} to {_iso(facts.last_ns)} (UTC)" if facts.first_ns else ""
     return _PAGE.format(
         title=html.escape(title),
-        period=html.escape(period),
-        charts="\n".join(charts),
-        tables="\n".join(tables),
+        period=html.escape(period or "no frames"),
+        note=_note(facts),
+        first="\n".join(t for t in first if t),
+        histograms="\n".join(histograms),
+        over_time="\n".join(over_time),
+        tables="\n".join([*(t for t in later if t), *tables]),
+        gap_fill=GAP_FILL,
     )
 
 
-# --- charts ----------------------------------------------------------------------------------
+def _facts(conn: duckdb.DuckDBPyConnection) -> Facts:
+    row = conn.execute(
+        """SELECT (SELECT count(*) FROM latency_parts), (SELECT count(ack_ms) FROM latency_parts),
+                  (SELECT count(*) FROM acks), (SELECT count(*) FROM delivery_latency),
+                  (SELECT count(server_processing_ms) FROM acks),
+                  (SELECT min(t_wall_ns) FROM frames), (SELECT max(t_wall_ns) FROM frames)"""
+    ).fetchall()[0]
+    return Facts(*(int(v or 0) for v in row))
 
 
-def _histograms(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    ops = conn.execute(
-        "SELECT coalesce(operation_name, '(none)') AS op, quantile_cont(ack_ms, 0.999), count(*) "
-        "FROM latency_parts WHERE ack_ms IS NOT NULL GROUP BY op ORDER BY op"
-    ).fetchall()
-    if not ops:
-        return [_empty_chart("Ack latency histogram", "no request was acknowledged")]
-    charts = []
-    for op, top, count in ops:
-        width = max(float(top or 0) / BINS, 1e-3)
-        bins = dict(
-            conn.execute(
-                f"SELECT least(floor(ack_ms / {width})::BIGINT, {BINS - 1}) AS b, count(*) "
-                "FROM latency_parts WHERE ack_ms IS NOT NULL "
-                "AND coalesce(operation_name, '(none)') = ? GROUP BY b",
-                [op],
-            ).fetchall()
+def _note(facts: Facts) -> str:
+    """What the tape can and cannot measure, said before any figure."""
+    if facts.requests:
+        if facts.acked:
+            return ""
+        text = (
+            f"{facts.requests} requests were sent and none was acknowledged: see "
+            "“Unmatched requests by reason” below."
         )
-        counts = [int(bins.get(b, 0)) for b in range(BINS)]
-        charts.append(
-            _bars(
-                f"Ack latency, {op} ({count} acked; last bar holds the slowest 0.1%+)",
-                counts,
-                width,
-            )
+    elif facts.acks or facts.stamped:
+        text = (
+            f"This tape holds {facts.acks} acks and {facts.stamped} server-stamped messages, "
+            "but no REST requests: request → ack latency needs the requests, which "
+            "<code>cometd-tape proxy</code> captures (<code>record</code> sees only what the "
+            "server delivers). Shown instead: delivery latency (serverGenerationTimestamp → "
+            "receipt) and the server's own processing time (serverProcessingTimeTotalMs)."
         )
-    return charts
+        return f'<p class="note">{text}</p>'
+    else:
+        text = "This tape holds no REST requests, no acks and no server-stamped messages."
+    return f'<p class="note">{html.escape(text)}</p>'
 
 
-def _latency_over_time(
-    conn: duckdb.DuckDBPyConnection, step: float, gaps: list[tuple[float, float]]
-) -> str:
-    rows = conn.execute(
-        f"SELECT (request_ns // {int(step * 1e9)}) * {step} AS t, "
-        "quantile_cont(ack_ms, 0.5), quantile_cont(ack_ms, 0.99) FROM latency_parts "
-        "WHERE ack_ms IS NOT NULL GROUP BY t ORDER BY t"
+# --- tables ---------------------------------------------------------------------------------
+
+
+def _latency_table(conn: duckdb.DuckDBPyConnection) -> str:
+    rows = [(r.group[0], r.part, *r.values) for r in latency(conn, ("operation",))]
+    return _table(
+        "Latency by operation (ms)", ["operation", "part", *STATS], rows, caption=PARTS_NOTE
+    )
+
+
+def _delivery_table(conn: duckdb.DuckDBPyConnection) -> str:
+    stats = "count(v), quantile_cont(v, [0.5, 0.9, 0.99, 0.999]), max(v), avg(v)"
+    found = conn.execute(
+        f"""WITH parts AS (
+            SELECT coalesce(user_event, channel) AS event, 1 AS n, 'delivery_ms' AS part,
+                   delivery_ms AS v FROM delivery_latency
+            UNION ALL
+            SELECT coalesce(notification_type, '(none)'), 2, 'server_ms', server_processing_ms
+            FROM acks WHERE server_processing_ms IS NOT NULL
+            UNION ALL
+            SELECT coalesce(notification_type, '(none)'), 3, 'node_ms', node_processing_ns / 1e6
+            FROM acks WHERE node_processing_ns IS NOT NULL)
+        SELECT event, part, {stats} FROM parts GROUP BY event, n, part ORDER BY event, n"""
     ).fetchall()
-    series = [
-        Series("p50", [(float(t), float(p50)) for t, p50, _ in rows]),
-        Series("p99", [(float(t), float(p99)) for t, _, p99 in rows]),
+    rows = [
+        (event, part, n, *(q or [None] * 4), top, mean) for event, part, n, q, top, mean in found
     ]
-    return _lines(f"Ack latency over time (ms, per {_duration(step)})", series, gaps)
+    methods = [m for (m,) in conn.execute("SELECT DISTINCT method FROM clock_offsets").fetchall()]
+    offset = (
+        "relative to the fastest delivery (no request brackets the clock offset: method "
+        "min-one-way-delay)"
+        if "request-bracket" not in methods
+        else "with the clock offset estimated from request → ack brackets (see Clock offset)"
+    )
+    caption = (
+        f"delivery_ms: serverGenerationTimestamp → receipt, {offset}; server_ms: "
+        "serverProcessingTimeTotalMs of the ack's metrics; node_ms: its nodeProcessingTimeNanos."
+    )
+    return _table(
+        "Delivery and server processing by event (ms)",
+        ["event", "part", *STATS],
+        rows,
+        caption=caption,
+    )
 
 
-def _rates_over_time(
-    conn: duckdb.DuckDBPyConnection, step: float, gaps: list[tuple[float, float]]
+def _table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = ""
 ) -> str:
-    rows = conn.execute(
-        f"SELECT channel, (t_wall_ns // {int(step * 1e9)}) * {step} AS t, count(*) / {step} "
-        "FROM messages WHERE direction = 'in' AND NOT starts_with(channel, '/meta/') "
-        "GROUP BY ALL ORDER BY channel, t"
-    ).fetchall()
-    by_channel: dict[str, list[tuple[float, float]]] = {}
-    for channel, t, rate in rows:
-        by_channel.setdefault(channel, []).append((float(t), float(rate)))
-    series = [Series(c, p) for c, p in sorted(by_channel.items(), key=lambda kv: -len(kv[1]))]
-    return _lines(f"Messages per second by channel (per {_duration(step)})", series[:7], gaps)
-
-
-def _lines(title: str, series: list[Series], gaps: list[tuple[float, float]]) -> str:
-    points = [p for s in series for p in s.points]
-    if not points:
-        return _empty_chart(title, "no data")
-    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
-    for start, end in gaps:
-        x0, x1 = min(x0, start), max(x1, end)
-    if x1 == x0:
-        x1 = x0 + 1
-    y1 = max(p[1] for p in points) * 1.1 or 1.0
-    sx = _scale(x0, x1, LEFT, WIDTH - RIGHT)
-    sy = _scale(0, y1, HEIGHT - BOTTOM, TOP)
-    parts = [_frame(title)]
-    for start, end in gaps:
-        a, b = sx(start), sx(end)
-        parts.append(
-            f'<rect class="gap" x="{a:.1f}" y="{TOP}" width="{max(b - a, 2):.1f}" '
-            f'height="{HEIGHT - TOP - BOTTOM}"><title>gap {_duration(end - start)}</title></rect>'
-        )
-    parts += _y_axis(y1, sy)
-    for i in range(5):
-        t = x0 + (x1 - x0) * i / 4
-        parts.append(
-            f'<text x="{sx(t):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">'
-            f"{html.escape(_clock(t, x1 - x0))}</text>"
-        )
-    for n, s in enumerate(series):
-        colour = COLOURS[n % len(COLOURS)]
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s.points)
-        parts.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{path}"/>'
-        )
-        if len(s.points) == 1:
-            x, y = s.points[0]
-            parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>')
-        parts.append(
-            f'<text x="{LEFT + 8 + 150 * n}" y="{HEIGHT - 6}" fill="{colour}">'
-            f"\u25a0 {html.escape(s.name)}</text>"
-        )
-    if gaps:
-        parts.append(
-            f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end" class="gaplabel">'
-            "\u25a0 gap</text>"
-        )
-    return _svg(parts)
-
-
-def _bars(title: str, counts: Sequence[int], width: float) -> str:
-    top = max(counts) * 1.1 or 1.0
-    sx = _scale(0, len(counts), LEFT, WIDTH - RIGHT)
-    sy = _scale(0, top, HEIGHT - BOTTOM, TOP)
-    parts = [_frame(title), *_y_axis(top, sy)]
-    for b, count in enumerate(counts):
-        x, w = sx(b), sx(b + 1) - sx(b) - 1
-        parts.append(
-            f'<rect class="bar" x="{x:.1f}" y="{sy(count):.1f}" width="{w:.1f}" '
-            f'height="{sy(0) - sy(count):.1f}"><title>{b * width:.3f}-{(b + 1) * width:.3f} ms: '
-            f"{count}</title></rect>"
-        )
-    for b in range(0, len(counts) + 1, 5):
-        parts.append(
-            f'<text x="{sx(b):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">'
-            f"{b * width:.1f}</text>"
-        )
-    parts.append(
-        f'<text x="{(WIDTH + LEFT) / 2}" y="{HEIGHT - 6}" text-anchor="middle">ack_ms</text>'
-    )
-    return _svg(parts)
-
-
-def _empty_chart(title: str, why: str) -> str:
-    return _svg(
-        [
-            _frame(title),
-            f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">'
-            f"{html.escape(why)}</text>",
-        ]
-    )
-
-
-def _frame(title: str) -> str:
-    return (
-        f'<text class="title" x="{LEFT}" y="18">{html.escape(title)}</text>'
-        f'<line class="axis" x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH - RIGHT}" '
-        f'y2="{HEIGHT - BOTTOM}"/><line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" '
-        f'y2="{HEIGHT - BOTTOM}"/>'
-    )
-
-
-def _y_axis(top: float, sy: object) -> list[str]:
-    assert callable(sy)
-    out = []
-    for i in range(5):
-        v = top * i / 4
-        out.append(
-            f'<text x="{LEFT - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{_short(v)}</text>'
-            f'<line class="grid" x1="{LEFT}" y1="{sy(v):.1f}" x2="{WIDTH - RIGHT}" '
-            f'y2="{sy(v):.1f}"/>'
-        )
-    return out
-
-
-def _svg(parts: list[str]) -> str:
-    body = "".join(parts)
-    return (
-        f'<figure><svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
-        f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}">{body}</svg></figure>'
-    )
-
-
-def _scale(d0: float, d1: float, r0: float, r1: float):  # type: ignore[no-untyped-def]
-    span = (d1 - d0) or 1.0
-    return lambda v: r0 + (v - d0) / span * (r1 - r0)
-
-
-# --- tables and text ------------------------------------------------------------------------
-
-
-def _table_html(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     if not rows:
         body = f'<tr><td colspan="{len(columns)}" class="none">none</td></tr>'
     else:
         body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in row) + "</tr>"
+            "<tr>" + "".join(f"<td{_numeric(v)}>{html.escape(cell(v))}</td>" for v in row) + "</tr>"
             for row in rows
         )
+    note = f'<p class="caption">{html.escape(caption)}</p>' if caption else ""
     return (
-        f"<section><h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead>"
+        f"<section><h2>{html.escape(title)}</h2>{note}<table><thead><tr>{head}</tr></thead>"
         f"<tbody>{body}</tbody></table></section>"
     )
 
 
+def _numeric(value: object) -> str:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return ' class="num"' if number else ""
+
+
+# --- histograms -----------------------------------------------------------------------------
+
+
+def _ack_histograms(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    ops = conn.execute(
+        "SELECT DISTINCT coalesce(operation_name, '(none)') AS op FROM latency_parts "
+        "WHERE ack_ms IS NOT NULL ORDER BY op"
+    ).fetchall()
+    return [
+        _histogram(
+            conn,
+            f"Request → ack, {op}",
+            "SELECT ack_ms AS v FROM latency_parts "
+            "WHERE ack_ms IS NOT NULL AND coalesce(operation_name, '(none)') = ?",
+            [op],
+            x_label="request → ack (ms)",
+            y_label="requests",
+            counted="acked",
+        )
+        for (op,) in ops
+    ]
+
+
+def _delivery_histograms(conn: duckdb.DuckDBPyConnection, facts: Facts) -> list[str]:
+    out = []
+    if facts.stamped:
+        out.append(
+            _histogram(
+                conn,
+                "Delivery latency",
+                "SELECT delivery_ms AS v FROM delivery_latency",
+                [],
+                x_label="serverGenerationTimestamp → receipt (ms)",
+                y_label="messages",
+                counted="stamped messages",
+            )
+        )
+    if facts.server_timed:
+        out.append(
+            _histogram(
+                conn,
+                "Server processing",
+                "SELECT server_processing_ms AS v FROM acks WHERE server_processing_ms IS NOT NULL",
+                [],
+                x_label="serverProcessingTimeTotalMs (ms)",
+                y_label="acks",
+                counted="acks",
+                whole=True,
+            )
+        )
+    return out
+
+
+def _histogram(
+    conn: duckdb.DuckDBPyConnection,
+    title: str,
+    values: str,
+    params: list[object],
+    *,
+    x_label: str,
+    y_label: str,
+    counted: str,
+    whole: bool = False,
+) -> str:
+    """Bins of a regular width (1/2/5 x 10^n; at least 1 for `whole` values) from 0 up to the
+    99.9th percentile; the last bin also holds whatever lies beyond it."""
+    top, highest, count = conn.execute(
+        f"SELECT quantile_cont(v, 0.999), max(v), count(v) FROM ({values})", params
+    ).fetchall()[0]
+    width = nice_step(max(float(top or 0), 1e-3) / BINS)
+    if whole:
+        width = max(width, 1.0)
+    bins = max(1, math.floor(float(top or 0) / width) + 1)
+    found = dict(
+        conn.execute(
+            f"SELECT greatest(least(floor(v / {width})::BIGINT, {bins - 1}), 0) AS b, count(*) "
+            f"FROM ({values}) WHERE v IS NOT NULL GROUP BY b",
+            params,
+        ).fetchall()
+    )
+    counts = [int(found.get(b, 0)) for b in range(bins)]
+    beyond = float(highest or 0) >= bins * width
+    last = number((bins - 1) * width, width)
+    tail = f"; last bar: {last} to {float(highest):.4g} ms" if beyond else ""
+    return histogram(
+        title,
+        counts,
+        width,
+        x_label=x_label,
+        y_label=y_label,
+        subtitle=f"{count} {counted}, bins of {width:g} ms{tail}",
+    )
+
+
+# --- over time ------------------------------------------------------------------------------
+
+
+def _bucket_sql(column: str, facts: Facts, step: float) -> str:
+    """The midpoint (seconds since the epoch) of the bucket `column` falls in; buckets start at
+    the first frame, so only the last one can be partial, and a partial one's midpoint is the
+    middle of the part the recording covered."""
+    step_ns = round(step * 1e9)
+    start = f"({facts.first_ns} + ({column} - {facts.first_ns}) // {step_ns} * {step_ns})"
+    return f"({start} + least({start} + {step_ns}, {facts.last_ns})) / 2e9"
+
+
+def _percentiles(
+    conn: duckdb.DuckDBPyConnection, sql: str, name: str, colour: str | None
+) -> list[Series]:
+    """p50 (solid) and p99 (dashed) per bucket; `colour` None: by position."""
+    rows = conn.execute(sql).fetchall()
+    return [
+        Series(f"{name}p50", [(float(t), float(a)) for t, a, _ in rows], colour, ""),
+        Series(f"{name}p99", [(float(t), float(b)) for t, _, b in rows], colour, "7 4"),
+    ]
+
+
+def _ack_latency_over_time(
+    conn: duckdb.DuckDBPyConnection, facts: Facts, step: float, gaps: list[tuple[float, float]]
+) -> str:
+    t = _bucket_sql("request_ns", facts, step)
+    series = _percentiles(
+        conn,
+        f"SELECT {t} AS t, quantile_cont(ack_ms, 0.5), quantile_cont(ack_ms, 0.99) "
+        "FROM latency_parts WHERE ack_ms IS NOT NULL GROUP BY t ORDER BY t",
+        "ack ",
+        None,
+    )
+    return line_chart(
+        "Request → ack latency over time",
+        series,
+        subtitle=f"p50 and p99 of the requests sent in each {duration(step)}",
+        y_label="ms",
+        span=_span(facts),
+        gaps=gaps,
+    )
+
+
+def _delivery_over_time(
+    conn: duckdb.DuckDBPyConnection, facts: Facts, step: float, gaps: list[tuple[float, float]]
+) -> list[str]:
+    """Server processing and delivery apart: their scales differ by orders of magnitude."""
+    charts = []
+    if facts.server_timed:
+        t = _bucket_sql("ack_ns", facts, step)
+        series = _percentiles(
+            conn,
+            f"SELECT {t} AS t, quantile_cont(server_processing_ms, 0.5), "
+            "quantile_cont(server_processing_ms, 0.99) FROM acks "
+            "WHERE server_processing_ms IS NOT NULL GROUP BY t ORDER BY t",
+            "server ",
+            SERVER,
+        )
+        charts.append(
+            line_chart(
+                "Server processing over time (serverProcessingTimeTotalMs)",
+                series,
+                subtitle=f"p50 and p99 of the acks received in each {duration(step)}",
+                y_label="ms",
+                span=_span(facts),
+                gaps=gaps,
+            )
+        )
+    if facts.stamped:
+        t = _bucket_sql("receipt_ns", facts, step)
+        series = _percentiles(
+            conn,
+            f"SELECT {t} AS t, quantile_cont(delivery_ms, 0.5), quantile_cont(delivery_ms, 0.99) "
+            "FROM delivery_latency GROUP BY t ORDER BY t",
+            "delivery ",
+            DELIVERY,
+        )
+        charts.append(
+            line_chart(
+                "Delivery latency over time (serverGenerationTimestamp → receipt)",
+                series,
+                subtitle=f"p50 and p99 of the messages received in each {duration(step)}",
+                y_label="ms",
+                span=_span(facts),
+                gaps=gaps,
+            )
+        )
+    return charts
+
+
+def _span(facts: Facts) -> tuple[float, float]:
+    return facts.first_ns / 1e9, facts.last_ns / 1e9
+
+
+def _rates_over_time(
+    conn: duckdb.DuckDBPyConnection, facts: Facts, step: float, gaps: list[tuple[float, float]]
+) -> str:
+    """Messages per second, per bucket. The last bucket, when the recording ended inside it,
+    is rated over the part recorded, or left out when that is under half a bucket (a few
+    messages over a sliver of time would spike or dip)."""
+    step_ns = round(step * 1e9)
+    start = f"{facts.first_ns} + (t_wall_ns - {facts.first_ns}) // {step_ns} * {step_ns}"
+    rows = conn.execute(
+        f"SELECT channel, {start} AS b, count(*) FROM messages "
+        "WHERE direction = 'in' AND NOT starts_with(channel, '/meta/') "
+        "GROUP BY ALL ORDER BY channel, b"
+    ).fetchall()
+    counts: dict[str, dict[int, int]] = {}
+    for channel, b, count in rows:
+        counts.setdefault(channel, {})[b] = count
+    # Every bucket of the recording, a channel's empty ones at 0 messages per second.
+    buckets = range(facts.first_ns, facts.last_ns + 1, step_ns)
+    left_out = 0.0
+    rated: list[tuple[int, float]] = []  # (bucket start, seconds of it recorded)
+    for b in buckets:
+        covered = min(step_ns, facts.last_ns - b)
+        if covered < step_ns / 2 and b > facts.first_ns:
+            left_out = covered / 1e9
+            continue
+        rated.append((b, max(covered, 1) / 1e9))
+    series = [
+        Series(c, [((b + s * 5e8) / 1e9, per.get(b, 0) / s) for b, s in rated])
+        for c, per in sorted(counts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    ]
+    tail = f"; the last {duration(left_out)}, too short to rate, left out" if left_out else ""
+    shown = f"the {len(series[:7])} busiest of {len(series)} channels" if len(series) > 7 else ""
+    return line_chart(
+        "Messages per second by channel",
+        series[:7],
+        subtitle="; ".join(x for x in (f"per {duration(step)}{tail}", shown) if x),
+        y_label="messages / s",
+        span=_span(facts),
+        gaps=gaps,
+        empty="no messages received outside the /meta/ channels",
+    )
+
+
 def _bucket_seconds(span: float) -> float:
-    for step in NICE_SECONDS:
-        if span / step <= 120:
+    for step in BUCKET_SECONDS:
+        if span / step <= BUCKETS:
             return float(step)
-    return float(math.ceil(span / 120 / 86400) * 86400)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:g} s"
-    if seconds < 3600:
-        return f"{seconds / 60:g} min"
-    return f"{seconds / 3600:g} h"
-
-
-def _clock(t: float, span: float) -> str:
-    moment = dt.datetime.fromtimestamp(t, dt.UTC)
-    return moment.strftime("%H:%M:%S" if span < 86400 else "%m-%d %H:%M")
+    return float(math.ceil(span / BUCKETS / 86400) * 86400)
 
 
 def _iso(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="seconds")
-
-
-def _short(v: float) -> str:
-    if v >= 1000:
-        return f"{v / 1000:.3g}k"
-    return f"{v:.3g}"
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
 
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }}
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px auto; padding: 0 16px;
+       max-width: 1180px; color: #222; }}
 h1 {{ font-size: 20px; margin: 0 0 4px; }} h2 {{ font-size: 16px; margin: 24px 0 6px; }}
-.period {{ color: #666; margin-bottom: 16px; }}
-figure {{ margin: 12px 0; }}
-svg.chart {{ border: 1px solid #ddd; background: #fff; }}
-svg text {{ font-size: 11px; fill: #333; }} svg text.title {{ font-size: 13px; font-weight: 600; }}
+.period {{ color: #666; margin-bottom: 12px; }}
+.note {{ background: #fff8e1; border-left: 4px solid #f0b429; padding: 8px 12px; }}
+.caption {{ color: #555; margin: 0 0 6px; font-size: 13px; }}
+figure {{ margin: 0; }}
+#histograms {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(440px, 1fr));
+              gap: 12px; margin: 12px 0; }}
+#over-time figure {{ margin: 12px 0; }}
+svg.chart {{ display: block; width: 100%; height: auto; border: 1px solid #ddd;
+            background: #fff; }}
+svg text {{ font-size: 11px; fill: #333; }}
+svg text.title {{ font-size: 13px; font-weight: 600; }}
+svg text.axislabel {{ fill: #555; }} svg text.empty {{ fill: #888; }}
 svg .axis {{ stroke: #888; }} svg .grid {{ stroke: #eee; }}
-svg .bar {{ fill: #1f77b4; }} svg .gap {{ fill: #f4a6a6; opacity: 0.6; }}
-svg .gaplabel {{ fill: #e06666; }}
+svg .bar {{ fill: #1f77b4; }} svg .gap {{ fill: {gap_fill}; opacity: 0.6; }}
 table {{ border-collapse: collapse; margin: 4px 0; }}
 th, td {{ border: 1px solid #ddd; padding: 2px 8px; text-align: left; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 th {{ background: #f5f5f5; }} td.none {{ color: #888; }}
 </style></head>
 <body>
 <h1>{title}</h1>
-<div class="period">{period} (UTC)</div>
+<div class="period">{period}</div>
+{note}
+{first}
 <section id="charts">
-{charts}
+<div id="histograms">
+{histograms}
+</div>
+<div id="over-time">
+{over_time}
+</div>
 </section>
 {tables}
 </body></html>

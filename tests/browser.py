@@ -23,6 +23,8 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
+from tests.constants import TIMEOUT
+
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -86,7 +88,7 @@ class Browser:
 
     def _devtools_url(self) -> str:
         assert self._proc.stderr is not None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + TIMEOUT * 3
         while time.monotonic() < deadline:
             line = self._proc.stderr.readline()
             if not line and self._proc.poll() is not None:
@@ -94,7 +96,7 @@ class Browser:
             found = re.search(r"DevTools listening on (ws://\S+)", line)
             if found:
                 return found.group(1)
-        raise AssertionError("chromium did not open its DevTools port within 30 s")
+        raise AssertionError(f"chromium did not open its DevTools port within {TIMEOUT * 3} s")
 
     def close(self) -> None:
         self._stack.close()
@@ -104,18 +106,18 @@ class Browser:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGTERM)
         try:
-            self._proc.wait(10)
+            self._proc.wait(TIMEOUT)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
             self._proc.wait()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + TIMEOUT / 2
         while _group_alive(group) and time.monotonic() < deadline:
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGKILL)
         # A file written at the last moment would still fail the removal: try again for a while.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + TIMEOUT
         while True:
             try:
                 self._profile.cleanup()
@@ -131,8 +133,11 @@ class Browser:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def load(self, url: str, script: str, *, timeout: float = 30) -> PageResult:
-        """Open `url`, wait for load, evaluate `script` (an expression), take a screenshot."""
+    def load(
+        self, url: str, script: str, *, timeout: float = TIMEOUT * 3, width: int | None = None
+    ) -> PageResult:
+        """Open `url`, wait for load, evaluate `script` (an expression), take a screenshot.
+        `width`: the viewport's width in CSS pixels (default: the window's, 1000)."""
         result = PageResult()
         target = self._call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self._call("Target.attachToTarget", {"targetId": target, "flatten": True})[
@@ -140,6 +145,12 @@ class Browser:
         ]
         for domain in ("Page", "Runtime", "Log"):
             self._call(f"{domain}.enable", session=session)
+        if width is not None:
+            self._call(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": False},
+                session=session,
+            )
         self._call("Page.navigate", {"url": url}, session=session)
         self._wait_for("Page.loadEventFired", session, result, timeout)
         evaluated = self._call(
@@ -166,7 +177,7 @@ class Browser:
             message["sessionId"] = session
         self._ws.send(json.dumps(message))
         while True:
-            reply = json.loads(self._ws.recv(timeout=30))
+            reply = json.loads(self._ws.recv(timeout=TIMEOUT * 3))
             if reply.get("id") == ident:
                 if "error" in reply:
                     raise AssertionError(f"{method}: {reply['error']}")
