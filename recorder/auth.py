@@ -13,6 +13,18 @@ from dataclasses import dataclass, field
 from multidict import CIMultiDictProxy
 
 
+class LoginError(Exception):
+    """The server refused the credentials or the login URL; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """What a session learnt over one transport that the next must carry: cookies, CSRF pair."""
+
+    cookies: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Credentials:
     """What the user gave: never stored in a tape (the redactor masks every header it makes)."""
@@ -28,6 +40,17 @@ class Credentials:
             return {}
         token = base64.b64encode(f"{self.user}:{self.password or ''}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
+
+    def carrying(self, handover: Handover) -> Credentials:
+        """These credentials with what another transport learnt (its wins on a clash)."""
+        if not handover.cookies and not handover.headers:
+            return self
+        return Credentials(
+            user=self.user,
+            password=self.password,
+            headers={**self.headers, **handover.headers},
+            cookies={**self.cookies, **handover.cookies},
+        )
 
 
 @dataclass(slots=True)

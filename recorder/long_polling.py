@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from recorder.auth import Credentials, Csrf, session_headers
+from recorder.auth import Credentials, Csrf, Handover, LoginError, session_headers
 from recorder.events import Outgoing
 from recorder.net import NetOptions, describe_error
 from recorder.wire import log_received, stored_headers
@@ -30,8 +30,7 @@ Fail = Callable[[str, int | None, Collection[str] | None], None]
 NETWORK_DELAY_S = 10.0  # on top of the advice timeout, as CometD's maxNetworkDelay
 
 
-class LoginError(Exception):
-    """The server refused the credentials or the login URL; the message says which."""
+__all__ = ["NETWORK_DELAY_S", "LoginError", "LongPollingTransport"]
 
 
 class LongPollingTransport:
@@ -84,6 +83,16 @@ class LongPollingTransport:
             return dict(self._credentials.cookies)
         found = self._session.cookie_jar.filter_cookies(URL(self.url))
         return {name: morsel.value for name, morsel in found.items()}
+
+    def handover(self) -> Handover:
+        """The cookies and the CSRF pair, for a WebSocket that takes the session over."""
+        return Handover(self.cookies(), self.csrf.headers())
+
+    def reset(self) -> None:
+        """Nothing to drop: every request has its own timeout (advice timeout + network delay)."""
+
+    async def upgrade(self) -> None:
+        """Nothing to open ahead: each batch is its own request."""
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -24,10 +24,10 @@ import ssl
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol
 
 from recorder import events as ev
-from recorder.auth import Credentials
+from recorder.auth import Credentials, Handover, LoginError
 from recorder.net import CLIENT_CERT, UNTRUSTED, NetOptions, describe_error
 from recorder.protocol import BayeuxClient
 from recorder.status import Status
@@ -36,10 +36,11 @@ from tape.bayeux import Message
 from tape.schema import TapeError
 from tape.session import SessionLog
 
-if TYPE_CHECKING:
-    from recorder.long_polling import LongPollingTransport
-
 TRANSPORTS = ("auto", "websocket", "long-polling")
+
+Deliver = Callable[[list[Message]], None]
+# reason, HTTP status, the ids of the failed request's messages (None: all in flight)
+Fail = Callable[[str, int | None, Collection[str] | None], None]
 
 
 class RecordError(Exception):
@@ -47,12 +48,42 @@ class RecordError(Exception):
 
 
 class Transport(Protocol):
+    """What the recorder needs of a transport (long-polling, WebSocket, or a test's mock).
+
+    It logs every frame it sends and receives to the session's log, hands received messages
+    to `deliver` and failures to `fail` (the callbacks it was made with)."""
+
     name: str
     bytes_in: int
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     def send(self, batch: ev.Outgoing) -> None: ...
+    async def login(self, login_url: str) -> None:
+        """GET the login URL for cookies and the CSRF pair, sent with every later request;
+        raises LoginError."""
+        ...
+
+    def reset(self) -> None:
+        """Drop a connection that may be stuck (a connect went unanswered); the next batch
+        goes on a new one."""
+        ...
+
+    async def upgrade(self) -> None:
+        """Connect now, before the first batch (negotiation); raises UpgradeError."""
+        ...
+
+    def handover(self) -> Handover:
+        """What a transport taking this session over must carry: cookies, the CSRF pair."""
+        ...
+
+
+class TransportFactory(Protocol):
+    """Makes the transport named ("long-polling" or "websocket"), carrying `handover`."""
+
+    def __call__(
+        self, name: str, deliver: Deliver, fail: Fail, handover: Handover
+    ) -> Transport: ...
 
 
 @dataclass(slots=True)
@@ -75,7 +106,15 @@ class Outcome:
 
 
 class Recorder:
-    def __init__(self, options: RecordOptions, log: SessionLog, status: Status) -> None:
+    def __init__(
+        self,
+        options: RecordOptions,
+        log: SessionLog,
+        status: Status,
+        *,
+        transports: TransportFactory | None = None,
+    ) -> None:
+        """`transports`: makes each transport (tests pass a mock's); by default the real ones."""
         if options.transport not in TRANSPORTS:
             raise ValueError(f"transport {options.transport!r} is not one of {TRANSPORTS}")
         self.options, self.log, self.status = options, log, status
@@ -89,7 +128,8 @@ class Recorder:
                 "long-polling": ("long-polling",),
             }[options.transport],
         )
-        self.transport: Transport = self._websocket() if strict_ws else self._long_polling()
+        self._make = transports or self._transport
+        self.transport = self._new("websocket" if strict_ws else "long-polling")
         self._negotiating = options.transport == "auto"  # until the first handshake reply
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -99,34 +139,27 @@ class Recorder:
         self._connected_once = False
         self._lost_at: float | None = None
 
-    def _websocket(
-        self, cookies: dict[str, str] | None = None, headers: dict[str, str] | None = None
-    ) -> WebSocketTransport:
-        opts = self.options
-        credentials = opts.credentials
-        if cookies or headers:
-            credentials = Credentials(
-                user=credentials.user,
-                password=credentials.password,
-                headers={**credentials.headers, **(headers or {})},
-                cookies={**credentials.cookies, **(cookies or {})},
-            )
-        return WebSocketTransport(
-            opts.url, self.log, self._deliver, self._failed, credentials=credentials, net=opts.net
-        )
+    def _new(self, name: str, handover: Handover | None = None) -> Transport:
+        return self._make(name, self._deliver, self._failed, handover or Handover())
 
-    def _long_polling(self) -> LongPollingTransport:
+    def _transport(self, name: str, deliver: Deliver, fail: Fail, handover: Handover) -> Transport:
+        """The real transports: the default TransportFactory."""
+        opts = self.options
+        credentials = opts.credentials.carrying(handover)
+        if name == "websocket":
+            return WebSocketTransport(
+                opts.url, self.log, deliver, fail, credentials=credentials, net=opts.net
+            )
         # Imported here: aiohttp is ~10 MB of RSS and 0.2 s of start-up that a WebSocket
         # recording does not need.
         from recorder.long_polling import LongPollingTransport
 
-        opts = self.options
         return LongPollingTransport(
             opts.url,
             self.log,
-            self._deliver,
-            self._failed,
-            credentials=opts.credentials,
+            deliver,
+            fail,
+            credentials=credentials,
             net=opts.net,
             url_suffix=opts.url_suffix,
             connect_timeout_ms=lambda: self.client.advice.timeout,
@@ -168,28 +201,16 @@ class Recorder:
             self._pump()
 
     async def _login(self) -> None:
-        """GET the login URL for cookies and the CSRF pair. A strict WebSocket recording does
-        it over its own HTTP session first, and carries what it learnt to the upgrade."""
+        """GET the login URL for cookies and the CSRF pair, over the transport: a WebSocket
+        one does it over its own HTTP session first, and carries what it learnt to the
+        upgrade."""
         if not self.options.login_url:
             return
-        from recorder.long_polling import LoginError, LongPollingTransport
-
-        strict_ws = isinstance(self.transport, WebSocketTransport)
-        http = self._long_polling() if strict_ws else cast(LongPollingTransport, self.transport)
         try:
-            if strict_ws:
-                await http.open()
-            await http.login(self.options.login_url)
+            await self.transport.login(self.options.login_url)
         except LoginError as exc:
             self._finish(str(exc), ok=False)
             raise RecordError(str(exc)) from exc
-        finally:
-            if strict_ws:
-                await http.close()
-        if strict_ws:
-            await self.transport.close()
-            self.transport = self._websocket(cookies=http.cookies(), headers=http.csrf.headers())
-            await self.transport.open()
 
     async def _loop(self) -> None:
         deadline = (
@@ -238,11 +259,11 @@ class Recorder:
         it and the upgrade works, else stay; then hand the reply on."""
         reply = next(m for m in messages if _handshake_ok(m))
         offered = list(reply.supported_connection_types or ())
-        lp = cast("LongPollingTransport", self.transport)
+        lp = self.transport
         if "websocket" not in offered:
             self._chose(lp.name, f"the server offers {offered}, not websocket")
         else:
-            ws = self._websocket(cookies=lp.cookies(), headers=lp.csrf.headers())
+            ws = self._new("websocket", lp.handover())
             try:
                 await ws.upgrade()
             except Exception as exc:  # UpgradeError; anything else must not end the recording
@@ -347,9 +368,8 @@ class Recorder:
         self.status.reconnects += 1
         self.status.state = "reconnecting"
         self.log.lifecycle("reconnecting", reason=event.reason, attempt=self.status.reconnects)
-        reset = getattr(self.transport, "reset", None)
-        if event.timed_out and reset is not None:
-            reset()  # the socket may be alive and the server behind it stuck: use a new one
+        if event.timed_out:
+            self.transport.reset()  # the socket may be alive, the server behind it stuck
 
     def _rehandshaking(self, event: ev.Rehandshaking) -> None:
         if self._lost_at is None:

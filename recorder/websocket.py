@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-from recorder.auth import Credentials
+from recorder.auth import Credentials, Handover
 from recorder.events import Outgoing
 from recorder.net import NetOptions, describe_error
 from recorder.wire import log_received
@@ -181,7 +181,7 @@ class WebSocketTransport:
         ping_timeout: float = PING_TIMEOUT_S,
         open_timeout: float = OPEN_TIMEOUT_S,
     ) -> None:
-        self.url = ws_url(url)
+        self.url_given, self.url = url, ws_url(url)
         self._log, self._deliver, self._fail = log, deliver, fail
         self._credentials = credentials
         self._net = net or NetOptions()
@@ -211,6 +211,30 @@ class WebSocketTransport:
 
     def send(self, batch: Outgoing) -> None:
         self._outbox.put_nowait(batch)
+
+    async def login(self, login_url: str) -> None:
+        """GET the login URL over a long-polling HTTP session of its own (its frames go to the
+        same log), then carry its cookies and CSRF pair to the upgrade; raises LoginError."""
+        from recorder.long_polling import LongPollingTransport  # aiohttp: only when logging in
+
+        http = LongPollingTransport(
+            self.url_given,
+            self._log,
+            lambda messages: None,  # it sends no batch
+            lambda reason, status, ids: None,
+            credentials=self._credentials,
+            net=self._net,
+        )
+        await http.open()
+        try:
+            await http.login(login_url)
+        finally:
+            await http.close()
+        self._credentials = self._credentials.carrying(http.handover())
+
+    def handover(self) -> Handover:
+        """The cookies and headers this socket carries (a session handed on from it keeps them)."""
+        return Handover(dict(self._credentials.cookies), dict(self._credentials.headers))
 
     def reset(self) -> None:
         """Drop the socket (a server that stopped answering connects on it); the next batch
