@@ -169,3 +169,16 @@ def test_export_and_demo_follow_the_same_rule(tmp_path: Path) -> None:
     )
     assert not tape.exists()  # nothing was run
     assert report.read_text() == "kept"
+
+
+def test_a_har_file_is_read_as_a_tape(tmp_path: Path) -> None:
+    from tests.tape.test_har import har
+
+    path = har(tmp_path)
+    info = cometd_tape("info", str(path))
+    assert info.returncode == 0, info.stderr
+    assert "har-desk" in info.stdout
+    latency = cometd_tape("analyze", "latency", str(path), "--format", "json")
+    assert latency.returncode == 0, latency.stderr
+    ack = [r for r in orjson.loads(latency.stdout) if r["part"] == "ack_ms"]
+    assert (ack[0]["operation"], ack[0]["count"], ack[0]["max"]) == ("DoNotCallRecord", 1, 25.5)
