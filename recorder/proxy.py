@@ -38,7 +38,7 @@ from tape.frame import Kind, Session
 from tape.redact import redact_url
 from tape.schema import package_version
 from tape.session import HttpExchange, HttpMessage, SessionLog, new_session_id
-from tape.writer import FrameSink
+from tape.sink import FrameSink
 
 DEFAULT_BAYEUX_PATHS = ("/api/v2/notifications", "/cometd")
 

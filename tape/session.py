@@ -16,7 +16,7 @@ import orjson
 
 from tape.frame import Direction, Frame, Kind, ReceivedRun, Session, Transport
 from tape.redact import headers_json
-from tape.writer import FrameSink
+from tape.sink import FrameSink
 
 HOLD = 512  # received frames held at most before they go to the sink (see SessionLog._raws)
 

@@ -303,12 +303,12 @@ async def test_a_tape_that_fails_mid_recording_stops_it_with_one_error(
     socket's callback, where the next frame meets the failed tape first)."""
     import duckdb
 
-    import tape.writer
+    import tape.store
 
     def disk_full(conn: duckdb.DuckDBPyConnection, batch: object) -> None:
         raise duckdb.IOException("No space left on device (test)")
 
-    monkeypatch.setattr(tape.writer, "_insert_batch", disk_full)
+    monkeypatch.setattr(tape.store, "insert_batch", disk_full)
     for i in range(200):
         server.script.connect_replies.append([event(10 * i + j) for j in range(10)])
     options = RecordOptions(url=server.url, transport=transport, max_messages=10**6)

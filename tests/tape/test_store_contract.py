@@ -14,7 +14,8 @@ from tape.frame import Frame, Session
 from tape.jsonl import JsonlReader, JsonlWriter
 from tape.reader import TapeReader
 from tape.session import SessionLog
-from tape.writer import FrameSink, TapeWriter
+from tape.sink import FrameSink
+from tape.writer import TapeWriter
 from tests.conftest import gws_frame_raw
 
 

@@ -17,11 +17,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tape.batches
+import tape.memory
+import tape.store
 import tape.writer
+from tape.batches import FRAMES_SCHEMA, frames_of, frames_table
 from tape.frame import FRAME_COLUMNS, Direction, Frame, Kind
 from tape.reader import TapeReader
 from tape.schema import TapeError
-from tape.writer import FRAMES_SCHEMA, TapeWriter, frames_of, frames_table
+from tape.writer import TapeWriter
 from tests.conftest import TIMEOUT, ListSink, gws_frame_raw, make_frame
 
 
@@ -167,14 +171,14 @@ def test_a_batch_too_big_to_project_at_once_is_committed_in_parts(
 ) -> None:
     """Frames of many messages each, queued faster than they are written: a full batch needs
     more than DuckDB's buffer limit to project. It is split, never fails the writer."""
-    monkeypatch.setattr(tape.writer, "MEMORY_MB", 24)
+    monkeypatch.setattr(tape.memory, "MEMORY_MB", 24)
     raw = orjson.dumps(orjson.loads(gws_frame_raw(1)) * 30)  # ~23 kB, 60 messages
     count = (12 * 2**20) // len(raw)
     writer = TapeWriter(tmp_path / "t.duckdb")
     too_big: list[int] = []
     real_insert = writer._insert
 
-    def watched(conn: duckdb.DuckDBPyConnection, batch: tape.writer._Batch) -> None:
+    def watched(conn: duckdb.DuckDBPyConnection, batch: tape.batches.Batch) -> None:
         try:
             real_insert(conn, batch)
         except duckdb.OutOfMemoryException:
@@ -308,17 +312,17 @@ def test_a_split_batch_keeps_the_memory_raised_for_its_largest_frame(
     """The limit raised for a big frame must hold for every part of a split batch, not only
     until the first part commits (then the part with the big frame ran at 96 MB and failed)."""
     writer = TapeWriter(tmp_path / "t.duckdb")
-    real = tape.writer._insert_batch
+    real = tape.store.insert_batch
     seen: list[tuple[int, int]] = []  # (largest raw in the part, buffer limit in MB)
 
-    def first_too_big(conn: duckdb.DuckDBPyConnection, batch: tape.writer._Batch) -> None:
+    def first_too_big(conn: duckdb.DuckDBPyConnection, batch: tape.batches.Batch) -> None:
         largest = max(len(r.as_py()) for r in batch.table.column("raw"))
-        seen.append((largest, writer._memory_mb))
+        seen.append((largest, writer._memory.current))
         if len(seen) <= 2:  # beside the other thread, then alone in turn: split it
             raise duckdb.OutOfMemoryException("simulated: the batch is too big to project")
         real(conn, batch)
 
-    monkeypatch.setattr(tape.writer, "_insert_batch", first_too_big)
+    monkeypatch.setattr(tape.store, "insert_batch", first_too_big)
     big = b'[{"channel":"/x","data":"' + b"x" * (20 * 2**20) + b'"}]'
     for seq in range(1, 4):
         writer.write(make_frame("s", seq, b'[{"channel":"/x","data":1}]'))
@@ -341,7 +345,7 @@ def test_batches_commit_in_queue_order_even_when_a_later_one_is_ready_first(
     first_stalled, second_inserted = threading.Event(), threading.Event()
     release = threading.Event()
 
-    def insert(conn: duckdb.DuckDBPyConnection, batch: tape.writer._Batch) -> None:
+    def insert(conn: duckdb.DuckDBPyConnection, batch: tape.batches.Batch) -> None:
         first = batch.table.column("seq")[0].as_py() == 1
         if first:
             first_stalled.set()
@@ -409,15 +413,15 @@ def test_a_batch_failing_in_its_turn_stops_later_batches_committing(
     """A batch redone in its turn (here: one big frame, alone, that DuckDB cannot project)
     fails the writer; the next batch, inserted meanwhile by the other thread, must not commit
     past it and leave a gap (a review found it did)."""
-    real = tape.writer._insert_batch
+    real = tape.store.insert_batch
 
-    def insert_batch(conn: duckdb.DuckDBPyConnection, batch: tape.writer._Batch) -> None:
+    def insert_batch(conn: duckdb.DuckDBPyConnection, batch: tape.batches.Batch) -> None:
         if batch.table.column("seq")[0].as_py() == 1:
             time.sleep(0.3)  # the other thread inserts its batch meanwhile
             raise duckdb.OutOfMemoryException("simulated: could not allocate block")
         real(conn, batch)
 
-    monkeypatch.setattr(tape.writer, "_insert_batch", insert_batch)
+    monkeypatch.setattr(tape.store, "insert_batch", insert_batch)
     path = tmp_path / "t.duckdb"
     writer = TapeWriter(path)
     writer.write(make_frame("s", 1, b'[{"channel":"/a","data":"' + b"x" * (9 << 20) + b'"}]'))
@@ -465,10 +469,10 @@ def test_the_batch_of_received_frames_is_the_prepared_batch(rows: list[tuple[Any
         Frame("s", i, i, i, d, "websocket", k, raw, None, None, path, None, headers, error, checked)
         for i, (d, k, path, headers, error, checked, raw) in enumerate(rows)
     ]
-    batch = tape.writer._prepared_batch(frames, list(zip(*frames, strict=True)))
+    batch = tape.batches.prepared_batch(frames, list(zip(*frames, strict=True)))
     prepared = [prepare_frame(f) for f in frames]
     assert batch.table.equals(frames_table(prepared))
-    assert (batch.bayeux, batch.http) == tape.writer._projected(prepared)
+    assert (batch.bayeux, batch.http) == tape.batches.projected(prepared)
 
 
 @given(
@@ -517,10 +521,10 @@ def test_a_batch_of_received_runs_is_the_batch_of_their_frames(
         seq += len(items)
     frames = [frame for run in runs for frame in run.frames()]
     assert [f.seq for f in frames] == list(range(1, seq))
-    batch = tape.writer._runs_batch(runs, [f.raw for f in frames])
+    batch = tape.batches.runs_batch(runs, [f.raw for f in frames])
     prepared = [prepare_frame(f) for f in frames]
     assert batch.table.equals(frames_table(prepared))
-    assert (batch.bayeux, batch.http) == tape.writer._projected(prepared)
+    assert (batch.bayeux, batch.http) == tape.batches.projected(prepared)
     head, tail = runs[0].split(min(cut, len(runs[0])))
     assert head.frames() + tail.frames() == runs[0].frames()
     assert head.size + tail.size == runs[0].size
@@ -537,13 +541,13 @@ def test_runs_are_cut_at_batch_bounds_and_every_frame_stored_once(
 
     monkeypatch.setattr(tape.writer, "BATCH_BYTES", 3000)
     batches: list[tuple[int, int]] = []
-    real = tape.writer._runs_batch
+    real = tape.writer.runs_batch
 
     def watched(runs: Any, raws: Any) -> Any:
         batches.append((len(raws), sum(map(len, raws))))
         return real(runs, raws)
 
-    monkeypatch.setattr(tape.writer, "_runs_batch", watched)
+    monkeypatch.setattr(tape.writer, "runs_batch", watched)
     taken: list[
         tuple[str, int]
     ] = []  # (session, seq) of each frame, in the order batches are taken
