@@ -1,1 +1,1 @@
-"""analysis: SQL views and latency statistics over tapes (not built yet)."""
+"""analysis: SQL views and latency statistics over tapes (`cometd-tape analyze`)."""

@@ -1,1 +1,1 @@
-"""recorder: capture CometD traffic into a tape (not built yet)."""
+"""recorder: capture CometD traffic into a tape, as a client (`record`) or a proxy (`proxy`)."""

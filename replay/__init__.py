@@ -1,1 +1,1 @@
-"""replay: re-emit a tape to clients under test (not built yet)."""
+"""replay: re-emit a tape to clients under test (`replay`, the pytest fixture, the simulator)."""
