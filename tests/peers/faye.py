@@ -1,4 +1,4 @@
-"""A real Faye (npm `faye`) Bayeux server in a Node child process, for tests.
+"""A real Faye (npm `faye`) Bayeux server in a Node child process, for tests (a `NodePeer`).
 
 `FayeServer` runs `node tests/peers/faye_server.js` on 127.0.0.1, mounted at `/cometd`, and
 drives it with JSON-line commands over the child's stdin/stdout. Register the `faye_server`
@@ -12,32 +12,33 @@ Node must be on PATH and the pinned Faye installed with `npm ci --prefix tests`.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-import itertools
-import json
-import os
-import shutil
-import subprocess
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import ClassVar
 
 import pytest
 
 from tests.constants import TIMEOUT
+from tests.peers.node_peer import NODE_MODULES, PEERS, TESTS, Json, NodePeer, PeerError
 
-PEERS = Path(__file__).resolve().parent
-TESTS = PEERS.parent
 SCRIPT = PEERS / "faye_server.js"
-NODE_MODULES = TESTS / "node_modules"
 INSTALL_HINT = "run `npm ci --prefix tests` (from the repository root) to install the pinned Faye"
 
 GWS_CHANNELS = ("/v2/me/outbound", "/me/internal")
 
-Json = dict[str, Any]
+__all__ = [
+    "GWS_CHANNELS",
+    "INSTALL_HINT",
+    "NODE_MODULES",
+    "PEERS",
+    "TESTS",
+    "FayeError",
+    "FayeServer",
+    "Json",
+    "TlsFiles",
+    "faye_server",
+]
 
 
 @dataclass(frozen=True)
@@ -50,143 +51,39 @@ class TlsFiles:
     client_ca: Path | None = None
 
 
-class FayeError(RuntimeError):
+class FayeError(PeerError):
     """The Faye server could not start, died, or answered a command with ok: false."""
 
 
-class _Pending:
-    """One command waiting for its answer line."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.answer: Json | None = None
-
-
-class FayeServer:
+class FayeServer(NodePeer):
     """A real Faye server in a child process: start, drive with commands, kill, restart, stop.
 
     `command()` and the helpers built on it are thread-safe and may overlap (answers are matched
     by id). The `a`-prefixed coroutines run them in a worker thread for asyncio tests.
     """
 
+    name: ClassVar[str] = "the Faye server"
+    script: ClassVar[Path] = SCRIPT
+    package: ClassVar[str] = "faye"
+    error: ClassVar[type[PeerError]] = FayeError
+
     def __init__(
         self, *, timeout_s: float = 60.0, node: str = "node", tls: TlsFiles | None = None
     ) -> None:
+        super().__init__(node=node)
         self.timeout_s = timeout_s  # Faye's `timeout` option (FAYE_TIMEOUT), in seconds
-        self.node = node
         self.tls = tls  # serve HTTPS (and WSS) with these files
-        self._proc: subprocess.Popen[str] | None = None
-        self._port: int | None = None
-        self._ids = itertools.count(1)
-        self._write_lock = threading.Lock()
-        self._pending_lock = threading.Lock()
-        self._pending: dict[int, _Pending] = {}
-        self._stderr: collections.deque[str] = collections.deque(maxlen=50)
-        self._threads: list[threading.Thread] = []
 
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def start(self, port: int = 0) -> None:
-        """Spawn the server on `port` (0 = a free port) and wait for its ready line."""
-        if self._proc is not None:
-            raise FayeError("the Faye server is already running; stop() or kill() it first")
-        node = shutil.which(self.node)
-        if node is None:
-            raise FayeError(f"`{self.node}` is not on PATH: install Node 20, then {INSTALL_HINT}")
-        if not (NODE_MODULES / "faye" / "package.json").is_file():
-            raise FayeError(f"Faye is not installed in {NODE_MODULES}: {INSTALL_HINT}")
-
-        env = dict(os.environ, FAYE_TIMEOUT=str(self.timeout_s))
+    def env(self) -> dict[str, str]:
+        env = {**super().env(), "FAYE_TIMEOUT": str(self.timeout_s)}
         if self.tls is not None:
             env.update(FAYE_TLS_CERT=str(self.tls.cert), FAYE_TLS_KEY=str(self.tls.key))
             if self.tls.client_ca is not None:
                 env["FAYE_TLS_CLIENT_CA"] = str(self.tls.client_ca)
-        proc = subprocess.Popen(
-            [node, str(SCRIPT), str(port)],
-            cwd=TESTS,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            bufsize=1,
-        )
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        self._proc = proc
-        self._stderr.clear()
-        ready: list[Json] = []
-        got_ready = threading.Event()
-        self._threads = [
-            threading.Thread(
-                target=self._read_stdout,
-                args=(proc.stdout, ready, got_ready),
-                name=f"faye-stdout-{proc.pid}",
-                daemon=True,
-            ),
-            threading.Thread(
-                target=self._read_stderr,
-                args=(proc.stderr,),
-                name=f"faye-stderr-{proc.pid}",
-                daemon=True,
-            ),
-        ]
-        for thread in self._threads:
-            thread.start()
+        return env
 
-        if not got_ready.wait(TIMEOUT) or not ready or ready[0].get("ready") is not True:
-            detail = ready[0] if ready else "no ready line"
-            self.kill()
-            raise FayeError(f"the Faye server did not start ({detail}){self._stderr_tail()}")
-        self._port = int(ready[0]["port"])
-
-    def kill(self) -> None:
-        """SIGKILL the server process we started (by its PID) and reap it. Idempotent."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(TIMEOUT)
-        self._finish(proc)
-
-    def restart(self) -> None:
-        """Kill the server and start a fresh one on the same port (all Faye state is lost)."""
-        port = self.port
-        self.kill()
-        self.start(port)
-
-    def stop(self) -> None:
-        """Close the server's stdin (it exits at EOF), wait, then terminate or kill. Idempotent."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            with self._write_lock, contextlib.suppress(OSError):
-                proc.stdin.close()
-        try:
-            proc.wait(TIMEOUT / 4)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(TIMEOUT / 4)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(TIMEOUT)
-        self._finish(proc)
-
-    def _finish(self, proc: subprocess.Popen[str]) -> None:
-        for thread in self._threads:
-            thread.join(TIMEOUT)
-        self._threads = []
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        if self._proc is proc:
-            self._proc = None
+    def install_hint(self) -> str:
+        return INSTALL_HINT
 
     def __enter__(self) -> FayeServer:
         if self._proc is None:
@@ -199,22 +96,6 @@ class FayeServer:
     # -- addresses ------------------------------------------------------------------------------
 
     @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise FayeError("the Faye server is not running")
-        return self._proc.pid
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise FayeError("the Faye server has not been started")
-        return self._port
-
-    @property
     def url(self) -> str:
         scheme = "https" if self.tls is not None else "http"
         return f"{scheme}://127.0.0.1:{self.port}/cometd"
@@ -225,44 +106,6 @@ class FayeServer:
         return f"{scheme}://127.0.0.1:{self.port}/cometd"
 
     # -- commands -------------------------------------------------------------------------------
-
-    def command(self, cmd: Json, *, timeout: float | None = None) -> Json:
-        """Send one command and return its answer; raise FayeError unless the answer is ok."""
-        answer = self.raw_command(cmd, timeout=timeout)
-        if answer.get("ok") is not True:
-            raise FayeError(
-                f"Faye command {cmd.get('cmd')!r} failed: {answer.get('error', answer)}"
-            )
-        return answer
-
-    def raw_command(self, cmd: Json, *, timeout: float | None = None) -> Json:
-        """Send one command and return its answer as is, ok or not."""
-        proc = self._proc
-        if proc is None or proc.stdin is None:
-            raise FayeError("the Faye server is not running")
-        wait = TIMEOUT if timeout is None else timeout
-        ident = next(self._ids)
-        pending = _Pending()
-        with self._pending_lock:
-            self._pending[ident] = pending
-        line = json.dumps({**cmd, "id": ident}, separators=(",", ":")) + "\n"
-        try:
-            with self._write_lock:
-                proc.stdin.write(line)
-                proc.stdin.flush()
-        except (OSError, ValueError) as exc:
-            with self._pending_lock:
-                self._pending.pop(ident, None)
-            raise FayeError(f"the Faye server is gone ({exc}){self._stderr_tail()}") from exc
-        if not pending.done.wait(wait):
-            with self._pending_lock:
-                self._pending.pop(ident, None)
-            raise FayeError(f"no answer to Faye command {cmd.get('cmd')!r} within {wait:g} s")
-        if pending.answer is None:
-            raise FayeError(
-                f"the Faye server exited before answering {cmd.get('cmd')!r}{self._stderr_tail()}"
-            )
-        return pending.answer
 
     async def acommand(self, cmd: Json, *, timeout: float | None = None) -> Json:
         return await asyncio.to_thread(self.command, cmd, timeout=timeout)
@@ -391,49 +234,6 @@ class FayeServer:
     ) -> Json:
         """The coroutine form of wait_subscribed()."""
         return await asyncio.to_thread(self.wait_subscribed, channels, count, timeout=timeout)
-
-    # -- child process output -------------------------------------------------------------------
-
-    def _read_stdout(self, stream: TextIO, ready: list[Json], got_ready: threading.Event) -> None:
-        try:
-            for line in stream:
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    self._stderr.append(f"(stdout) {line.rstrip()}")
-                    continue
-                if not isinstance(message, dict):
-                    continue
-                if "ready" in message and not got_ready.is_set():
-                    ready.append(message)
-                    got_ready.set()
-                    continue
-                ident = message.get("id")
-                with self._pending_lock:
-                    pending = self._pending.pop(ident, None) if isinstance(ident, int) else None
-                if pending is not None:
-                    pending.answer = message
-                    pending.done.set()
-        except (OSError, ValueError):
-            pass
-        finally:
-            got_ready.set()
-            with self._pending_lock:
-                orphans = list(self._pending.values())
-                self._pending.clear()
-            for pending in orphans:
-                pending.done.set()  # answer stays None: the server died
-
-    def _read_stderr(self, stream: TextIO) -> None:
-        try:
-            for line in stream:
-                self._stderr.append(line.rstrip())
-        except (OSError, ValueError):
-            pass
-
-    def _stderr_tail(self) -> str:
-        lines = list(self._stderr)
-        return (":\n" + "\n".join(lines[-20:])) if lines else ""
 
 
 @pytest.fixture

@@ -21,27 +21,28 @@ CLOCK_MONOTONIC, the same clock as `time.monotonic()`, so `t / 1000` compares wi
 With `trace=True` the client also reports every HTTP body and WebSocket frame it sends or
 receives (`wire`). Node must be on PATH and the pinned Faye installed with
 `npm ci --prefix tests`.
+
+The child process and its JSON lines are `NodeChild`'s (tests/peers/node_peer.py), as for the
+servers; this class sorts the lines and lets asyncio code wait for them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import os
-import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import orjson
 import pytest
 
 from tests.constants import TIMEOUT
-from tests.peers.faye import GWS_CHANNELS, INSTALL_HINT, NODE_MODULES, PEERS, TESTS, FayeError
+from tests.peers.faye import GWS_CHANNELS, INSTALL_HINT, FayeError
+from tests.peers.node_peer import PEERS, NodeChild, PeerError
 
 SCRIPT = PEERS / "faye_client.js"
 TRANSPORTS = ("websocket", "long-polling")
-LINE_LIMIT = 64 * 1024 * 1024  # longest stdout line (one delivered message) we accept
 
 Transport = Literal["websocket", "long-polling"]
 Json = dict[str, Any]
@@ -53,17 +54,23 @@ class FayeClientError(FayeError):
     """The Faye client could not start or subscribe, died, or missed a deadline."""
 
 
-class FayeClient:
+class FayeClient(NodeChild):
     """A real Faye client in a child process: start, collect delivered messages, stop.
 
     After `start()` returns, every channel is subscribed. `messages`, `events`, `errors` and
-    `wire` fill in as lines arrive; `wait_messages()` waits for a count.
+    `wire` fill in as lines arrive (on the reader thread); `wait_messages()` waits for a count.
     """
 
+    name: ClassVar[str] = "the Faye client"
+    script: ClassVar[Path] = SCRIPT
+    package: ClassVar[str] = "faye"
+    error: ClassVar[type[PeerError]] = FayeClientError
+
     def __init__(self, *, node: str = "node") -> None:
-        self.node = node
-        self._proc: asyncio.subprocess.Process | None = None
-        self._readers: list[asyncio.Task[None]] = []
+        super().__init__(node=node)
+        self._started = False
+        self._trace = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._messages: list[Json] = []
         self._events: list[Json] = []
         self._errors: list[str] = []
@@ -71,7 +78,16 @@ class FayeClient:
         self._subscribed: Json | None = None
         self._changed = asyncio.Event()  # set (and replaced) whenever a line or EOF arrives
         self._eof = False
-        self._stderr: collections.deque[str] = collections.deque(maxlen=50)
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.pop("FAYE_CLIENT_TRACE", None)
+        if self._trace:
+            env["FAYE_CLIENT_TRACE"] = "1"
+        return env
+
+    def install_hint(self) -> str:
+        return INSTALL_HINT
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -85,43 +101,16 @@ class FayeClient:
         timeout: float | None = None,
     ) -> None:
         """Spawn the client; return once Faye confirmed every subscription (within `timeout`)."""
-        if self._proc is not None:
+        if self._started:
             raise FayeClientError("this Faye client was already started; use a new FayeClient")
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
         if isinstance(channels, str) or not channels:
             raise ValueError("channels must be a non-empty sequence of channel names")
-        node = shutil.which(self.node)
-        if node is None:
-            raise FayeClientError(
-                f"`{self.node}` is not on PATH: install Node 20, then {INSTALL_HINT}"
-            )
-        if not (NODE_MODULES / "faye" / "package.json").is_file():
-            raise FayeClientError(f"Faye is not installed in {NODE_MODULES}: {INSTALL_HINT}")
-
-        env = dict(os.environ)
-        env.pop("FAYE_CLIENT_TRACE", None)
-        if trace:
-            env["FAYE_CLIENT_TRACE"] = "1"
-        self._proc = await asyncio.create_subprocess_exec(
-            node,
-            str(SCRIPT),
-            url,
-            transport,
-            *channels,
-            cwd=TESTS,
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=LINE_LIMIT,
-        )
-        assert self._proc.stdout is not None
-        assert self._proc.stderr is not None
-        self._readers = [
-            asyncio.create_task(self._read_stdout(self._proc.stdout)),
-            asyncio.create_task(self._read_stderr(self._proc.stderr)),
-        ]
+        self._trace = trace
+        self._loop = asyncio.get_running_loop()
+        self._spawn([url, transport, *channels])
+        self._started = True
         wait = TIMEOUT if timeout is None else timeout
         try:
             await self._wait_for(
@@ -137,54 +126,18 @@ class FayeClient:
             else:
                 problem = "it exited before subscribing"
         if problem is not None:
-            await self._kill()
+            await asyncio.to_thread(self.kill)
             raise FayeClientError(
                 f"the Faye client did not subscribe to {list(channels)} at {url} over "
                 f"{transport}: {problem}{self._stderr_tail()}"
             )
 
-    async def stop(self) -> None:
+    async def stop(self) -> None:  # type: ignore[override]
         """Close stdin (the client disconnects and exits), wait, then terminate or kill.
 
         Only the process this object started is signalled, by its PID. Idempotent.
         """
-        proc = self._proc
-        if proc is None or (proc.returncode is not None and not self._readers):
-            return
-        if proc.stdin is not None:
-            with contextlib.suppress(OSError, RuntimeError):
-                proc.stdin.close()
-        for signal_it in (proc.terminate, proc.kill, None):
-            try:
-                await asyncio.wait_for(proc.wait(), TIMEOUT / 4)
-                break
-            except TimeoutError:
-                if signal_it is None:
-                    raise FayeClientError(
-                        f"the Faye client (pid {proc.pid}) did not exit"
-                    ) from None
-                with contextlib.suppress(ProcessLookupError):
-                    signal_it()
-        await self._join_readers()
-
-    async def _kill(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        await asyncio.wait_for(proc.wait(), TIMEOUT)
-        await self._join_readers()
-
-    async def _join_readers(self) -> None:
-        readers, self._readers = self._readers, []
-        if not readers:
-            return
-        _, pending = await asyncio.wait(readers, timeout=TIMEOUT)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        await asyncio.to_thread(super().stop)
 
     async def __aenter__(self) -> FayeClient:
         return self
@@ -226,21 +179,13 @@ class FayeClient:
 
     @property
     def pid(self) -> int:
-        if self._proc is None:
+        if not self._started:
             raise FayeClientError("the Faye client has not been started")
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self._proc is None else self._proc.returncode
+        return super().pid
 
     async def wait_messages(self, count: int, timeout: float | None = None) -> list[Json]:
         """Return all messages once at least `count` arrived; raise after `timeout` (TIMEOUT)."""
-        if self._proc is None:
+        if not self._started:
             raise FayeClientError("the Faye client has not been started")
         wait = TIMEOUT if timeout is None else timeout
         try:
@@ -286,49 +231,42 @@ class FayeClient:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _read_stdout(self, stream: asyncio.StreamReader) -> None:
-        try:
-            while line := await stream.readline():
-                self._handle(line)
-        except (OSError, ValueError) as exc:  # ValueError: a line longer than LINE_LIMIT
-            self._errors.append(f"reading the client's stdout failed: {exc}")
-        finally:
-            self._eof = True
-            self._notify()
+    def _notify_soon(self) -> None:
+        """From the reader thread: wake the waiters on the loop that started the client."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(self._notify)
 
-    def _handle(self, line: bytes) -> None:
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            self._errors.append(f"not JSON on stdout: {line[:200]!r}")
+    # -- child process output (on NodeChild's reader thread) ------------------------------------
+
+    def _loads(self, line: str) -> object:
+        return orjson.loads(line)
+
+    def _on_message(self, item: Json) -> None:
+        if "channel" in item and "t" in item:
+            self._messages.append(item)
+        elif "wire" in item:
+            self._wire.append(item)
+        elif "event" in item:
+            self._events.append(item)
+        elif "subscribed" in item:
+            self._subscribed = item
+        elif "error" in item:
+            self._errors.append(str(item["error"]))
         else:
-            if not isinstance(item, dict):
-                self._errors.append(f"not a JSON object on stdout: {line[:200]!r}")
-            elif "channel" in item and "t" in item:
-                self._messages.append(item)
-            elif "wire" in item:
-                self._wire.append(item)
-            elif "event" in item:
-                self._events.append(item)
-            elif "subscribed" in item:
-                self._subscribed = item
-            elif "error" in item:
-                self._errors.append(str(item["error"]))
-            else:
-                self._errors.append(f"unexpected line on stdout: {line[:200]!r}")
-        self._notify()
+            self._errors.append(f"unexpected line on stdout: {str(item)[:200]!r}")
+        self._notify_soon()
 
-    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while line := await stream.readline():
-                self._stderr.append(line.decode("utf-8", "replace").rstrip())
+    def _on_bad_line(self, line: str) -> None:
+        self._errors.append(f"not a JSON object on stdout: {line[:200]!r}")
+        self._notify_soon()
+
+    def _on_eof(self) -> None:
+        self._eof = True
+        self._notify_soon()
 
     def _errors_text(self) -> str:
         return f" (client errors: {'; '.join(self._errors[:5])})" if self._errors else ""
-
-    def _stderr_tail(self) -> str:
-        lines = list(self._stderr)
-        return (":\n" + "\n".join(lines[-20:])) if lines else ""
 
 
 class FayeClients:

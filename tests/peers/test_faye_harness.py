@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import TIMEOUT
 from tests.peers import faye as faye_module
+from tests.peers import node_peer
 from tests.peers.faye import GWS_CHANNELS, FayeError, FayeServer
 
 Message = dict[str, Any]
@@ -312,7 +313,7 @@ def test_kill_then_commands_fail_clearly(faye_server: FayeServer) -> None:
 def test_missing_node_modules_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(faye_module, "NODE_MODULES", tmp_path / "node_modules")
+    monkeypatch.setattr(node_peer, "NODE_MODULES", tmp_path / "node_modules")
     with pytest.raises(FayeError, match=r"npm ci --prefix tests"):
         FayeServer().start()
 

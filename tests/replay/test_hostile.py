@@ -26,7 +26,10 @@ from tests.constants import TIMEOUT
 from tests.replay.tapes import CHANNELS, write_tape
 from tests.replay.test_cli import start_replay
 
-SECOND = max(1.0, TIMEOUT / 10)  # "within 1 s", on a loaded machine with a raised TIMEOUT
+# "Within a second" as a test can hold it on a loaded 2-core machine: 2.5 s at the default
+# TIMEOUT, still far under the stalls these tests catch (a 26.5 s batch, a shutdown that hangs).
+# The precise figures (exit 0.1-0.2 s after SIGTERM under load) are benchmarks/replay_load.py's.
+SECOND = TIMEOUT / 4
 
 
 def handshake_msg(n: int = 0, types: tuple[str, ...] = ("long-polling",)) -> dict[str, Any]:
@@ -170,7 +173,9 @@ async def test_thousands_of_vanished_clients_leave_nothing_behind(looping: Repla
     async with aiohttp.ClientSession() as http:
         for _ in range(2):
             await subscribed_clients(http, looping.url, 1000, list(CHANNELS))
-        await asyncio.sleep(0.2)
+        deadline = time.monotonic() + TIMEOUT
+        while not looping.player.emitted and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         assert looping.sizes()["sessions"] == 2000
         assert looping.player.emitted > 0
         deadline = time.monotonic() + TIMEOUT
@@ -183,7 +188,9 @@ async def test_thousands_of_vanished_clients_leave_nothing_behind(looping: Repla
 
 
 async def test_the_simulators_web_sessions_expire() -> None:
-    simulator = Simulator(SimulatorOptions(session_timeout_s=0.2))
+    # Long enough for the 300 logins to all be live at once on a loaded machine (at 0.2 s some
+    # expired before the count), short enough to expire well within the TIMEOUT wait below.
+    simulator = Simulator(SimulatorOptions(session_timeout_s=TIMEOUT / 10))
     await simulator.start()
     try:
         auth = {"Authorization": "Basic " + base64.b64encode(b"agent:agent").decode()}
@@ -224,7 +231,7 @@ async def test_slow_headers_are_cut_off_and_harm_no_one() -> None:
         await server.stop()
 
 
-async def test_sigterm_under_a_looping_load_exits_within_a_second(tmp_path: Path) -> None:
+async def test_sigterm_under_a_looping_load_exits_promptly(tmp_path: Path) -> None:
     tape = tmp_path / "t.duckdb"
     write_tape(tape, 2000, 0.0005, per_frame=2)
     proc, line = await start_replay(tape, "--speed", "0", "--loop")

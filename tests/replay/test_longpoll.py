@@ -5,7 +5,8 @@ aiohttp of a connection whose next request is not a long-poll."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 import pytest
@@ -32,6 +33,13 @@ async def _rest(request: object) -> object:
     from aiohttp import web
 
     return web.Response(text="rest")
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll `condition` until it holds, for at most TIMEOUT (the caller asserts the state)."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
 
 
 async def exchange(server: ReplayServer, *requests: bytes) -> list[bytes]:
@@ -124,16 +132,10 @@ async def test_a_client_gone_while_held_frees_its_poll(server: ReplayServer) -> 
     _reader, writer = await asyncio.open_connection(server.host, server.port)
     writer.write(post(orjson.dumps([connect])))
     await writer.drain()
-    for _ in range(100):
-        if server.sizes()["held_polls"]:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: server.sizes()["held_polls"] != 0)
     assert server.sizes()["held_polls"] == 1
     writer.close()
-    for _ in range(100):
-        if not server.sizes()["held_polls"]:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: server.sizes()["held_polls"] == 0)
     assert server.sizes()["held_polls"] == 0
     assert server.sizes()["poll_connections"] == 0
 
@@ -148,10 +150,7 @@ async def test_two_connects_in_one_read_leave_no_poll_held(server: ReplayServer)
     answer = await asyncio.wait_for(reader.read(), TIMEOUT)
     writer.close()
     assert b"HTTP/1.1 400" in answer
-    for _ in range(100):
-        if not server.sizes()["held_polls"]:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: server.sizes()["held_polls"] == 0)
     assert server.sizes()["held_polls"] == 0
 
 

@@ -101,9 +101,11 @@ async def test_new_reference_ids_get_their_own_acks_with_recorded_delays(
         for n, ref in enumerate(sorted(sent, key=lambda r: int(r.rsplit("-", 1)[1])))
     ]
     # The error includes the measuring client's own overhead (aiocometd-ng, in this process):
-    # a median of 3-4 ms on an idle 2-core machine, 5.3 ms once under a loaded CI run.
-    assert np.median(np.abs(errors)) < 8, errors
-    assert max(errors) < 40, errors
+    # a median of 3-4 ms on an idle 2-core machine, 5.3 ms once under a loaded CI run. The
+    # upper bounds are generous (20 ms and 200 ms at the default TIMEOUT of 10 s), for a loaded
+    # machine; an ack sent without its recorded delay (median 30 ms) is early and fails the last.
+    assert np.median(np.abs(errors)) < 2 * TIMEOUT, errors
+    assert max(errors) < 20 * TIMEOUT, errors
     assert min(errors) > -5, errors  # never early
 
 

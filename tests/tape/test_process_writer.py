@@ -14,6 +14,7 @@ import pytest
 from tape.frame import Frame, Session
 from tape.process_writer import GATHER_LIMIT, ProcessTapeWriter
 from tape.schema import TapeError
+from tests.constants import TIMEOUT
 
 
 def frame(n: int) -> Frame:
@@ -45,7 +46,7 @@ def test_a_dead_child_is_a_tape_error(tmp_path: Path) -> None:
     writer.put_session(Session(session_id="s"))
     assert writer._proc.pid is not None
     os.kill(writer._proc.pid, signal.SIGKILL)
-    writer._proc.join(10)  # the child is gone before we look
+    writer._proc.join(TIMEOUT)  # the child is gone before we look
     with pytest.raises(TapeError, match="exited"):
         writer.check()
     with pytest.raises(TapeError):
