@@ -340,12 +340,34 @@ def test_batches_commit_in_queue_order_even_when_a_later_one_is_ready_first(
     """Two writer threads insert at once (the second joins once two batches wait), but a batch
     never commits before an earlier one: a crash then can only lose a tail, never leave a gap
     in `seq`."""
-    writer = TapeWriter(tmp_path / "t.duckdb", batch_rows=100)
+    inserting: dict[str, int] = {}  # writer thread -> first seq of the batch it inserted last
+    commits: list[tuple[int, int]] = []  # (first seq of the batch, committed_frames) per commit
+
+    class Watched(TapeWriter):
+        @property  # type: ignore[override]
+        def committed_frames(self) -> int:
+            return self._watched_committed
+
+        @committed_frames.setter
+        def committed_frames(self, value: int) -> None:
+            if value:
+                commits.append((inserting[threading.current_thread().name], value))
+            self._watched_committed = value
+
+    class Turn(threading.Condition):
+        """The writer's turn condition, telling when a thread waits for its turn."""
+
+        def wait(self, timeout: float | None = None) -> bool:
+            waiting.set()
+            return super().wait(timeout)
+
+    writer = Watched(tmp_path / "t.duckdb", batch_rows=100)
     real_insert = writer._insert
     first_stalled, second_inserted = threading.Event(), threading.Event()
-    release = threading.Event()
+    release, waiting = threading.Event(), threading.Event()
 
     def insert(conn: duckdb.DuckDBPyConnection, batch: tape.batches.Batch) -> None:
+        inserting[threading.current_thread().name] = batch.table.column("seq")[0].as_py()
         first = batch.table.column("seq")[0].as_py() == 1
         if first:
             first_stalled.set()
@@ -355,14 +377,19 @@ def test_batches_commit_in_queue_order_even_when_a_later_one_is_ready_first(
             second_inserted.set()
 
     monkeypatch.setattr(writer, "_insert", insert)
+    monkeypatch.setattr(writer, "_turn", Turn())
     for seq in range(1, 301):  # the first batch taken, two more wait: a backlog
         writer.write(make_frame("s", seq, gws_frame_raw(seq)))
     assert first_stalled.wait(TIMEOUT)
     assert second_inserted.wait(TIMEOUT)
-    time.sleep(0.3)  # the second batch's thread is waiting for its turn
-    assert writer.committed_frames == 0
+    # The second batch is inserted, and its thread now waits for its turn rather than commit
+    # (only it can wait: the first thread is stalled before its turn).
+    assert waiting.wait(TIMEOUT), "the second batch's thread never waited for its turn"
+    assert commits == []
     release.set()
     writer.close()
+    # The stalled first batch committed first, then the one inserted while it stalled.
+    assert commits == [(1, 100), (101, 200), (201, 300)]
     with TapeReader(writer.path) as reader:
         assert [f.seq for f in reader.frames("s")] == list(range(1, 301))
 
