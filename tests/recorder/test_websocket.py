@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -188,11 +189,15 @@ async def test_pings_go_out_every_interval_while_pongs_come_back() -> None:
                 await ws.pong(msg.data)
         return ws
 
-    async with server(handler) as url, Client(url, ping=(0.3, 0.2)) as client:
+    async with server(handler) as url, Client(url, ping=(0.3, TIMEOUT / 2)) as client:
         client.transport.send(CONNECT)
-        await asyncio.sleep(1.05)
-        assert client.failures == []
-    assert len(pings) == 3, pings  # at 0.3, 0.6 and 0.9 s: kept alive, never dropped
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while len(pings) < 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert client.failures == []  # kept alive, never dropped
+    assert len(pings) >= 3, pings
+    # One ping an interval, not more often (a loaded machine may only make them later).
+    assert all(b - a >= 0.25 for a, b in itertools.pairwise(pings)), pings
 
 
 async def test_our_close_is_a_closing_handshake_and_no_failure() -> None:
