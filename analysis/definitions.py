@@ -8,16 +8,31 @@ from importlib import resources
 
 import duckdb
 
+from tape.gws import EXPECTED_ACK
 from tape.projection import HTTP_FIELDS_SQL
 
 _VIEW = re.compile(r"CREATE OR REPLACE VIEW (\w+) AS", re.IGNORECASE)
 
 
+# Where a view's SQL takes tape.gws.EXPECTED_ACK, as a VALUES list of (operation, ack).
+EXPECTED_ACK_MARK = "{{tape.gws.EXPECTED_ACK}}"
+
+
 def sql_files() -> list[str]:
-    """The view definitions, in dependency order (file name order)."""
+    """The view definitions, in dependency order (file name order), with the tables of
+    tape.gws written in."""
     folder = resources.files("analysis") / "sql"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
-    return [(folder / name).read_text() for name in names]
+    return [
+        (folder / name).read_text().replace(EXPECTED_ACK_MARK, expected_ack_values())
+        for name in names
+    ]
+
+
+def expected_ack_values() -> str:
+    """tape.gws.EXPECTED_ACK as a SQL VALUES list (one pair a line, aligned under the first)."""
+    rows = [f"({sql_literal(op)}, {sql_literal(ack)})" for op, ack in EXPECTED_ACK.items()]
+    return "VALUES " + ",\n           ".join(rows)
 
 
 def view_names() -> list[str]:

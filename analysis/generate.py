@@ -23,18 +23,13 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from tape.gws import RECORD_ACKS
 from tape.outputs import claim_output, overwrite_option
 from tape.projection import project, project_http
 from tape.schema import finalize, open_for_writing
 from tape.writer import ROW_GROUP_ROWS
 
-OPERATIONS = (
-    ("DoNotCallRecord", "DoNotCallAcknowledge"),
-    ("CompleteRecord", "RecordProcessedAcknowledge"),
-    ("RescheduleRecord", "ScheduledRecordRescheduleAcknowledge"),
-    ("RejectRecord", "RecordRejectAcknowledge"),
-    ("UpdateRecord", "UpdateCallCompletionStatsAcknowledge"),
-)
+OPERATIONS = tuple(RECORD_ACKS.items())  # (operationName, its ack); a request draws an index
 T0_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
 

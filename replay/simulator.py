@@ -39,15 +39,10 @@ from aiohttp import web
 from replay.events import ClientDisconnected, ClientExpired, Event
 from replay.protocol import BayeuxServer
 from replay.server import DEFAULT_PATHS, HasCookies, ReplayServer, read_body
+from tape.gws import EXPECTED_ACK, PREVIEW_OPERATION, RECORD_ACKS
 
-ACKS = {
-    "DoNotCallRecord": "DoNotCallAcknowledge",
-    "CompleteRecord": "RecordProcessedAcknowledge",
-    "RescheduleRecord": "ScheduledRecordRescheduleAcknowledge",
-    "RejectRecord": "RecordRejectAcknowledge",
-    "UpdateRecord": "UpdateCallCompletionStatsAcknowledge",
-}
-PREVIEW = ("GetPreviewRecord", "PreviewRecord")
+ACKS = RECORD_ACKS  # operationName -> its ack, for outbound-records
+PREVIEW = (PREVIEW_OPERATION, EXPECTED_ACK[PREVIEW_OPERATION])  # for outbound-campaigns
 Z99 = 2.3263478740408408  # the standard normal's 99th percentile
 CSRF_HEADER = "X-CSRF-TOKEN"
 OUTBOUND, INTERNAL = "/v2/me/outbound", "/me/internal"

@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# operationName -> the notificationType of its acknowledgement on /v2/me/outbound.
+# operationName -> the notificationType of its acknowledgement on /v2/me/outbound: the one
+# table the simulator, the tape generator and the request_latency view (analysis/definitions.py
+# writes it into the SQL) all use.
 EXPECTED_ACK: dict[str, str] = {
     "DoNotCallRecord": "DoNotCallAcknowledge",
     "CompleteRecord": "RecordProcessedAcknowledge",
@@ -16,6 +18,12 @@ EXPECTED_ACK: dict[str, str] = {
     "RejectRecord": "RecordRejectAcknowledge",
     "UpdateRecord": "UpdateCallCompletionStatsAcknowledge",
     "GetPreviewRecord": "PreviewRecord",
+}
+# The one operation posted to /api/v2/me/outbound-campaigns/<name>, not to a record.
+PREVIEW_OPERATION = "GetPreviewRecord"
+# The operations posted to /api/v2/me/outbound-records/<handle>, with their acks, in order.
+RECORD_ACKS: dict[str, str] = {
+    operation: ack for operation, ack in EXPECTED_ACK.items() if operation != PREVIEW_OPERATION
 }
 
 

@@ -5,12 +5,7 @@
 -- DESIGN.md expects for the operation.
 CREATE OR REPLACE VIEW request_latency AS
 WITH expected(operation_name, expected_ack) AS (
-    VALUES ('DoNotCallRecord', 'DoNotCallAcknowledge'),
-           ('CompleteRecord', 'RecordProcessedAcknowledge'),
-           ('RescheduleRecord', 'ScheduledRecordRescheduleAcknowledge'),
-           ('RejectRecord', 'RecordRejectAcknowledge'),
-           ('UpdateRecord', 'UpdateCallCompletionStatsAcknowledge'),
-           ('GetPreviewRecord', 'PreviewRecord')
+    {{tape.gws.EXPECTED_ACK}}
 ), first_ack AS (
     SELECT * FROM acks WHERE request_seq IS NOT NULL AND NOT duplicate
 )
