@@ -14,6 +14,24 @@ from tape.projection import HTTP_FIELDS_SQL
 _VIEW = re.compile(r"CREATE OR REPLACE VIEW (\w+) AS", re.IGNORECASE)
 
 
+# The time of each relation's rows (nanoseconds since the epoch, an expression over its
+# columns): what --since/--until filter on (analysis/views.py; `sessions` by the span from
+# started_ns to ended_ns instead) and the UTC date `analyze export` partitions Parquet by
+# (analysis/export.py). clock_offsets has no time of its own.
+TIME_COLUMN = {
+    "frames": "t_wall_ns",
+    "messages": "t_wall_ns",
+    "http_fields": "t_wall_ns",
+    "sessions": "started_ns",
+    "requests": "request_ns",
+    "acks": "ack_ns",
+    "request_latency": "request_ns",
+    "latency_parts": "request_ns",
+    "unmatched_requests": "request_ns",
+    "delivery_latency": "receipt_ns",
+    "channel_rates": "epoch_ns(second)",
+    "gaps": "start_ns",
+}
 # Where a view's SQL takes tape.gws.EXPECTED_ACK, as a VALUES list of (operation, ack).
 EXPECTED_ACK_MARK = "{{tape.gws.EXPECTED_ACK}}"
 

@@ -14,22 +14,7 @@ from pathlib import Path
 import duckdb
 
 from analysis.cache import BASE_TABLES
-from analysis.definitions import sql_literal, view_names
-
-# The UTC date each relation is partitioned by.
-DATE_OF = {
-    "frames": "t_wall_ns",
-    "messages": "t_wall_ns",
-    "http_fields": "t_wall_ns",
-    "sessions": "started_ns",
-    "requests": "request_ns",
-    "acks": "ack_ns",
-    "request_latency": "request_ns",
-    "latency_parts": "request_ns",
-    "unmatched_requests": "request_ns",
-    "delivery_latency": "receipt_ns",
-    "gaps": "start_ns",
-}
+from analysis.definitions import TIME_COLUMN, sql_literal, view_names
 
 
 def export(conn: duckdb.DuckDBPyConnection, folder: Path, fmt: str) -> dict[str, int]:
@@ -58,10 +43,9 @@ def _parquet(
     conn: duckdb.DuckDBPyConnection, folder: Path, name: str, select: str, *, empty: bool
 ) -> None:
     target = folder / name
-    if name == "channel_rates":
-        date = "strftime(second, '%Y-%m-%d')"
-    elif name in DATE_OF:
-        date = f"coalesce(strftime(make_timestamp({DATE_OF[name]} // 1000), '%Y-%m-%d'), 'none')"
+    if name in TIME_COLUMN:
+        time_us = f"{TIME_COLUMN[name]} // 1000"
+        date = f"coalesce(strftime(make_timestamp({time_us}), '%Y-%m-%d'), 'none')"
     else:
         target.mkdir(exist_ok=True)
         path = sql_literal(str(target / f"{name}.parquet"))

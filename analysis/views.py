@@ -19,25 +19,11 @@ from pathlib import Path
 import duckdb
 
 from analysis.cache import BASE_TABLES, attached_select, base_selects, materialized, tables_of
-from analysis.definitions import sql_files, sql_literal, view_names
+from analysis.definitions import TIME_COLUMN, sql_files, sql_literal, view_names
 from analysis.stored import stored
 from tape.projection import MESSAGE_DATA_VIEW
 from tape.schema import TapeError, check_version, connect
 
-# The time each relation is filtered on by --since/--until (nanoseconds since the epoch).
-TIME_COLUMN = {
-    "frames": "t_wall_ns",
-    "messages": "t_wall_ns",
-    "http_fields": "t_wall_ns",
-    "requests": "request_ns",
-    "acks": "ack_ns",
-    "request_latency": "request_ns",
-    "latency_parts": "request_ns",
-    "unmatched_requests": "request_ns",
-    "delivery_latency": "receipt_ns",
-    "channel_rates": "epoch_ns(second)",
-    "gaps": "start_ns",
-}
 # The relations --campaign narrows: those about requests.
 CAMPAIGN_FILTERED = (
     "requests",

@@ -1,5 +1,6 @@
 """The views' SQL and tape/gws.py agree on which ack answers which operation: the table is
-written into the SQL from tape.gws.EXPECTED_ACK, never copied into it."""
+written into the SQL from tape.gws.EXPECTED_ACK, never copied into it. The one map of each
+relation's time names a column every relation has."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import duckdb
 
-from analysis.definitions import EXPECTED_ACK_MARK, sql_files
+from analysis.cache import BASE_TABLES
+from analysis.definitions import EXPECTED_ACK_MARK, TIME_COLUMN, sql_files, view_names
+from analysis.export import export
 from analysis.generate import OPERATIONS, generate
 from analysis.views import open_tapes
 from replay.simulator import ACKS, PREVIEW
@@ -58,3 +61,33 @@ def test_every_generated_request_expects_the_ack_of_tape_gws(tmp_path: Path) -> 
     for operation, expected, received, as_expected in rows:
         assert expected == received == EXPECTED_ACK[operation]
         assert as_expected
+
+
+def test_every_relation_has_the_time_the_map_names(tmp_path: Path) -> None:
+    tape = tmp_path / "g.duckdb"
+    generate(tape, 50, 3)
+    conn = open_tapes([tape], cache=False)
+    relations = [*BASE_TABLES, *view_names()]
+    assert set(TIME_COLUMN) == set(relations) - {"clock_offsets"}  # it has no time of its own
+    [(first, last)] = conn.execute("SELECT min(t_wall_ns), max(t_wall_ns) FROM frames").fetchall()
+    empty = []
+    for name, column in TIME_COLUMN.items():
+        [(low, high)] = conn.execute(f"SELECT min({column}), max({column}) FROM {name}").fetchall()
+        if low is None:  # the query bound the column all the same
+            empty.append(name)
+            continue
+        # every time is one of the recording's (channel_rates: of its whole seconds)
+        assert first - 10**9 < low <= high <= last, name
+    assert empty == ["gaps"]  # a generated tape has none
+
+
+def test_export_partitions_every_timed_relation_by_the_date_of_its_time(tmp_path: Path) -> None:
+    tape = tmp_path / "g.duckdb"
+    generate(tape, 50, 3)  # 2026-01-01, in its first second
+    export(open_tapes([tape], cache=False), tmp_path / "out", "parquet")
+    for name in TIME_COLUMN:
+        dates = sorted(p.name for p in (tmp_path / "out" / name).iterdir())
+        assert dates == (["date=none"] if name == "gaps" else ["date=2026-01-01"]), name
+    assert [p.name for p in (tmp_path / "out" / "clock_offsets").iterdir()] == [
+        "clock_offsets.parquet"
+    ]
