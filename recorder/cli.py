@@ -19,7 +19,7 @@ from recorder.auth import Credentials
 from recorder.net import NetOptions
 from recorder.record import Outcome, Recorder, RecordError, RecordOptions
 from recorder.status import Status
-from tape.cli import TapeClaim, claim_tape, existing_tape_options, run_loop
+from tape.cli import TapeClaim, claim_tape, output_tape_options, run_loop
 from tape.frame import Session
 from tape.privacy import Privacy, privacy_options
 from tape.reader import TapeReader
@@ -54,14 +54,7 @@ def _pairs(values: tuple[str, ...], sep: str, what: str) -> dict[str, str]:
     help="Channel to subscribe to (repeat; wildcards /* and /** work). "
     "Default: /v2/me/outbound and /me/internal.",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Tape file to write (see --append and --overwrite if it exists).",
-)
-@existing_tape_options
+@output_tape_options
 @click.option(
     "--transport",
     type=click.Choice(["auto", "long-polling", "websocket"]),

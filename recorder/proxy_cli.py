@@ -15,7 +15,14 @@ import click
 
 from recorder.cli import _pairs
 from recorder.proxy import DEFAULT_BAYEUX_PATHS, CaptureProxy, ProxyOptions
-from tape.cli import TapeClaim, claim_tape, existing_tape_options, listen_address, run_loop
+from tape.cli import (
+    TapeClaim,
+    claim_tape,
+    listen_address,
+    listen_option,
+    output_tape_options,
+    run_loop,
+)
 from tape.privacy import Privacy, privacy_options
 from tape.process_writer import ProcessTapeWriter
 from tape.runtime import settle_gc
@@ -24,20 +31,8 @@ from tape.schema import TapeError
 
 @click.command("proxy")
 @click.option("--upstream", required=True, help="The server to forward to: http://host:port.")
-@click.option(
-    "--listen",
-    default="127.0.0.1:8080",
-    show_default=True,
-    help="HOST:PORT to listen on (port 0 picks a free one).",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The tape to write (see --append and --overwrite if it exists).",
-)
-@existing_tape_options
+@listen_option
+@output_tape_options
 @click.option(
     "--bayeux-path",
     "bayeux_paths",

@@ -15,7 +15,7 @@ from replay.player import PlayOptions
 from replay.responder import DEFAULT_MATCHERS, body_field
 from replay.server import DEFAULT_PATHS
 from replay.timeline import TimelineOptions
-from tape.cli import listen_address, run_loop
+from tape.cli import listen_address, listen_option, run_loop
 from tape.runtime import settle_gc
 
 STATUS_S = 5.0
@@ -23,12 +23,7 @@ STATUS_S = 5.0
 
 @click.command("replay")
 @click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--listen",
-    default="127.0.0.1:8080",
-    show_default=True,
-    help="HOST:PORT to serve on (port 0 picks a free one).",
-)
+@listen_option
 @click.option(
     "--speed",
     type=click.FloatRange(min=0),

@@ -73,6 +73,17 @@ def listen_address(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def listen_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--listen HOST:PORT` (default 127.0.0.1:8080), for a command that serves: parse the
+    value with listen_address."""
+    return click.option(
+        "--listen",
+        default="127.0.0.1:8080",
+        show_default=True,
+        help="HOST:PORT to listen on (port 0 picks a free one).",
+    )(command)
+
+
 def existing_tape_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--append` and `--overwrite`: what to do when the output tape exists (see claim_tape)."""
     command = click.option(
@@ -80,6 +91,19 @@ def existing_tape_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
     return click.option(
         "--append", is_flag=True, help="Add to the output tape if it exists (a new session)."
+    )(command)
+
+
+def output_tape_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`-o/--output TAPE` (required) with `--append` and `--overwrite`: the tape a command
+    records or imports into (see claim_tape)."""
+    command = existing_tape_options(command)
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        help="The tape to write (see --append and --overwrite if it exists).",
     )(command)
 
 

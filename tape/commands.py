@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tape.cli import claim_tape, existing_tape_options
+from tape.cli import claim_tape, output_tape_options
 from tape.har import har_items, is_har
 from tape.info import render_info, tape_info
 from tape.jsonl import JsonlReader, write_jsonl
@@ -26,13 +26,10 @@ from tape.snapshot import snapshot
 from tape.source import readable
 from tape.tapeio import import_items
 
-_TAPE = click.Path(dir_okay=False, path_type=Path)
-
 
 @click.command("import")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "output", type=_TAPE, required=True, help="Tape file to write.")
-@existing_tape_options
+@output_tape_options
 @privacy_options
 def import_command(
     source: Path, output: Path, append: bool, overwrite: bool, privacy: Privacy
