@@ -1,7 +1,7 @@
 """How the recorder logs in the way GWS expects: HTTP basic, a cookie jar, and CSRF.
 
 GWS answers any GET with `X-CSRF-HEADER` (the name of the header to send) and `X-CSRF-TOKEN`
-(its value); every POST/PUT/DELETE without them fails with 403 (DESIGN.md, "The wire facts").
+(its value); every POST/PUT/DELETE without them fails with 403.
 """
 
 from __future__ import annotations

@@ -407,7 +407,7 @@ class BayeuxClient:
     def _obey(self, reply: Message, now: float) -> bool:
         """Follow advice that ends this session; True when it did."""
         # Bayeux 1.0 "reconnect advice field": none = stop, handshake = new session. Servers
-        # also end sessions with an unknown-client error, advice or not (DESIGN.md).
+        # also end sessions with an unknown-client error,, advice or not.
         reconnect = reconnect_of(reply)
         if reconnect is Reconnect.NONE:
             error = f": {reply.error}" if reply.error else ""

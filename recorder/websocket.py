@@ -5,7 +5,7 @@ CONNECT proxies (HTTPS_PROXY/NO_PROXY, or `--proxy`), redirects, keepalive, pong
 handshake. Only the reading of received frames is ours (`_Connection`, with the capture proxy's
 reader, recorder/wsframes.py): each data frame goes straight to the tape as bytes, and the
 frames of one socket read are handed to the protocol together. Compression is off:
-permessage-deflate cut throughput 3-4x here (DESIGN.md). A ping every 20 s keeps idle
+permessage-deflate cut throughput 3-4x here. A ping every 20 s keeps idle
 connections alive through proxies, and a missing pong drops the connection.
 """
 

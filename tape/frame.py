@@ -1,6 +1,6 @@
 """The stored event: one frame seen on the wire, and one recorded session.
 
-A frame is the unit of the append-only log (DESIGN.md, "The tape"). Everything else in a tape
+A frame is the unit of the append-only log (docs/tape.md). Everything else in a tape
 is a projection of frames.
 """
 

@@ -1,5 +1,5 @@
 """Redaction and masking: secrets and personal data are replaced before any frame is stored
-(DESIGN.md, "Recorder"; what matches is described in tape/privacy.py).
+(docs/tape.md, "Redaction and masking"; what matches is described in tape/privacy.py).
 
 Sans-I/O functions over headers, bodies, query strings and URLs, each taking a Privacy (the
 default pattern, masking nothing, when none is given). Bodies with nothing to change keep

@@ -1,6 +1,6 @@
 """The tape's tables, its schema version, and opening a tape file safely.
 
-A tape is one DuckDB file that any DuckDB client can open (DESIGN.md, "The tape").
+A tape is one DuckDB file that any DuckDB client can open (docs/tape.md).
 """
 
 from __future__ import annotations
