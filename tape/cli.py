@@ -1,5 +1,5 @@
 """The CLI root. Subcommands come from the `cometd_tape.commands` entry points, so `tape`
-imports none of the other packages and the dependency arrows stay one-way (DESIGN.md, "Layout").
+imports none of the other packages and the dependency arrows stay one-way (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GWS fields pulled out of a Bayeux message's `data` (DESIGN.md, "The GWS Outbound API").
+"""GWS fields pulled out of a Bayeux message's `data` (the GWS Outbound API).
 
 These rules mirror the SQL in `tape.projection`, and a test holds the two to the same answers.
 """
