@@ -371,6 +371,7 @@ class TapeWriter:
     ) -> None:
         batch = None
         memory = self._memory.base
+        big = False
         if frames:
             # A recording's batches are runs of received frames (see ReceivedRun); anything
             # else, or a batch mixing both, goes as Frames.
@@ -384,7 +385,9 @@ class TapeWriter:
                 flat = flatten(frames)
                 columns = list(zip(*flat, strict=True))
                 raws = columns[RAW]
-            memory = self._memory.for_batch(max(map(len, raws)) >> 20, conn)
+            largest_mb = max(map(len, raws)) >> 20
+            big = largest_mb > 0
+            memory = self._memory.for_batch(largest_mb, conn)
             if runs:
                 batch = runs_batch(cast(list[ReceivedRun], frames), raws)
             else:
@@ -423,7 +426,7 @@ class TapeWriter:
                         conn.execute("ROLLBACK")
             if batch is not None:
                 self._memory.set(memory, conn)
-            self._commit_batch(conn, batch, sessions, markers)
+            self._commit_batch(conn, batch, sessions, markers, big=big)
 
     def _commit_batch(
         self,
@@ -431,10 +434,12 @@ class TapeWriter:
         batch: Batch | None,
         sessions: list[Session],
         markers: list[_Flush],
+        *,
+        big: bool = False,
     ) -> None:
         if batch is not None or sessions:
             self._transact(conn, batch, sessions)
-        self._memory.settle(conn)
+        self._memory.settle(conn, big=big)
         for marker in markers:
             marker.done.set()
 

@@ -130,6 +130,23 @@ def test_a_frame_larger_than_the_buffer_limit_is_stored_and_projected(tmp_path: 
         assert sum(1 for _ in reader.messages()) == count + 1
 
 
+def test_the_memory_limit_comes_back_down_after_a_big_frame_is_committed(tmp_path: Path) -> None:
+    """A long-poll backlog raises DuckDB's buffer limit while its reply is written; once it is
+    committed and checkpointed the limit is back at the base, not raised for the rest of the
+    tape (it held ~500 MB of RSS through a 200,000-message recording)."""
+    big = b'[{"channel":"/x","data":"' + b"x" * (3 * 2**20) + b'"}]'
+    with TapeWriter(tmp_path / "t.duckdb") as writer:
+        writer.write(make_frame("s", 1, big))
+        writer.flush()
+        assert (writer._memory.base, writer._memory.current) == (tape.memory.MEMORY_MB,) * 2
+        writer.write(make_frame("s", 2, b'[{"channel":"/x","data":1}]'))
+        writer.flush()
+        assert writer._memory.current == tape.memory.MEMORY_MB
+    with TapeReader(writer.path) as reader:
+        assert [f.raw == r for f, r in zip(reader.frames("s"), [big], strict=False)] == [True]
+        assert sum(1 for _ in reader.messages("s")) == 2
+
+
 _TEXT = st.sampled_from(["a", "b", None])
 
 
