@@ -23,6 +23,7 @@ from analysis.export import export
 from analysis.generate import generate_command
 from analysis.latency import GROUPS, STATS, latency
 from analysis.output import FORMATS, render
+from analysis.recorder import has_requests, notes, recorder_latency, section
 from analysis.report import build_report
 from analysis.summary import SUMMARY_READS, summary
 from analysis.views import Filters, open_tapes, repeated_sessions
@@ -164,9 +165,10 @@ def analyze_group() -> None:
     "by",
     multiple=True,
     type=click.Choice(sorted(GROUPS)),
-    default=("operation",),
-    show_default=True,
-    help="Group by (repeat to nest).",
+    help=(
+        "Group by (repeat to nest). Default: operation; notification on tapes with no REST "
+        "requests."
+    ),
 )
 @_FORMAT
 @_filters(_reads("latency_parts"))
@@ -179,10 +181,27 @@ def latency_command(
     server_ms (serverProcessingTimeTotalMs), node_ms (nodeProcessingTimeNanos / 1e6), and
     rest_ms (ack_ms - server_ms). Percentiles interpolate linearly between the two nearest
     ranks, as numpy.percentile's default method.
+
+    On tapes with no REST requests (a `record` tape): delivery_ms (receipt -
+    serverGenerationTimestamp, the estimated clock offset removed), server_ms and node_ms, by
+    notification type unless --by says otherwise; the clock offset and what is missing are
+    said below the table (on stderr for csv and json).
     """
-    rows = latency(conn, by)
+    rows = latency(conn, by or ("operation",))
+    if rows or has_requests(conn):
+        columns = [*(by or ("operation",)), "part", *STATS]
+        click.echo(render(columns, [(*r.group, r.part, *r.values) for r in rows], fmt))
+        return
+    by = by or ("notification",)
+    rows = recorder_latency(conn, by)
     columns = [*by, "part", *STATS]
     click.echo(render(columns, [(*r.group, r.part, *r.values) for r in rows], fmt))
+    lines = notes(conn)
+    if fmt == "table":
+        click.echo("\n" + "\n".join(f"note: {line}" for line in lines))
+    else:
+        for line in lines:
+            click.echo(f"note: {line}", err=True)
 
 
 @analyze_group.command("summary")
@@ -197,19 +216,26 @@ def latency_command(
 )
 @_filters(_reads(*SUMMARY_READS))
 def summary_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], fmt: str) -> None:
-    """Sessions, messages per channel, request/ack match rate, errors, gaps, clock offset."""
+    """Sessions, messages per channel, request/ack match rate, errors, gaps, clock offset; on
+    tapes with no REST requests, delivery and server processing by notification too (as
+    `analyze latency` prints them there)."""
     sections = summary(conn)
+    if not has_requests(conn):
+        sections["delivery"] = section(conn)
     if fmt == "json":
-        data = {
+        data: dict[str, Any] = {
             key: [dict(zip(s.columns, row, strict=True)) for row in s.rows]
             for key, s in sections.items()
         }
+        if "delivery" in sections:
+            data["delivery_notes"] = sections["delivery"].notes
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str))
         return
     parts = []
-    for section in sections.values():
-        text = render(section.columns, section.rows, "table") if section.rows else "  none"
-        parts.append(f"{section.title}\n{text}")
+    for found in sections.values():
+        text = render(found.columns, found.rows, "table") if found.rows else "  none"
+        text += "".join(f"\nnote: {line}" for line in found.notes)
+        parts.append(f"{found.title}\n{text}")
     click.echo("\n\n".join(parts))
 
 

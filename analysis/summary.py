@@ -19,6 +19,7 @@ class Section:
     title: str
     columns: list[str]
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said below the table
 
 
 # The views the summary reads (the ones `analyze summary` caches).
