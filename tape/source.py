@@ -18,7 +18,8 @@ _SNIFF_BYTES = 64
 
 def is_text_tape(path: Path) -> bool:
     """True for a JSONL tape or a HAR file: JSON text, not a DuckDB file (judged by the name's
-    .jsonl/.ndjson/.har, else by a first character of `{`). A folder is neither."""
+    .jsonl/.ndjson/.har, else by a first character of `{` and no DuckDB magic). A folder is
+    neither."""
     if path.is_dir():
         return False
     if path.suffix.lower() in (".jsonl", ".ndjson") or is_har(path):
@@ -28,6 +29,8 @@ def is_text_tape(path: Path) -> bool:
             head = stream.read(_SNIFF_BYTES)
     except OSError:
         return False
+    if head[8:12] == b"DUCK":  # a DuckDB file: 8 bytes of checksum, then its magic
+        return False  # (the checksum starts with "{" in 1 file of 256)
     return head.lstrip().startswith(b"{")
 
 

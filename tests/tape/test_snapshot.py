@@ -182,3 +182,17 @@ def test_a_copy_the_writer_moved_meanwhile_is_taken_again(
     with pytest.raises(TapeError, match=r"could not take a consistent copy .* in 3 attempts"):
         snapshot_module.snapshot(tape, tmp_path / "d.duckdb", attempts=3)
     assert not list(tmp_path.glob("d.duckdb*"))
+
+
+def test_a_duckdb_file_whose_checksum_starts_with_a_brace_is_not_taken_for_jsonl(
+    tmp_path: Path,
+) -> None:
+    from tape.source import is_text_tape
+
+    # A DuckDB file's first 8 bytes are a checksum; 1 in 256 start with "{" (0x7b).
+    fake = tmp_path / "g.duckdb"
+    fake.write_bytes(b"\x7b\x0b\x88\xc7\x00\x00\x00\x00DUCK" + bytes(52))
+    assert not is_text_tape(fake)
+    jsonl = tmp_path / "t"
+    jsonl.write_bytes(b'{"session": {"session_id": "s"}}\n')
+    assert is_text_tape(jsonl)
