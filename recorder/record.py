@@ -166,8 +166,10 @@ class Recorder:
         )
 
     async def run(self) -> Outcome:
+        net = self.options.net
         try:
-            self.options.net.ssl_context()  # the TLS files, read once here to say what is wrong
+            if net.cacert or net.cert or net.key:
+                net.ssl_context()  # the TLS files, read once here to say what is wrong
         except (OSError, ssl.SSLError) as exc:
             reason = f"cannot use the TLS files given (--cacert, --cert, --key): {exc}"
             self._finish(reason, ok=False)

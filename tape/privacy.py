@@ -151,6 +151,7 @@ class Privacy:
         "mask",
         "mask_set",
         "members",
+        "name_finders",
         "needles",
         "plain_names",
         "redact",
@@ -174,6 +175,9 @@ class Privacy:
         # enough for every received frame).
         self.needles = tuple(orjson.dumps(name) for name in self.mask)
         self.plain_names = tuple(name.encode() for name in self.mask)
+        # One literal search each: at memchr speed, where `bytes in` and an alternation of
+        # names measured 1.5x and 5x slower on long-poll replies.
+        self.name_finders = tuple(re.compile(re.escape(name)) for name in self.plain_names)
         # A masked member with a scalar value, in the bytes: valid JSON has `"NAME"` then `:`
         # only where a member is named NAME (inside a string its quotes would be escaped).
         names = b"|".join(re.escape(name) for name in self.plain_names) or b"(?!)"

@@ -46,6 +46,7 @@ _CONTAINERS = (dict, list)
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 # In free text (an error message, a header value): any URL's user:password@, and query fields
 # whose value ends at white space, so "GET http://u:p@h/x?token=S failed" keeps "failed".
+_EXT = re.compile(rb'"ext"')  # a literal: searched at memchr speed (an alternation is 10x slower)
 _TEXT_USERINFO = re.compile(r"""\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s"'<>]*@""")
 _TEXT_FIELD = re.compile(r"([?&;])([^=&;?#\s]*)=([^&;#?\s]*)")
 # Headers whose values are URLs: a redirect or a referrer may carry a token in its query.
@@ -98,14 +99,20 @@ def clean_body(raw: bytes, privacy: Privacy, *, redact: bool, ext_only: bool = F
     """`raw` with secret-named fields redacted (when `redact`; with `ext_only`, only within
     members named `ext`, as in a Bayeux message) and masked fields masked; the same object when
     there is nothing to change."""
-    scan = redact or ext_only
-    lowered = raw.lower() if scan else b""  # 30x faster than a case-insensitive regex
-    secrets = scan and (
-        any(hint in lowered for hint in _HINTS) or any(hint in lowered for hint in privacy.hints)
-    )
+    if redact:
+        lowered = raw.lower()  # 30x faster than a case-insensitive regex
+        secrets = any(hint in lowered for hint in _HINTS) or any(
+            hint in lowered for hint in privacy.hints
+        )
+    else:
+        # Only an `ext` member is looked into (a server's frame): one regex pass for its name
+        # (or an escape that could spell it), not a lowered copy and a search per hint: that
+        # cost 7 ms a MB of long-poll replies, and `bytes in` up to 2 ms a MB.
+        secrets = ext_only and (_EXT.search(raw) is not None or (b"\\" in raw and b"\\u" in raw))
     # The names unquoted: a form body writes them so.
     masks = bool(privacy.mask) and (
-        any(name in raw for name in privacy.plain_names) or b"\\u" in raw
+        any(finder.search(raw) for finder in privacy.name_finders)
+        or (b"\\" in raw and b"\\u" in raw)
     )
     if not secrets and not masks:
         return raw
