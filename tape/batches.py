@@ -179,3 +179,20 @@ def projected(frames: list[Frame]) -> tuple[bool, bool]:
         any(f.kind == Kind.BAYEUX and f.parse_error is None for f in frames),
         any(f.kind in HTTP_KINDS for f in frames),
     )
+
+
+def fit_run(run: ReceivedRun, rows: int, size: int) -> tuple[ReceivedRun, ReceivedRun | None]:
+    """What of `run` a batch with room for `rows` frames and `size` bytes takes, and the rest
+    (None: all of it). Frames are taken while the batch is under both, as the writer takes Frames
+    (at least one)."""
+    if len(run.raws) <= rows and run.size <= size:
+        return run, None
+    k = total = 0
+    for length in map(len, run.raws):
+        if k >= rows or total >= size:
+            break
+        total += length
+        k += 1
+    # Its last frame may be the one that crosses `size`: then the batch takes it whole, and
+    # no empty rest goes back into the queue (a batch of none would fail the writer).
+    return (run, None) if k == len(run.raws) else run.split(k)

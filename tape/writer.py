@@ -19,7 +19,7 @@ from typing import NamedTuple, cast
 import duckdb
 import pyarrow as pa
 
-from tape.batches import RAW, Batch, flatten, prepared_batch, runs_batch
+from tape.batches import RAW, Batch, fit_run, flatten, prepared_batch, runs_batch
 from tape.frame import Frame, ReceivedRun, Session
 from tape.memory import MemoryLimit
 from tape.prepare import clean_deliveries, prepare_session
@@ -315,7 +315,7 @@ class TapeWriter:
             while pending and rows < self._batch_rows and size < BATCH_BYTES:
                 item = pending.popleft()
                 if type(item) is ReceivedRun:
-                    run, rest = _fit(item, self._batch_rows - rows, BATCH_BYTES - size)
+                    run, rest = fit_run(item, self._batch_rows - rows, BATCH_BYTES - size)
                     if rest is not None:  # the rest is next in the queue
                         pending.appendleft(rest)
                     frames.append(run)
@@ -483,20 +483,3 @@ class _Job(NamedTuple):
 
 class _AbandonedError(Exception):
     """A writer thread stops waiting for its turn: another one failed first."""
-
-
-def _fit(run: ReceivedRun, rows: int, size: int) -> tuple[ReceivedRun, ReceivedRun | None]:
-    """What of `run` a batch with room for `rows` frames and `size` bytes takes, and the rest
-    (None: all of it). Frames are taken while the batch is under both, as _take takes Frames
-    (at least one)."""
-    if len(run.raws) <= rows and run.size <= size:
-        return run, None
-    k = total = 0
-    for length in map(len, run.raws):
-        if k >= rows or total >= size:
-            break
-        total += length
-        k += 1
-    # Its last frame may be the one that crosses `size`: then the batch takes it whole, and
-    # no empty rest goes back into the queue (a batch of none would fail the writer).
-    return (run, None) if k == len(run.raws) else run.split(k)

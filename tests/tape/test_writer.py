@@ -657,7 +657,7 @@ def test_a_run_whose_last_frame_fills_the_batch_is_taken_whole(
     run = ReceivedRun(
         "s", 1, "websocket", [raw] * frames, [1] * frames, [1] * frames, [None] * frames
     )
-    assert tape.writer._fit(run, 7, 1000) == (run, None)
+    assert tape.batches.fit_run(run, 7, 1000) == (run, None)
     writer = TapeWriter(tmp_path / "t.duckdb")
     log = SessionLog(writer, Session(session_id="s", transport="websocket"))
     for _ in range(frames):
