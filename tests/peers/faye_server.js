@@ -14,7 +14,7 @@
 const fs = require('fs');
 const http = require('http');
 const https = require('https');
-const readline = require('readline');
+const { listen, requireCount, send, serveCommands, waitSubscribed } = require('./peer_commands');
 
 let faye;
 try {
@@ -36,10 +36,6 @@ if (!Number.isInteger(requestedPort) || requestedPort < 0 || requestedPort > 655
 if (!(timeout > 0)) {
   process.stderr.write(`bad FAYE_TIMEOUT: ${process.env.FAYE_TIMEOUT}\n`);
   process.exit(2);
-}
-
-function send(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
 }
 
 const bayeux = new faye.NodeAdapter({ mount: MOUNT, timeout: timeout });
@@ -218,11 +214,6 @@ function requireChannel(cmd) {
   return cmd.channel;
 }
 
-function requireCount(value, name) {
-  if (!Number.isInteger(value) || value < 0) throw new Error(`"${name}" must be an integer >= 0`);
-  return value;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Commands
 
@@ -317,90 +308,19 @@ const handlers = {
   },
 
   wait_subscribed(cmd) {
-    const channels = cmd.channels;
-    if (!Array.isArray(channels) || channels.length === 0 || !channels.every((c) => typeof c === 'string')) {
-      throw new Error('"channels" must be a non-empty list of channel names');
-    }
-    const count = cmd.count === undefined ? 1 : requireCount(cmd.count, 'count');
-    const timeoutMs = cmd.timeout_ms === undefined ? 10000 : requireCount(cmd.timeout_ms, 'timeout_ms');
-    return new Promise((resolve) => {
-      const waiter = {
-        check() {
-          const n = subscribedTo(channels);
-          if (n < count) return;
-          this.finish({ ok: true, subscribed: n });
-        },
-        finish(answer) {
-          clearTimeout(this.timer);
-          waiters.delete(this);
-          resolve(answer);
-        },
-      };
-      waiter.timer = setTimeout(() => {
-        waiter.finish({
-          ok: false,
-          error: `timeout after ${timeoutMs} ms: ${subscribedTo(channels)} of ${count} clients subscribed to ${channels.join(', ')}`,
-          subscriptions: subscriptionsSnapshot(),
-        });
-      }, timeoutMs);
-      waiters.add(waiter);
-      waiter.check();
-    });
+    return waitSubscribed(cmd, { subscribedTo, subscriptionsSnapshot, waiters, what: 'clients' });
   },
 };
-
-async function handleLine(line) {
-  if (!line.trim()) return;
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (err) {
-    send({ id: null, ok: false, error: `bad JSON: ${err.message}` });
-    return;
-  }
-  const id = cmd && typeof cmd === 'object' && 'id' in cmd ? cmd.id : null;
-  const name = cmd && typeof cmd === 'object' ? cmd.cmd : undefined;
-  const handler = typeof name === 'string' && Object.hasOwn(handlers, name) ? handlers[name] : null;
-  if (!handler) {
-    send({ id: id, ok: false, error: `unknown command: ${JSON.stringify(name)}` });
-    return;
-  }
-  try {
-    const answer = await handler(cmd);
-    send(Object.assign({ id: id, ok: true }, answer));
-  } catch (err) {
-    send({ id: id, ok: false, error: err && err.message ? err.message : String(err) });
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Start: listen (retrying briefly if a restart races the old socket), warm up the in-process
 // client so its handshake is not counted, then announce readiness and read commands.
 
-function listen(attempt) {
-  server.once('error', (err) => {
-    if (err.code === 'EADDRINUSE' && requestedPort !== 0 && attempt < 40) {
-      setTimeout(() => listen(attempt + 1), 50);
-      return;
-    }
-    send({ ready: false, error: `${err.code || ''} ${err.message}`.trim() });
-    process.exit(1);
-  });
-  server.listen(requestedPort, '127.0.0.1', onListening);
-}
-
 async function onListening() {
-  server.removeAllListeners('error');
-  server.on('error', (err) => process.stderr.write(`http server error: ${err.message}\n`));
   await publishOne('/harness/warmup', { warmup: true });
   ready = true;
   send({ ready: true, port: server.address().port });
-
-  const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
-  rl.on('line', (line) => {
-    handleLine(line);
-  });
-  rl.on('close', () => process.exit(0));
+  serveCommands(handlers);
 }
 
-listen(0);
+listen(server, requestedPort, onListening);
