@@ -206,27 +206,24 @@ def test_a_proxy_that_cannot_listen_leaves_no_tape_and_an_existing_tape_is_refus
         busy.listen()
         port = busy.getsockname()[1]
         args = ["--upstream", "http://127.0.0.1:9", "--listen", f"127.0.0.1:{port}"]
-        result = subprocess.run(
-            [sys.executable, "-m", "tape", "proxy", *args, "-o", str(tape)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT * 3,
-            check=False,
-        )
+
+        def proxy() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "tape", "proxy", *args, "-o", str(tape)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT * 3,
+                check=False,
+            )
+
+        result = proxy()
     assert result.returncode == 1
     assert "cannot listen on 127.0.0.1" in result.stderr
     assert "Traceback" not in result.stderr
     assert not tape.exists()
     tape.write_bytes(b"not a tape, and not ours to replace")
-    result = subprocess.run(
-        [sys.executable, "-m", "tape", "proxy", *args, "-o", str(tape)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT * 3,
-        check=False,
-    )
+    result = proxy()  # refused before it would listen, so the port need not be free
     assert result.returncode == 1
     assert "exists; add --append to add to it, --overwrite to replace it" in result.stderr
     assert tape.read_bytes() == b"not a tape, and not ours to replace"
