@@ -18,6 +18,7 @@ from aiohttp import web
 from recorder.auth import Credentials
 from recorder.cli import record_to_tape
 from recorder.record import RecordOptions
+from tests.cli import cometd_tape
 from tests.constants import ROOT, TIMEOUT
 from tests.peers.cometd_server import CometdServer
 from tests.peers.faye import FayeServer
@@ -171,16 +172,14 @@ def test_strict_websocket_refused_exits_1_naming_the_other_choices(tmp_path: Pat
     try:
         assert srv.stdout is not None
         url = srv.stdout.readline().strip()
-        result = subprocess.run(
-            [
-                *(sys.executable, "-m", "tape", "record", url),
-                *("-o", str(tmp_path / "t.duckdb"), "--transport", "websocket"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
+        result = cometd_tape(
+            "record",
+            url,
+            "-o",
+            str(tmp_path / "t.duckdb"),
+            "--transport",
+            "websocket",
             timeout=TIMEOUT * 3,
-            check=False,
         )
     finally:
         srv.kill()
@@ -259,16 +258,14 @@ async def test_auto_records_over_long_polling_from_the_cometd_server(tmp_path: P
 
 def test_strict_websocket_against_the_cometd_server_exits_1_plainly(tmp_path: Path) -> None:
     with CometdServer() as cometd:
-        result = subprocess.run(
-            [
-                *(sys.executable, "-m", "tape", "record", cometd.url),
-                *("-o", str(tmp_path / "t.duckdb"), "--transport", "websocket"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
+        result = cometd_tape(
+            "record",
+            cometd.url,
+            "-o",
+            str(tmp_path / "t.duckdb"),
+            "--transport",
+            "websocket",
             timeout=TIMEOUT * 3,
-            check=False,
         )
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
