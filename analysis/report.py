@@ -296,35 +296,56 @@ def _bucket_sql(column: str, facts: Facts, step: float) -> str:
     return f"({start} + least({start} + {step_ns}, {facts.last_ns})) / 2e9"
 
 
-def _percentiles(
-    conn: duckdb.DuckDBPyConnection, sql: str, name: str, colour: str | None
-) -> list[Series]:
-    """p50 (solid) and p99 (dashed) per bucket; `colour` None: by position."""
-    rows = conn.execute(sql).fetchall()
-    return [
+def _p50_p99_chart(
+    conn: duckdb.DuckDBPyConnection,
+    facts: Facts,
+    step: float,
+    gaps: list[tuple[float, float]],
+    *,
+    value: str,
+    source: str,
+    time_ns: str,
+    name: str,
+    colour: str | None,
+    title: str,
+    counted: str,
+) -> str:
+    """A line chart of `value`'s p50 (solid) and p99 (dashed) over time, per `step` bucket of
+    `time_ns`, from the rows of `source` (a view, with its WHERE); `colour` None: by position."""
+    t = _bucket_sql(time_ns, facts, step)
+    rows = conn.execute(
+        f"SELECT {t} AS t, quantile_cont({value}, 0.5), quantile_cont({value}, 0.99) "
+        f"FROM {source} GROUP BY t ORDER BY t"
+    ).fetchall()
+    series = [
         Series(f"{name}p50", [(float(t), float(a)) for t, a, _ in rows], colour, ""),
         Series(f"{name}p99", [(float(t), float(b)) for t, _, b in rows], colour, "7 4"),
     ]
+    return line_chart(
+        title,
+        series,
+        subtitle=f"p50 and p99 of the {counted} in each {duration(step)}",
+        y_label="ms",
+        span=_span(facts),
+        gaps=gaps,
+    )
 
 
 def _ack_latency_over_time(
     conn: duckdb.DuckDBPyConnection, facts: Facts, step: float, gaps: list[tuple[float, float]]
 ) -> str:
-    t = _bucket_sql("request_ns", facts, step)
-    series = _percentiles(
+    return _p50_p99_chart(
         conn,
-        f"SELECT {t} AS t, quantile_cont(ack_ms, 0.5), quantile_cont(ack_ms, 0.99) "
-        "FROM latency_parts WHERE ack_ms IS NOT NULL GROUP BY t ORDER BY t",
-        "ack ",
-        None,
-    )
-    return line_chart(
-        "Request → ack latency over time",
-        series,
-        subtitle=f"p50 and p99 of the requests sent in each {duration(step)}",
-        y_label="ms",
-        span=_span(facts),
-        gaps=gaps,
+        facts,
+        step,
+        gaps,
+        value="ack_ms",
+        source="latency_parts WHERE ack_ms IS NOT NULL",
+        time_ns="request_ns",
+        name="ack ",
+        colour=None,
+        title="Request → ack latency over time",
+        counted="requests sent",
     )
 
 
@@ -334,42 +355,35 @@ def _delivery_over_time(
     """Server processing and delivery apart: their scales differ by orders of magnitude."""
     charts = []
     if facts.server_timed:
-        t = _bucket_sql("ack_ns", facts, step)
-        series = _percentiles(
-            conn,
-            f"SELECT {t} AS t, quantile_cont(server_processing_ms, 0.5), "
-            "quantile_cont(server_processing_ms, 0.99) FROM acks "
-            "WHERE server_processing_ms IS NOT NULL GROUP BY t ORDER BY t",
-            "server ",
-            SERVER,
-        )
         charts.append(
-            line_chart(
-                "Server processing over time (serverProcessingTimeTotalMs)",
-                series,
-                subtitle=f"p50 and p99 of the acks received in each {duration(step)}",
-                y_label="ms",
-                span=_span(facts),
-                gaps=gaps,
+            _p50_p99_chart(
+                conn,
+                facts,
+                step,
+                gaps,
+                value="server_processing_ms",
+                source="acks WHERE server_processing_ms IS NOT NULL",
+                time_ns="ack_ns",
+                name="server ",
+                colour=SERVER,
+                title="Server processing over time (serverProcessingTimeTotalMs)",
+                counted="acks received",
             )
         )
     if facts.stamped:
-        t = _bucket_sql("receipt_ns", facts, step)
-        series = _percentiles(
-            conn,
-            f"SELECT {t} AS t, quantile_cont(delivery_ms, 0.5), quantile_cont(delivery_ms, 0.99) "
-            "FROM delivery_latency GROUP BY t ORDER BY t",
-            "delivery ",
-            DELIVERY,
-        )
         charts.append(
-            line_chart(
-                "Delivery latency over time (serverGenerationTimestamp → receipt)",
-                series,
-                subtitle=f"p50 and p99 of the messages received in each {duration(step)}",
-                y_label="ms",
-                span=_span(facts),
-                gaps=gaps,
+            _p50_p99_chart(
+                conn,
+                facts,
+                step,
+                gaps,
+                value="delivery_ms",
+                source="delivery_latency",
+                time_ns="receipt_ns",
+                name="delivery ",
+                colour=DELIVERY,
+                title="Delivery latency over time (serverGenerationTimestamp → receipt)",
+                counted="messages received",
             )
         )
     return charts
