@@ -22,14 +22,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import duckdb
 
-from analysis.definitions import fingerprint, sql_files, sql_literal, view_names
+from analysis.definitions import fingerprint, sql_literal, view_names
 from tape.projection import http_fields_select
 
 BASE_TABLES = ("frames", "messages", "http_fields", "sessions")
@@ -161,31 +160,39 @@ def _unlink(path: Path) -> None:
             leftover.unlink()
 
 
-def _key(tape: Path) -> str:
-    return hashlib.sha256(str(tape.resolve()).encode()).hexdigest()[:24]
+def _key(tapes: Sequence[Path]) -> str:
+    text = "\n".join(str(t.resolve()) for t in tapes)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def entry_path(tape: Path, view: str) -> Path:
-    return cache_dir() / f"{_key(tape)}.{view}.duckdb"
+def entry_path(tapes: Sequence[Path], view: str) -> Path:
+    return cache_dir() / f"{_key(tapes)}.{view}.duckdb"
 
 
-def stamp(tape: Path) -> str:
+def stamp(tapes: Sequence[Path]) -> str:
     parts = [fingerprint()]
-    for path in (tape, tape.with_name(tape.name + ".wal")):
-        with contextlib.suppress(FileNotFoundError):
-            info = path.stat()
-            parts.append(f"{path.name}:{info.st_size}:{info.st_mtime_ns}")
+    for tape in tapes:
+        for path in (tape, tape.with_name(tape.name + ".wal")):
+            with contextlib.suppress(FileNotFoundError):
+                info = path.stat()
+                parts.append(f"{path}:{info.st_size}:{info.st_mtime_ns}")
     return "|".join(parts)
 
 
-def materialized(tape: Path, views: Collection[str]) -> dict[str, Path]:
-    """The cache file of each of `views` of `tape`, holding it as a table; those not cached
-    yet are computed (together, in one pass) and stored first. A view missing from the result
-    could not be cached (the cache folder cannot be written)."""
-    want = stamp(tape)
+Connect = Callable[[], duckdb.DuckDBPyConnection]
+
+
+def materialized(
+    tapes: Sequence[Path], views: Collection[str], connect: Connect
+) -> dict[str, Path]:
+    """The cache file of each of `views` of `tapes` (read as one), holding it as a table;
+    those not cached yet are computed (together, in one pass, on the connection `connect`
+    opens: the views live in its schema tape_all) and stored first. A view missing from the
+    result could not be cached (the cache folder cannot be written)."""
+    want = stamp(tapes)
     found = {}
     for view in views:
-        path = entry_path(tape, view)
+        path = entry_path(tapes, view)
         if _stamp_of(path) == want:
             found[view] = path
     for path in found.values():  # used now: the last to be evicted
@@ -195,7 +202,7 @@ def materialized(tape: Path, views: Collection[str]) -> dict[str, Path]:
     if missing:
         with contextlib.suppress(OSError, duckdb.IOException):
             cache_dir().mkdir(parents=True, exist_ok=True)
-            found.update(_build(tape, missing, want))
+            found.update(_build(tapes, missing, want, connect))
         evict(keep=found.values())
     return found
 
@@ -216,39 +223,33 @@ def _stamp_of(path: Path) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
-def _build(tape: Path, views: list[str], want: str) -> dict[str, Path]:
-    """Compute `views` (in dependency order) over the tape, each into a file of its own.
+def _build(tapes: Sequence[Path], views: list[str], want: str, connect: Connect) -> dict[str, Path]:
+    """Compute `views` (in dependency order) over the tapes, each into a file of its own.
 
     Only what was asked for is stored: writing a table costs more than computing it (1M
     requests: ~1.3 s to write the requests view, ~0.25 s to compute what a count needs), so a
     view read only through another is computed in passing, not kept.
     """
-    conn = duckdb.connect()
-    conn.execute("SET enable_progress_bar = false")  # never in a command's output
+    conn = connect()
     built: dict[str, Path] = {}
     try:
-        conn.execute(f"ATTACH {sql_literal(str(tape))} AS tape (READ_ONLY)")
-        selects = base_selects(partial(attached_select, "tape"), tables_of(conn, "tape"))
-        for table, select in selects.items():
-            conn.execute(f"CREATE VIEW {table} AS {select}")
-        for sql in sql_files():
-            conn.execute(sql)
         for n, view in enumerate(views):
-            entry = entry_path(tape, view)
+            entry = entry_path(tapes, view)
             tmp = entry.with_name(f"{entry.stem}.{os.getpid()}.building")
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             built[view] = tmp
             conn.execute(f"ATTACH {sql_literal(str(tmp))} AS out{n}")
-            conn.execute(f"CREATE TABLE out{n}.main.{view} AS SELECT * FROM {view}")
+            conn.execute(f"CREATE TABLE out{n}.main.{view} AS SELECT * FROM tape_all.{view}")
             conn.execute(f"CREATE TABLE out{n}.main.cache_meta (key VARCHAR, value VARCHAR)")
             conn.execute(
                 f"INSERT INTO out{n}.main.cache_meta VALUES ('stamp', ?), ('tape', ?)",
-                [want, str(tape)],
+                [want, ", ".join(map(str, tapes))],
             )
             # Views after it read the stored table by name, so each is computed once.
-            conn.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM out{n}.main.{view}")
-        conn.execute("DETACH tape")
+            conn.execute(
+                f"CREATE OR REPLACE VIEW tape_all.{view} AS SELECT * FROM out{n}.main.{view}"
+            )
         for n in range(len(views)):
             conn.execute(f"DETACH out{n}")
     except BaseException:
@@ -262,13 +263,10 @@ def _build(tape: Path, views: list[str], want: str) -> dict[str, Path]:
     final = {}
     try:
         for view, tmp in built.items():
-            final[view] = entry_path(tape, view)
+            final[view] = entry_path(tapes, view)
             os.replace(tmp, final[view])
     finally:
         for tmp in built.values():
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()  # only those a failure left behind
-        # Earlier versions kept every view of a tape in one file: never read again.
-        with contextlib.suppress(OSError):
-            (cache_dir() / f"{_key(tape)}.duckdb").unlink()
     return final

@@ -26,15 +26,14 @@ from analysis.output import FORMATS, render
 from analysis.recorder import has_requests, notes, recorder_latency, section
 from analysis.report import build_report
 from analysis.summary import SUMMARY_READS, summary
-from analysis.views import Filters, open_tapes, repeated_sessions
+from analysis.views import Filters, open_tapes, repeated_sources
 from tape.outputs import claim_folder, claim_output, overwrite_option
 from tape.source import is_text_tape, readable_all
+from tape.tapeset import expand
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_TAPES = click.argument(
-    "tapes", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-)
+_TAPES = click.argument("tapes", nargs=-1, required=True, type=click.Path(path_type=Path))
 SQL_EXAMPLE = 'cometd-tape analyze sql shift.duckdb "select count(*) from requests"'
 _FORMAT = click.option(
     "--format",
@@ -117,6 +116,10 @@ def _with_filters(command: F, reads: Reads) -> F:
         views = reads(kwargs)
         # A JSONL tape is imported into a temporary one for the command's run; not cached
         # (the cache is keyed by path, and its path is new every run).
+        given = expand(tapes)
+        for note in given.notes:
+            click.echo(note, err=True)
+        tapes = given.tapes
         with readable_all(tapes) as sources:
             cache = not no_cache and not any(map(is_text_tape, tapes))
             conn = open_tapes(sources, filters, cache=cache, views=views)
@@ -135,13 +138,10 @@ def _run(
     sessions: tuple[str, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    repeated = repeated_sessions(conn, len(tapes))
-    if repeated:
-        shown = ", ".join(repeated[:5]) + (" ..." if len(repeated) > 5 else "")
+    for source, earlier in repeated_sources(conn):
         click.echo(
-            f"warning: session {shown} has frames with the same seq in more than one of "
-            "these tapes (a tape given twice, or with its own export?); each tape's frames "
-            "are counted",
+            f"warning: {tapes[source]} holds frames of the same sessions and seqs as "
+            f"{tapes[earlier]} (a tape given twice, or with its own export?); it is read once",
             err=True,
         )
     if sessions:

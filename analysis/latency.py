@@ -37,7 +37,7 @@ def latency(
     # One query, so the view (which joins requests to acks when not cached) is read once.
     group_keys = ", ".join(f"g{i}" for i in range(width))
     stats = ", ".join(
-        f"count({p}), quantile_cont({p}, [0.5, 0.9, 0.99, 0.999]), max({p}), avg({p})"
+        f"count({p}), quantile_cont({p}, [0.5, 0.9, 0.99, 0.999]), max({p}), favg({p})"
         for p in PARTS
     )
     sql = (

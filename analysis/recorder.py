@@ -92,7 +92,7 @@ def recorder_latency(
             SELECT {ack}, 2, node_processing_ns / 1e6 FROM acks
             WHERE node_processing_ns IS NOT NULL)
         SELECT {group_keys}, n, count(v), quantile_cont(v, [0.5, 0.9, 0.99, 0.999]), max(v),
-               avg(v)
+               favg(v)
         FROM parts GROUP BY {group_keys}, n ORDER BY {group_keys} NULLS LAST, n"""
     rows = []
     for record in conn.execute(sql).fetchall():

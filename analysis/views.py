@@ -69,11 +69,12 @@ def open_tapes(
 ) -> duckdb.DuckDBPyConnection:
     """Every tape (or Parquet export folder) as one; see the module docstring.
 
-    Every view partitions by session, so each source's views are computed (or read from its
-    cache, see analysis/cache.py) on their own and unioned: the same rows as computing them
-    over the union. `views` names those the caller will read (None: all of them): only those
-    are cached. Any view can still be queried; the others are computed when read. A view the
-    tape stored as it closed (analysis/stored.py) is read from the tape, never cached.
+    The base tables of every source are unioned first and the views computed once over the
+    union: a request in one segment (or in a proxy's tape) meets its ack in the next (or in a
+    recorder's tape). Their result is cached (analysis/cache.py) per list of tapes; `views`
+    names those the caller will read (None: all of them), the only ones cached. Any view can
+    still be queried; the others are computed when read. A single tape's view stored as it
+    closed (analysis/stored.py) is read from the tape, never cached.
     """
     if not paths:
         raise TapeError("give at least one tape")
@@ -85,63 +86,65 @@ def open_tapes(
     keep = ""
     if filters.sessions:
         keep = f" WHERE session_id IN ({', '.join(sql_literal(s) for s in filters.sessions)})"
+    from_tape: dict[str, str] = {}
+    captures = []
     for n, path in enumerate(paths):
         schema = f"source{n}"
         conn.execute(f"CREATE SCHEMA {schema}")
-        cached: dict[str, Path] = {}
-        from_tape: dict[str, str] = {}
         if path.is_dir():
             have = {t for t in BASE_TABLES if any((path / t).rglob("*.parquet"))}
             tables = base_selects(partial(_parquet, path), have)
+            captures.append(str(path))
         else:
             _check(path)
             conn.execute(f"ATTACH {sql_literal(str(path))} AS tape{n} (READ_ONLY)")
             tables = base_selects(partial(attached_select, f"tape{n}"), tables_of(conn, f"tape{n}"))
-            if cache:
+            captures.append(_capture(conn, f"tape{n}"))
+            if cache and len(paths) == 1:
                 from_tape = stored(conn, f"tape{n}")
-            if cache and wanted:
-                cached = materialized(path, [v for v in wanted if v not in from_tape])
         for table, select in tables.items():
             conn.execute(f"CREATE VIEW {schema}.{table} AS SELECT * FROM ({select}){keep}")
         conn.execute(  # every session, whatever --session says: to check what it names
             f"CREATE VIEW {schema}.session_ids AS SELECT session_id FROM ({tables['sessions']})"
         )
+        # The tape's own message_data view (its join stays within one source).
         conn.execute(f"SET schema = '{schema}'")
-        for sql in sql_files():
-            conn.execute(sql)
+        conn.execute(MESSAGE_DATA_VIEW)
         conn.execute("SET schema = 'main'")
-        # A stored or cached view replaces its definition; the views reading it bind to it by
-        # name.
-        for name, select in from_tape.items():
-            conn.execute(
-                f"CREATE OR REPLACE VIEW {schema}.{name} AS SELECT * FROM ({select}){keep}"
-            )
-        for name, file in cached.items():
-            alias = f"cache{n}_{name}"
-            conn.execute(f"ATTACH {sql_literal(str(file))} AS {alias} (READ_ONLY)")
-            conn.execute(
-                f"CREATE OR REPLACE VIEW {schema}.{name} AS SELECT * FROM {alias}.main.{name}{keep}"
-            )
     conn.execute(
         "CREATE VIEW main.session_ids AS "
         + " UNION ALL ".join(f"SELECT * FROM source{n}.session_ids" for n in range(len(paths)))
     )
-    conn.execute("CREATE SCHEMA tape_all")
-    for name in (*BASE_TABLES, *names):
-        union = " UNION ALL BY NAME ".join(
-            f"SELECT * FROM source{n}.{name}" for n in range(len(paths))
+    repeats = _repeats(conn, len(paths))
+    conn.execute("CREATE TABLE main.repeated_sources (source INTEGER, repeats INTEGER)")
+    if repeats:
+        conn.executemany("INSERT INTO main.repeated_sources VALUES (?, ?)", list(repeats.items()))
+    kept = [n for n in range(len(paths)) if n not in repeats]
+    _union(conn, paths, captures, kept)
+    conn.execute("SET schema = 'tape_all'")
+    for sql in sql_files():
+        conn.execute(sql)
+    conn.execute(_CAPTURE_POINTS)
+    conn.execute("SET schema = 'main'")
+    # A stored or cached view replaces its definition; the views reading it bind to it by name.
+    for name, select in from_tape.items():
+        conn.execute(f"CREATE OR REPLACE VIEW tape_all.{name} AS SELECT * FROM ({select}){keep}")
+    files = all(not p.is_dir() for p in paths)
+    cached = {}
+    if cache and files:
+        todo = [v for v in wanted if v not in from_tape]
+        cached = materialized(paths, todo, partial(open_tapes, paths, cache=False))
+    for name, file in cached.items():
+        alias = f"cache_{name}"
+        conn.execute(f"ATTACH {sql_literal(str(file))} AS {alias} (READ_ONLY)")
+        conn.execute(
+            f"CREATE OR REPLACE VIEW tape_all.{name} AS SELECT * FROM {alias}.main.{name}{keep}"
         )
-        conn.execute(f"CREATE VIEW tape_all.{name} AS {union}")
+    for name in (*BASE_TABLES, *names):
         conn.execute(
             f"CREATE VIEW main.{name} AS SELECT * FROM tape_all.{name}{filters.where(name)}"
         )
-    # The tape's own message_data view, per source (its join stays within one source), then
-    # narrowed to the messages the filters keep.
-    for n in range(len(paths)):
-        conn.execute(f"SET schema = 'source{n}'")
-        conn.execute(MESSAGE_DATA_VIEW)
-    conn.execute("SET schema = 'main'")
-    union = " UNION ALL ".join(f"SELECT * FROM source{n}.message_data" for n in range(len(paths)))
+    union = " UNION ALL ".join(f"SELECT * FROM source{n}.message_data" for n in kept)
     conn.execute(
         f"CREATE VIEW main.message_data AS SELECT * FROM ({union}) d "
         "SEMI JOIN (SELECT session_id, seq, idx FROM main.messages) m USING (session_id, seq, idx)"
@@ -149,12 +152,67 @@ def open_tapes(
     return conn
 
 
-def repeated_sessions(conn: duckdb.DuckDBPyConnection, sources: int) -> list[str]:
-    """Sessions that more than one source holds frames of the same seq of: the same tape
-    given twice, or a tape and its own export. Segments of one recording hold different seqs
-    and are not reported."""
+# Which capture point (clock) recorded each session: the sources' sessions (_union) as
+# tape_all.session_sources say it. Replaces the one-capture definition of the SQL files.
+_CAPTURE_POINTS = """
+CREATE OR REPLACE VIEW capture_points AS
+SELECT session_id, min(capture) AS capture FROM session_sources GROUP BY session_id
+"""
+
+
+def _union(
+    conn: duckdb.DuckDBPyConnection, paths: Sequence[Path], captures: list[str], sources: list[int]
+) -> None:
+    """tape_all: the base tables of `sources` as one, a session's rows (one per segment it has
+    frames in) as its latest, with the segments listed; and which capture point recorded it."""
+    conn.execute("CREATE SCHEMA tape_all")
+    for table in BASE_TABLES:
+        if table == "sessions":
+            continue
+        union = " UNION ALL BY NAME ".join(f"SELECT * FROM source{n}.{table}" for n in sources)
+        conn.execute(f"CREATE VIEW tape_all.{table} AS {union}")
+    rows = " UNION ALL BY NAME ".join(
+        f"SELECT COLUMNS(lambda c: c <> 'segments'), {n} AS source_n, "
+        f"{sql_literal(paths[n].name)} AS source_name, {sql_literal(captures[n])} AS capture "
+        f"FROM source{n}.sessions"
+        for n in sources
+    )
+    conn.execute(f"CREATE VIEW tape_all.session_sources AS {rows}")
+    conn.execute(
+        "CREATE VIEW tape_all.sessions AS "
+        "SELECT * EXCLUDE (source_n, source_name, capture, latest), segments FROM ("
+        "  SELECT *, row_number() OVER (PARTITION BY session_id ORDER BY source_n DESC) AS latest,"
+        "         list(source_name ORDER BY source_n) OVER (PARTITION BY session_id) AS segments"
+        "  FROM tape_all.session_sources) WHERE latest = 1"
+    )
+
+
+def _capture(conn: duckdb.DuckDBPyConnection, database: str) -> str:
+    """The capture point of an attached tape: the host in its created_by (`cometd-tape 1.0
+    (user@host)`); tapes made on one host share its clock."""
+    try:
+        rows = conn.execute(
+            f"SELECT value FROM {database}.main.tape_meta WHERE key = 'created_by'"
+        ).fetchall()
+    except duckdb.Error:
+        return ""
+    text = str(rows[0][0]) if rows else ""
+    return text.rpartition("@")[2].rstrip(")") if "@" in text else text
+
+
+def repeated_sources(conn: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
+    """(source, earlier source) for each source left out of the analysis because it holds
+    frames of the same session and seq as an earlier one (see _repeats)."""
+    rows = conn.execute("SELECT source, repeats FROM main.repeated_sources ORDER BY 1").fetchall()
+    return [(int(a), int(b)) for a, b in rows]
+
+
+def _repeats(conn: duckdb.DuckDBPyConnection, sources: int) -> dict[int, int]:
+    """The sources that repeat an earlier one (the same tape given twice, or a tape and its own
+    export: frames of the same session and seq), each mapped to the first it repeats. Segments
+    of one recording hold different seqs and are not reported."""
     if sources < 2:
-        return []
+        return {}
     ranges = " UNION ALL ".join(
         f"SELECT {n} AS n, session_id, min(seq) AS lo, max(seq) AS hi "
         f"FROM source{n}.frames GROUP BY session_id"
@@ -163,12 +221,13 @@ def repeated_sessions(conn: duckdb.DuckDBPyConnection, sources: int) -> list[str
     # Overlapping seq ranges first (cheap), then the frames themselves: segments may overlap
     # in range without sharing a seq (frames appended out of time order).
     pairs = conn.execute(
-        f"WITH r AS ({ranges}) SELECT a.n, b.n, a.session_id FROM r a JOIN r b "
-        "ON a.session_id = b.session_id AND a.n < b.n AND a.lo <= b.hi AND b.lo <= a.hi"
+        f"WITH r AS ({ranges}) SELECT DISTINCT a.n, b.n, a.session_id FROM r a JOIN r b "
+        "ON a.session_id = b.session_id AND a.n < b.n AND a.lo <= b.hi AND b.lo <= a.hi "
+        "ORDER BY 1, 2"
     ).fetchall()
-    repeated = set()
+    repeats: dict[int, int] = {}
     for a, b, session in pairs:
-        if session in repeated:
+        if b in repeats or a in repeats:
             continue
         rows = conn.execute(
             f"SELECT 1 FROM source{a}.frames x JOIN source{b}.frames y USING (session_id, seq) "
@@ -176,8 +235,8 @@ def repeated_sessions(conn: duckdb.DuckDBPyConnection, sources: int) -> list[str
             [session],
         ).fetchall()
         if rows:
-            repeated.add(str(session))
-    return sorted(repeated)
+            repeats[int(b)] = int(a)
+    return repeats
 
 
 def _parquet(folder: Path, table: str) -> str:

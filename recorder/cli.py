@@ -19,13 +19,21 @@ from recorder.auth import Credentials
 from recorder.net import NetOptions
 from recorder.record import Outcome, Recorder, RecordError, RecordOptions
 from recorder.status import Status
-from tape.cli import TapeClaim, claim_tape, output_tape_options, run_loop
+from tape.cli import (
+    TapeClaim,
+    claim_set,
+    claim_tape,
+    output_tape_options,
+    rotate_option,
+    run_loop,
+)
 from tape.frame import Session
 from tape.privacy import Privacy, privacy_options
 from tape.reader import TapeReader
 from tape.redact import redact_text, redact_url
 from tape.runtime import keep_pandas_out_of_arrow, settle_gc
 from tape.schema import TapeError, package_version
+from tape.segments import Rotation, SegmentedWriter, set_folder
 from tape.session import SessionLog, new_session_id
 from tape.writer import TapeWriter
 
@@ -55,6 +63,7 @@ def _pairs(values: tuple[str, ...], sep: str, what: str) -> dict[str, str]:
     "Default: /v2/me/outbound and /me/internal.",
 )
 @output_tape_options
+@rotate_option
 @click.option(
     "--transport",
     type=click.Choice(["auto", "long-polling", "websocket"]),
@@ -128,6 +137,7 @@ def record_command(
     output: Path,
     append: bool,
     overwrite: bool,
+    rotation: Rotation | None,
     transport: str,
     cacert: Path | None,
     cert: Path | None,
@@ -188,8 +198,14 @@ def record_command(
     )
     keep_pandas_out_of_arrow()  # the writer runs in this process
     settle_gc()
-    claim = claim_tape(output, append=append, overwrite=overwrite, keep_old_until_done=True)
-    outcome = run_loop(record_to_tape(options, output, tags, claim=claim, privacy=privacy))
+    if rotation is not None:
+        output = set_folder(output)
+        claim = claim_set(output, append=append, overwrite=overwrite, keep_old_until_done=True)
+    else:
+        claim = claim_tape(output, append=append, overwrite=overwrite, keep_old_until_done=True)
+    outcome = run_loop(
+        record_to_tape(options, output, tags, claim=claim, privacy=privacy, rotation=rotation)
+    )
     if not outcome.ok:
         raise click.ClickException(outcome.reason)
 
@@ -220,13 +236,19 @@ async def record_to_tape(
     *,
     claim: TapeClaim | None = None,
     privacy: Privacy | None = None,
+    rotation: Rotation | None = None,
 ) -> Outcome:
-    """Record one session into `output`; returns why it stopped.
+    """Record one session into `output` (with a `rotation`: a set of segments in the folder
+    `output`, tape/segments.py); returns why it stopped.
 
     With a `claim` (tape.cli.claim_tape), a run that fails before the server sent a Bayeux
     frame gives it up: a tape it created is removed (a retry with the same path then starts
     clean), and one it was to overwrite is put back."""
-    writer = TapeWriter(output, privacy=privacy)
+    writer: TapeWriter | SegmentedWriter
+    if rotation is not None:
+        writer = SegmentedWriter(output, rotation, privacy=privacy)
+    else:
+        writer = TapeWriter(output, privacy=privacy)
     session = Session(
         session_id=new_session_id(),
         mode="record",
@@ -272,7 +294,13 @@ async def record_to_tape(
 
 
 def _server_spoke(tape: Path) -> bool:
-    """Whether the tape holds a Bayeux frame from the server (a reply, even a refusal)."""
+    """Whether the tape (or the first segment of a set) holds a Bayeux frame from the server
+    (a reply, even a refusal)."""
+    if tape.is_dir():
+        segments = sorted(tape.glob("*.duckdb"))
+        if not segments:
+            return False
+        tape = segments[0]
     try:
         with TapeReader(tape) as reader:
             rows = reader.conn.execute(

@@ -5,6 +5,8 @@ imports none of the other packages and the dependency arrows stay one-way (docs/
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ import click
 import duckdb
 
 from tape.schema import TapeError, package_version
+from tape.segments import parse_rotation
 
 ENTRY_POINT_GROUP = "cometd_tape.commands"
 
@@ -101,9 +104,30 @@ def output_tape_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "-o",
         "--output",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),
         required=True,
         help="The tape to write (see --append and --overwrite if it exists).",
+    )(command)
+
+
+def _rotation(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Any:
+    try:
+        return parse_rotation(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def rotate_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--rotate SIZE|TIME` (repeatable): write a tape set of segments (tape/segments.py); the
+    command gets a Rotation, or None."""
+    return click.option(
+        "--rotate",
+        "rotation",
+        multiple=True,
+        callback=_rotation,
+        metavar="SIZE|TIME",
+        help="Cut the recording into segments of this size or age (500MB, 1h, or 500MB,1h): "
+        "-o shift.duckdb then writes shift/0001.duckdb, shift/0002.duckdb, ... .",
     )(command)
 
 
@@ -120,7 +144,10 @@ class TapeClaim:
 
     def keep(self) -> None:
         for _, moved in self.aside:
-            moved.unlink(missing_ok=True)
+            if moved.is_dir():
+                shutil.rmtree(moved)
+            else:
+                moved.unlink(missing_ok=True)
         self.aside = []
 
     def give_up(self) -> None:
@@ -141,6 +168,10 @@ def claim_tape(
     or with `keep_old_until_done` moved aside until the caller keeps or gives up (TapeClaim)."""
     if append and overwrite:
         raise click.UsageError("--append and --overwrite exclude each other; give one")
+    if path.is_dir():
+        raise click.ClickException(
+            f"{path} is a folder; give a tape file, or --rotate to write a set of segments there"
+        )
     wal = path.with_name(path.name + ".wal")
     if not path.exists():
         wal.unlink(missing_ok=True)  # a WAL without its database is a crashed run's leftover
@@ -163,8 +194,47 @@ def claim_tape(
     return TapeClaim(path, created=False)
 
 
+def claim_set(
+    folder: Path, *, append: bool, overwrite: bool, keep_old_until_done: bool = False
+) -> TapeClaim:
+    """claim_tape for a tape set (a folder of segments, tape/segments.py): a folder holding
+    tapes is refused unless `append` (numbering goes on after its last segment) or
+    `overwrite` (the folder is moved aside to `NAME.replaced` until the run keeps its own)."""
+    if append and overwrite:
+        raise click.UsageError("--append and --overwrite exclude each other; give one")
+    if folder.exists() and not folder.is_dir():
+        raise click.ClickException(
+            f"{folder} is a file, but a rotated recording writes a folder of segments; "
+            "choose another -o"
+        )
+    if not folder.exists() or not any(folder.glob("*.duckdb")):
+        return TapeClaim(folder, created=True)
+    if overwrite:
+        moved = folder.with_name(folder.name + ".replaced")
+        if moved.exists():
+            raise click.ClickException(f"{moved} is in the way; remove it and try again")
+        folder.replace(moved)
+        claim = TapeClaim(folder, created=True, aside=[(folder, moved)])
+        if not keep_old_until_done:
+            claim.keep()
+        return claim
+    if not append:
+        raise click.ClickException(
+            f"{folder} holds tapes; add --append to add segments to it, --overwrite to replace "
+            "it, or choose another -o"
+        )
+    return TapeClaim(folder, created=False)
+
+
 def remove_tape(path: Path) -> None:
-    """Remove a tape this run created and is giving up (with its WAL)."""
+    """Remove a tape (with its WAL), or a set's segments and then its folder if that leaves it
+    empty, that this run created and is giving up."""
+    if path.is_dir():
+        for segment in path.glob("*.duckdb"):
+            remove_tape(segment)
+        with contextlib.suppress(OSError):
+            path.rmdir()
+        return
     for leftover in (path, path.with_name(path.name + ".wal")):
         leftover.unlink(missing_ok=True)
 

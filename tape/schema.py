@@ -132,7 +132,8 @@ def connect(
             raise TapeError(
                 f"{path} is open for writing by another process (a recorder or proxy?). "
                 "Analyse it once that has stopped, or a copy taken with `cometd-tape snapshot "
-                f"{path} COPY.duckdb` (a plain cp misses the frames still in its .wal)"
+                f"{path} COPY.duckdb` (a plain cp misses the frames still in its .wal); a "
+                "recording made with --rotate can be analysed as it runs (give its folder)"
             ) from exc
         raise TapeError(f"{path} is not a tape (DuckDB could not open it: {text})") from exc
     except duckdb.Error as exc:

@@ -4,7 +4,8 @@
 --     nearest such message in the same session within 5 s either side (ties: the lowest seq,
 --     then idx); else none (NULLs).
 --   * the request it answers: the latest request in the same session with the same referenceId
---     sent at or before the ack (request_seq; NULL for an ack with no request: an orphan).
+--     sent at or before the ack; else one of another session (see `orphan` below)
+--     (request_session_id, request_seq; NULL for an ack with no request: an orphan).
 --   * duplicate: TRUE for every ack after the first one that answers the same request.
 -- How: when no referenceId is sent twice in a session, a hash join pairs every ack with every
 -- request it could answer (same session and referenceId, sent at or before it). When that
@@ -147,9 +148,50 @@ WITH ack AS (
           ON r.session_id = a.session_id AND r.reference_id = a.reference_id
          AND a.t_wall_ns >= r.request_ns
     )
+), orphan AS MATERIALIZED (
+    -- Across sessions: an ack with no request in its own session answers the latest request
+    -- with its referenceId that no ack of that request's own session answers, sent at most
+    -- 60 s before it (the window) -- or up to 5 s after it when the two were recorded by
+    -- different capture points, whose clocks may differ (a proxy's tape of REST requests and
+    -- a recorder's tape of acks). A request answered this way by two acks: the later one is a
+    -- duplicate.
+    SELECT a.* EXCLUDE (request_seq, campaign_name, duplicate), coalesce(c.capture, '') AS capture
+    FROM answered a
+    LEFT JOIN capture_points c USING (session_id)
+    WHERE a.request_seq IS NULL AND a.reference_id IS NOT NULL
+), open_req AS (
+    SELECT r.*, coalesce(c.capture, '') AS capture
+    FROM req r
+    LEFT JOIN capture_points c USING (session_id)
+    WHERE (SELECT count(*) FROM orphan) > 0
+      AND NOT EXISTS (SELECT 1 FROM answered a
+                      WHERE a.session_id = r.session_id AND a.request_seq = r.seq)
+), across AS (
+    SELECT o.* EXCLUDE (capture),
+           CASE WHEN r.request_ns >= o.t_wall_ns - 60000000000
+                 AND (r.request_ns <= o.t_wall_ns OR r.capture <> o.capture)
+                THEN r.session_id END AS request_session_id,
+           r.seq AS candidate_seq, r.campaign_name AS candidate_campaign, r.request_ns
+    FROM orphan o
+    ASOF LEFT JOIN open_req r
+      ON r.reference_id = o.reference_id AND o.t_wall_ns + 5000000000 >= r.request_ns
+), across_ranked AS (
+    SELECT * EXCLUDE (candidate_seq, candidate_campaign, request_ns),
+           CASE WHEN request_session_id IS NOT NULL THEN candidate_seq END AS request_seq,
+           CASE WHEN request_session_id IS NOT NULL THEN candidate_campaign END AS campaign_name,
+           request_session_id IS NOT NULL AND row_number() OVER (
+               PARTITION BY request_session_id, candidate_seq ORDER BY t_wall_ns, session_id, seq, idx
+           ) > 1 AS duplicate
+    FROM across
+), resolved AS (
+    SELECT *, CASE WHEN request_seq IS NOT NULL THEN session_id END AS request_session_id
+    FROM answered
+    WHERE NOT (request_seq IS NULL AND reference_id IS NOT NULL)
+    UNION ALL BY NAME
+    SELECT * FROM across_ranked
 )
 SELECT session_id, seq, idx, t_wall_ns AS ack_ns, notification_type, reference_id,
-       record_handle, request_seq, campaign_name, duplicate,
+       record_handle, request_session_id, request_seq, campaign_name, duplicate,
        server_generation_ts, node_processing_ns, server_processing_ms,
        metric_seq = seq AS metrics_in_same_frame
-FROM answered;
+FROM resolved;

@@ -21,5 +21,5 @@ SELECT r.session_id, r.seq, r.method, r.path, r.operation_name, r.reference_id,
        a.node_processing_ns / 1e6 AS node_ms,
        (a.ack_ns - r.request_ns) / 1e6 - a.server_processing_ms AS rest_ms
 FROM requests r
-LEFT JOIN first_ack a ON a.session_id = r.session_id AND a.request_seq = r.seq
+LEFT JOIN first_ack a ON a.request_session_id = r.session_id AND a.request_seq = r.seq
 LEFT JOIN expected e ON e.operation_name = r.operation_name;

@@ -162,27 +162,38 @@ def test_acks_answer_the_latest_request_and_duplicates_follow_the_first(tmp_path
         tape = tmp_path / f"r{n}.duckdb"
         requests, acks = _random_tape(tape, rng)
         acting = [r for r in requests if r[4] != "GET" and r[3] is not None]
-        expected = {}
+        expected: dict[tuple[str, int], tuple[tuple[str, int] | None, int]] = {}
         for session, seq, t, ref in acks:
             earlier = [r for r in acting if r[0] == session and r[3] == ref and r[2] <= t]
             latest = max(earlier, key=lambda r: r[2], default=None)
-            expected[(session, seq)] = (latest[1] if latest else None, t)
-        answered: dict[tuple[str, int], list[tuple[int, int]]] = {}
-        for (session, seq), (request_seq, t) in expected.items():
-            if request_seq is not None:
-                answered.setdefault((session, request_seq), []).append((t, seq))
-        firsts = {(key[0], min(v)[1]) for key, v in answered.items()}
+            expected[(session, seq)] = ((session, latest[1]) if latest else None, t)
+        # Across sessions: an orphan takes the latest request not answered in its own session
+        # sent up to 5 s after it; kept when sent at or before it and at most 60 s before.
+        own = {request for request, _ in expected.values() if request is not None}
+        open_requests = [r for r in acting if (r[0], r[1]) not in own]
+        for (session, seq, t, ref), key in zip(acks, list(expected), strict=True):
+            if expected[key][0] is not None or ref is None:
+                continue
+            later = [r for r in open_requests if r[3] == ref and r[2] <= t + 5 * 10**9]
+            latest = max(later, key=lambda r: r[2], default=None)
+            if latest is not None and t - 60 * 10**9 <= latest[2] <= t:
+                expected[key] = ((latest[0], latest[1]), t)
+        answered: dict[tuple[str, int], list[tuple[int, str, int]]] = {}
+        for (session, seq), (request, t) in expected.items():
+            if request is not None:
+                answered.setdefault(request, []).append((t, session, seq))
+        firsts = {min(v)[1:] for v in answered.values()}
         unique = len({(r[0], r[3]) for r in acting}) == len(acting)
         kinds.add(unique and all(len(v) == 1 for v in answered.values()))
         rows = (
             open_tapes([tape], cache=False)
-            .execute("SELECT session_id, seq, request_seq, duplicate FROM acks")
+            .execute("SELECT session_id, seq, request_session_id, request_seq, duplicate FROM acks")
             .fetchall()
         )
-        got = {(s, q): (r, d) for s, q, r, d in rows}
+        got = {(s, q): ((rs, r) if r is not None else None, d) for s, q, rs, r, d in rows}
         want = {
-            key: (request_seq, request_seq is not None and key not in firsts)
-            for key, (request_seq, _) in expected.items()
+            key: (request, request is not None and key not in firsts)
+            for key, (request, _) in expected.items()
         }
         assert got == want, n
     assert kinds == {True, False}  # both ways of pairing were exercised
