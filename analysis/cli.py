@@ -273,7 +273,7 @@ def _query_given(command: F) -> F:
 
 
 @analyze_group.command("sql")
-@click.argument("tapes", nargs=-1, metavar="TAPES...", type=click.Path(exists=True, path_type=Path))
+@click.argument("tapes", nargs=-1, metavar="TAPES...", type=click.Path(path_type=Path))
 @click.argument("query", required=False, metavar="QUERY")
 @_FORMAT
 @_query_given
@@ -287,7 +287,7 @@ def sql_command(
 
     Tables: frames, messages, http_fields, sessions. Views: requests, acks, request_latency,
     latency_parts, unmatched_requests, clock_offsets, delivery_latency, channel_rates, gaps,
-    message_data (each message's data, from frames.raw).
+    capture_points, capture_offsets, message_data (each message's data, from frames.raw).
     """
     text = query
     if not text.strip():

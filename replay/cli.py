@@ -17,12 +17,13 @@ from replay.server import DEFAULT_PATHS
 from replay.timeline import TimelineOptions
 from tape.cli import listen_address, listen_option, run_loop
 from tape.runtime import settle_gc
+from tape.source import readable
 
 STATUS_S = 5.0
 
 
 @click.command("replay")
-@click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("tape", type=click.Path(path_type=Path))
 @listen_option
 @click.option(
     "--speed",
@@ -115,10 +116,11 @@ def replay_command(
         matchers=(*DEFAULT_MATCHERS, *(body_field(f) for f in match_on)),
     )
     host, port = listen_address(listen)
-    run_loop(_serve(tape, options, host, port))
+    with readable(tape) as db:  # a tape set or a JSONL tape: joined into a temporary tape
+        run_loop(_serve(db, options, host, port, shown=tape))
 
 
-async def _serve(tape: Path, options: ReplayOptions, host: str, port: int) -> None:
+async def _serve(tape: Path, options: ReplayOptions, host: str, port: int, *, shown: Path) -> None:
     def log(line: str) -> None:
         click.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True)
 
@@ -127,7 +129,7 @@ async def _serve(tape: Path, options: ReplayOptions, host: str, port: int) -> No
     total = len(replayer.player.timeline)
     for path in replayer.server.paths:
         click.echo(
-            f"replaying {total} messages from {tape} on {replayer.server.url(path)} "
+            f"replaying {total} messages from {shown} on {replayer.server.url(path)} "
             f"(WebSocket: {replayer.server.url(path, 'ws')})"
         )
     if replayer.front is not None:

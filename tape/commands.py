@@ -54,7 +54,7 @@ def import_command(
 
 
 @click.command("export")
-@click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("tape", type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
@@ -84,7 +84,7 @@ def export_command(tape: Path, output: Path, overwrite: bool, session_id: str | 
 
 
 @click.command("info")
-@click.argument("tape", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("tape", type=click.Path(path_type=Path))
 def info_command(tape: Path) -> None:
     """Show a tape's sessions, frames and messages per channel, time span and schema.
 

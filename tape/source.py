@@ -4,14 +4,18 @@ imported into a temporary DuckDB tape first, so every read command takes all thr
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from tape.frame import Frame, Session
 from tape.har import har_items, is_har
 from tape.jsonl import JsonlError, JsonlReader
+from tape.reader import TapeReader
 from tape.schema import TapeError
 from tape.tapeio import import_items
+from tape.tapeset import expand, is_set
 
 _SNIFF_BYTES = 64
 
@@ -38,9 +42,26 @@ def is_text_tape(path: Path) -> bool:
 def readable(path: Path) -> Iterator[Path]:
     """The tape at `path` as a DuckDB file: itself, or a text tape imported into a temporary
     one (removed on exit). Secrets are redacted on the way in, as `import` does; nothing is
-    masked."""
+    masked. A tape set (a folder of segments, or a glob: tape/tapeset.py) is joined into a
+    temporary tape, its segments in order, each session's latest row kept."""
+    if is_set(path):
+        given = expand([path])
+        for note in given.notes:
+            sys.stderr.write(note + "\n")
+        with readable_all(given.tapes) as tapes, tempfile.TemporaryDirectory() as tmp:
+            joined = Path(tmp) / f"{path.name or 'set'}.duckdb"
+            import_items(_chained(tapes), joined)
+            yield joined
+        return
     with readable_all([path]) as (tape,):
         yield tape
+
+
+def _chained(tapes: Sequence[Path]) -> Iterator[Frame | Session]:
+    for tape in tapes:
+        with TapeReader(tape) as reader:
+            yield from reader.sessions()
+            yield from reader.frames()
 
 
 @contextlib.contextmanager

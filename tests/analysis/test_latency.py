@@ -171,7 +171,7 @@ def test_acks_answer_the_latest_request_and_duplicates_follow_the_first(tmp_path
         # sent up to 5 s after it; kept when sent at or before it and at most 60 s before.
         own = {request for request, _ in expected.values() if request is not None}
         open_requests = [r for r in acting if (r[0], r[1]) not in own]
-        for (session, seq, t, ref), key in zip(acks, list(expected), strict=True):
+        for (_session, _seq, t, ref), key in zip(acks, list(expected), strict=True):
             if expected[key][0] is not None or ref is None:
                 continue
             later = [r for r in open_requests if r[3] == ref and r[2] <= t + 5 * 10**9]
