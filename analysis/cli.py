@@ -23,7 +23,7 @@ from analysis.export import export
 from analysis.generate import generate_command
 from analysis.latency import GROUPS, STATS, latency
 from analysis.output import FORMATS, render
-from analysis.recorder import has_requests, notes, recorder_latency, section
+from analysis.recorder import capture_notes, has_requests, notes, recorder_latency, section
 from analysis.report import build_report
 from analysis.summary import SUMMARY_READS, summary
 from analysis.views import Filters, open_tapes, repeated_sources
@@ -191,12 +191,19 @@ def latency_command(
     if rows or has_requests(conn):
         columns = [*(by or ("operation",)), "part", *STATS]
         click.echo(render(columns, [(*r.group, r.part, *r.values) for r in rows], fmt))
+        _notes(capture_notes(conn), fmt)
         return
     by = by or ("notification",)
     rows = recorder_latency(conn, by)
     columns = [*by, "part", *STATS]
     click.echo(render(columns, [(*r.group, r.part, *r.values) for r in rows], fmt))
-    lines = notes(conn)
+    _notes(notes(conn), fmt)
+
+
+def _notes(lines: list[str], fmt: str) -> None:
+    """Notes below a table; on stderr for csv and json, whose stdout a program reads."""
+    if not lines:
+        return
     if fmt == "table":
         click.echo("\n" + "\n".join(f"note: {line}" for line in lines))
     else:

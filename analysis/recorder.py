@@ -23,7 +23,8 @@ from analysis.summary import Section
 PARTS = ("delivery_ms", "server_ms", "node_ms")
 NEEDS_REQUESTS = (
     "request → ack latency needs the REST requests, which these tapes do not hold: capture them "
-    "with `cometd-tape proxy` (or a browser's HAR file), in the same tape as their acks"
+    "with `cometd-tape proxy` (or a browser's HAR file) and read that tape with these "
+    "(`analyze latency proxy.duckdb record.duckdb`): requests meet their acks by referenceId"
 )
 # Group keys over delivery_latency (d) and acks (a). Operation and campaign come from the
 # requests: NULL here.
@@ -120,6 +121,30 @@ def notes(conn: duckdb.DuckDBPyConnection, shown: int = 5) -> list[str]:
             f"... and {len(found) - shown} more sessions (`analyze summary` lists every one)"
         )
     return [*lines, NEEDS_REQUESTS]
+
+
+def capture_notes(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """When the tapes come from more than one capture point (host), how far their clocks are
+    apart, from the server's timestamps (the capture_offsets view): request -> ack times
+    across two capture points include that difference."""
+    rows = conn.execute(
+        "SELECT capture, offset_ms, method, requests, deliveries FROM capture_offsets "
+        "WHERE offset_ms IS NOT NULL ORDER BY requests DESC, capture"
+    ).fetchall()
+    if len(rows) < 2:
+        return []
+    base, base_ms, base_method, *_ = rows[0]
+    lines = []
+    for capture, offset_ms, method, _, deliveries in rows[1:]:
+        exact = base_method == method == "request-bracket"
+        size = "" if exact else "at most "
+        lines.append(
+            f"the clock of capture point {capture or '(unnamed)'} is {size}"
+            f"{base_ms - offset_ms:+.1f} ms from {base or '(unnamed)'}'s "
+            f"(server timestamps: {deliveries} deliveries, the fastest taken as 0 ms); "
+            "request -> ack times across the two include it"
+        )
+    return lines
 
 
 def section(conn: duckdb.DuckDBPyConnection) -> Section:

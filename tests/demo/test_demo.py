@@ -36,6 +36,20 @@ def test_the_demo_captures_analyses_and_reports(tmp_path: Path) -> None:
     assert requests == 300
     assert acked + refused == 300  # every request not refused was acked, and matched
     assert "\nRequests\n" in done.stdout
+    # The same traffic as a recorder alone sees it: the same acks, no requests.
+    assert "What a recorder alone sees of it (demo-record.duckdb)" in done.stdout
+    record = duckdb.connect(str(tmp_path / "demo-record.duckdb"), read_only=True)
+    (mode,) = record.execute("SELECT DISTINCT mode FROM sessions").fetchall()
+    assert mode == ("record",)
+    assert record.execute("SELECT count(*) FROM requests").fetchall() == [(0,)]
+    record_acks = record.execute(
+        "SELECT reference_id FROM messages WHERE channel = '/v2/me/outbound' ORDER BY 1"
+    ).fetchall()
+    proxy_acks = conn.execute(
+        "SELECT reference_id FROM messages WHERE channel = '/v2/me/outbound' ORDER BY 1"
+    ).fetchall()
+    assert record_acks == proxy_acks
+    assert len(record_acks) == acked
     assert f"report: {report.name}" in done.stdout
     leaked = conn.execute(
         "SELECT count(*) FROM frames WHERE headers LIKE '%Basic %' "
