@@ -127,6 +127,9 @@ def capture_notes(conn: duckdb.DuckDBPyConnection) -> list[str]:
     """When the tapes come from more than one capture point (host), how far their clocks are
     apart, from the server's timestamps (the capture_offsets view): request -> ack times
     across two capture points include that difference."""
+    captures = conn.execute("SELECT count(DISTINCT capture) FROM capture_points").fetchall()
+    if captures[0][0] < 2:  # one clock: nothing to say, and nothing to compute
+        return []
     rows = conn.execute(
         "SELECT capture, offset_ms, method, requests, deliveries FROM capture_offsets "
         "WHERE offset_ms IS NOT NULL ORDER BY requests DESC, capture"
