@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tape.frame import Frame, Session
 from tape.privacy import Privacy
 from tape.runtime import keep_pandas_out_of_arrow, settle_gc
 from tape.schema import TapeError
+from tape.segments import Rotation, SegmentedWriter
 
 HANDOFF_S = 0.02  # how often gathered frames go to the child
 # The child runs at a lower priority, and DuckDB in it on one thread: measured on the proxy
@@ -44,13 +46,23 @@ _FLUSH = "flush"
 
 
 class ProcessTapeWriter:
-    def __init__(self, path: Path | str, *, privacy: Privacy | None = None) -> None:
-        """`privacy`: as TapeWriter's; it goes to the child with its key, in memory only."""
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        privacy: Privacy | None = None,
+        segments: Segments | None = None,
+    ) -> None:
+        """`privacy`: as TapeWriter's; it goes to the child with its key, in memory only.
+        `segments`: write a tape set in the folder `path` (tape/segments.py) instead."""
         self.path = Path(path)
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         self._conn, child = context.Pipe()
         self._proc = context.Process(
-            target=_child, args=(str(self.path), child, privacy), name="tape-writer", daemon=True
+            target=_child,
+            args=(str(self.path), child, privacy, segments),
+            name="tape-writer",
+            daemon=True,
         )
         self._proc.start()
         child.close()
@@ -183,8 +195,20 @@ class ProcessTapeWriter:
             return f"the writer process is gone ({exc})"
 
 
-def _child(path: str, conn: Connection, privacy: Privacy | None = None) -> None:
-    """The writer process: a TapeWriter fed from the pipe until None, or the pipe closes."""
+@dataclass(frozen=True, slots=True)
+class Segments:
+    """What a ProcessTapeWriter's child writes segments by: `rotation` (None: one segment) and
+    the segments' name prefix (a proxy worker's `w1-`)."""
+
+    rotation: Rotation | None = None
+    prefix: str = ""
+
+
+def _child(
+    path: str, conn: Connection, privacy: Privacy | None = None, segments: Segments | None = None
+) -> None:
+    """The writer process: a TapeWriter (or a SegmentedWriter) fed from the pipe until None, or
+    the pipe closes."""
     from tape.writer import TapeWriter  # imported here: the parent need not load DuckDB
 
     # Ctrl-C reaches the whole process group: the child must not die of it before it has
@@ -195,8 +219,17 @@ def _child(path: str, conn: Connection, privacy: Privacy | None = None) -> None:
     with contextlib.suppress(OSError, AttributeError):  # AttributeError: no nice() on Windows
         os.nice(NICE)  # forwarding first: the writer catches up in the gaps
     keep_pandas_out_of_arrow()
+    writer: TapeWriter | SegmentedWriter
     try:
-        writer = TapeWriter(path, threads=1, privacy=privacy)
+        if segments is None:
+            writer = TapeWriter(path, threads=1, privacy=privacy)
+        else:
+            writer = SegmentedWriter(
+                Path(path),
+                segments.rotation,
+                prefix=segments.prefix,
+                opener=lambda p: TapeWriter(p, threads=1, privacy=privacy),
+            )
     except Exception as exc:
         conn.send_bytes(pickle.dumps(str(exc)))
         return

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from tape.frame import Frame, Session
+from tape.process_writer import ProcessTapeWriter, Segments
 from tape.segments import Rotation, SegmentedWriter, next_number, parse_rotation, set_folder
 from tape.tapeset import expand
 from tests.cli import cometd_tape
@@ -143,3 +144,21 @@ def test_nothing_to_read_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "no tapes" in done.stderr
+
+
+def test_a_writer_process_writes_segments_by_time(tmp_path: Path) -> None:
+    folder = tmp_path / "proc"
+    writer = ProcessTapeWriter(folder, segments=Segments(Rotation(max_seconds=1.0), "w1-"))
+    writer.put_session(Session("s1", mode="proxy", started_ns=1))
+    deadline = time.monotonic() + 2.6
+    seq = 0
+    while time.monotonic() < deadline:
+        seq += 1
+        writer.write(frame(seq, size=100))
+        if seq % 100 == 0:
+            time.sleep(0.01)
+    writer.close()
+    names = sorted(p.name for p in folder.glob("*.duckdb"))
+    assert names[:3] == ["w1-0001.duckdb", "w1-0002.duckdb", "w1-0003.duckdb"]
+    seqs = sorted(r[1] for r in rows(folder, "SELECT seq FROM frames"))
+    assert seqs == list(range(1, seq + 1))
