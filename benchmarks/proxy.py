@@ -1,23 +1,29 @@
-"""Proxy benchmark: request latency and throughput straight to a server and through the capture
-proxy (recording into a tape), in the same run, with the ratios.
+"""Proxy benchmark: request latency, throughput and CPU per request straight to a server, through
+the capture proxy (one process, and `--workers 2`), and through mitmproxy's `mitmdump` (the
+capture proxy people use today) writing its own flow file, in the same run, with the ratios.
 
-The upstream is the GWS simulator (`cometd-tape simulate`) and the proxy is `cometd-tape
-proxy`, each its own process, as in use; the load comes from this process (aiohttp). Requests
-are the Outbound API's `POST /api/v2/me/outbound-records/<n>` (DoNotCallRecord), which the
-simulator answers at once ({"statusCode":0}; its acks go to Bayeux clients, of which there are
-none here).
+The upstream is the GWS simulator (`cometd-tape simulate`); each proxy is its own process (tree),
+as in use, recording: ours into a tape (with --workers 2, a tape set: a folder of one tape per
+worker), mitmdump into a flow file (`-w`, reverse mode, `flow_detail=0` so that it does not
+print each flow). Requests are the Outbound API's `POST /api/v2/me/outbound-records/<n>`
+(DoNotCallRecord), which the simulator answers at once ({"statusCode":0}; its acks go to Bayeux
+clients, of which there are none here).
 
-  * latency: --sequential requests one at a time; p50 and p99 of each, and the p50 the proxy
-    adds;
-  * throughput: requests/s each way with --concurrency in flight, with two load generators:
-    - wrk (C; Debian package `wrk`), --wrk-seconds per run: the load generator costs little
-      CPU, so the figure is what the proxy itself costs. This is the headline figure.
-    - this process (aiohttp), --requests per run: a Python client takes most of a core, so on a
-      2-core machine the simulator, the proxy and the client compete for CPU; kept as the
-      pessimistic figure.
+  * latency: --sequential requests one at a time (aiohttp, from this process); p50 and p99 of
+    each, and what each proxy adds to direct's;
+  * throughput: requests/s with --concurrency in flight, driven by wrk (C; Debian package
+    `wrk`), --wrk-seconds per run: the load generator costs little CPU, so the figure is what
+    the proxy itself costs. Each round runs direct first, then each proxy; a proxy's figure is
+    the median over rounds of its rate / that round's direct rate;
+  * CPU per request under the wrk load: user + system time (/proc) of each proxy's process tree
+    (ours: the proxy, its workers, and the tape writer process of each), and of the simulator;
+  * the same throughput with an aiohttp client in this process (--requests per run), for
+    direct and ours only: a Python client takes most of a core, so on 2 cores it is the
+    pessimistic figure (0 skips it).
 
+    pip install -e '.[bench]'   # mitmproxy
     python benchmarks/proxy.py [--sequential 2000] [--requests 20000] [--concurrency 32]
-                               [--wrk-seconds 5] [--repeats 5]
+                               [--wrk-seconds 5] [--repeats 5] [--no-mitmdump]
 """
 
 from __future__ import annotations
@@ -49,16 +55,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(args: list[str], ready: str) -> subprocess.Popen[str]:
+def start(argv: list[str], ready: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tape", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert proc.stdout is not None
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if re.search(ready, line):
@@ -66,12 +68,16 @@ def start(args: list[str], ready: str) -> subprocess.Popen[str]:
         if not line and proc.poll() is not None:
             break
     proc.kill()
-    raise SystemExit(f"{args[0]} did not start")
+    raise SystemExit(f"{' '.join(argv[:4])} did not start")
+
+
+def ours(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tape", *args]
 
 
 def stop(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=120)
     return out
 
 
@@ -142,12 +148,13 @@ async def wrk_headers(origin: str) -> list[str]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes and their children (Linux /proc)."""
+    """User + system CPU time of these processes and all their descendants (Linux /proc)."""
     total = 0.0
     for pid in pids:
-        kids = Path(f"/proc/{pid}/task/{pid}/children")
-        if kids.exists():
-            total += cpu_seconds([int(k) for k in kids.read_text().split()])
+        for task in Path(f"/proc/{pid}/task").glob("*"):  # children started by any thread
+            kids = task / "children"
+            if kids.exists():
+                total += cpu_seconds([int(k) for k in kids.read_text().split()])
         stat = Path(f"/proc/{pid}/stat")
         if stat.exists():
             fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -156,7 +163,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def wait_idle(pids: list[int], quiet_s: float = 0.5, limit_s: float = 15.0) -> float:
-    """Wait until these processes stop using CPU (the proxy's writer may still be committing the
+    """Wait until these processes stop using CPU (a tape writer may still be committing the
     previous run's frames); return their CPU seconds then."""
     deadline = time.monotonic() + limit_s
     last = cpu_seconds(pids)
@@ -189,6 +196,11 @@ def wrk_throughput(origin: str, seconds: int, concurrency: int, script: Path) ->
     return float(match.group(1)), int(done.group(1))
 
 
+def size_of(path: Path) -> int:
+    files = path.rglob("*") if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequential", type=int, default=2000)
@@ -196,98 +208,128 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--wrk-seconds", type=int, default=5)
+    parser.add_argument("--no-mitmdump", action="store_true", help="leave mitmdump out")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("benchmarks/proxy.py needs wrk: apt-get install wrk")
-    sim_port, proxy_port = free_port(), free_port()
+    mitmdump = shutil.which("mitmdump", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    if mitmdump is None and not args.no_mitmdump:
+        raise SystemExit("benchmarks/proxy.py needs mitmproxy: pip install -e '.[bench]'")
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
-        tape = Path(tmp) / "proxy.duckdb"
-        sim = start(
-            ["simulate", "--listen", f"127.0.0.1:{sim_port}", "--seed", "1"], "GWS simulator on"
+        run(args, Path(tmp), None if args.no_mitmdump else mitmdump)
+
+
+def run(args: argparse.Namespace, tmp: Path, mitmdump: str | None) -> None:
+    sim_port = free_port()
+    upstream = f"http://127.0.0.1:{sim_port}"
+    sim = start(ours("simulate", "--listen", f"127.0.0.1:{sim_port}", "--seed", "1"), "GWS sim")
+    procs: dict[str, subprocess.Popen[str]] = {}
+    outputs: dict[str, Path] = {}
+    origins = {"direct": upstream}
+    try:
+        for name, extra in (("ours w1", []), ("ours w2", ["--workers", "2"])):
+            port = free_port()
+            outputs[name] = tmp / (name.replace(" ", "-") + ("" if extra else ".duckdb"))
+            argv = ["proxy", "--upstream", upstream, "--listen", f"127.0.0.1:{port}"]
+            procs[name] = start(ours(*argv, *extra, "-o", str(outputs[name])), r"^proxy ")
+            origins[name] = f"http://127.0.0.1:{port}"
+        if mitmdump is not None:
+            port = free_port()
+            outputs["mitmdump"] = tmp / "flows.mitm"
+            argv = [mitmdump, "--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1"]
+            argv += ["--listen-port", str(port), "-w", str(outputs["mitmdump"])]
+            argv += ["--set", "flow_detail=0", "--set", f"confdir={tmp / 'mitmproxy'}"]
+            procs["mitmdump"] = start(argv, "listening at")
+            origins["mitmdump"] = f"http://127.0.0.1:{port}"
+        results = measure(args, tmp, sim, procs, origins)
+    finally:
+        said = {name: stop(proc) for name, proc in procs.items()}
+        stop(sim)
+    report(args, results, said, {name: size_of(path) for name, path in outputs.items()})
+
+
+Results = dict[str, dict[str, list[float]]]
+
+
+def measure(
+    args: argparse.Namespace,
+    tmp: Path,
+    sim: subprocess.Popen[str],
+    procs: dict[str, subprocess.Popen[str]],
+    origins: dict[str, str],
+) -> Results:
+    script = tmp / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    keys = ("latency", "aiohttp", "wrk", "cpu", "sim_cpu")
+    results: Results = {name: {key: [] for key in keys} for name in origins}
+    for _ in range(args.repeats):  # interleaved, so drift hits all alike
+        for name, origin in origins.items():
+            got = results[name]
+            got["latency"] += asyncio.run(latency(origin, args.sequential))
+            if args.requests and name != "mitmdump":
+                got["aiohttp"].append(
+                    asyncio.run(throughput(origin, args.requests, args.concurrency))
+                )
+            tree = [procs[name].pid] if name in procs else []
+            # start and end with the writers idle: the CPU of this run only
+            before = wait_idle([sim.pid]), wait_idle(tree)
+            rate, served = wrk_throughput(origin, args.wrk_seconds, args.concurrency, script)
+            after = wait_idle([sim.pid]), wait_idle(tree)
+            got["wrk"].append(rate)
+            got["sim_cpu"].append((after[0] - before[0]) / served * 1e6)
+            got["cpu"].append((after[1] - before[1]) / served * 1e6)
+    return results
+
+
+def report(
+    args: argparse.Namespace, results: Results, said: dict[str, str], sizes: dict[str, int]
+) -> None:
+    direct = results["direct"]
+    d50, d99 = np.percentile(direct["latency"], [50, 99])
+    print(
+        f"{len(direct['latency'])} sequential requests each; wrk {args.wrk_seconds} s x "
+        f"{args.repeats} rounds, {args.concurrency} in flight; {os.cpu_count()} cores; "
+        f"direct p50 {d50:.3f} ms, p99 {d99:.3f} ms"
+    )
+    print(
+        f"{'':10} {'req/s':>8} {'% direct':>9} {'pairs':>24} {'+p50 ms':>8} {'+p99 ms':>8} "
+        f"{'CPU us/req':>10} {'sim us/req':>10}"
+    )
+    cpu: dict[str, float] = {}
+    share: dict[str, float] = {}
+    for name, got in results.items():
+        p50, p99 = np.percentile(got["latency"], [50, 99])
+        pairs = [r / d for r, d in zip(got["wrk"], direct["wrk"], strict=True)]
+        share[name] = statistics.median(pairs)
+        cpu[name] = statistics.median(got["cpu"]) if name != "direct" else float("nan")
+        shown = "-" if name == "direct" else f"{cpu[name]:.0f}"
+        print(
+            f"{name:10} {statistics.median(got['wrk']):8,.0f} {share[name]:9.1%} "
+            f"{' '.join(f'{r:.0%}' for r in pairs):>24} {p50 - d50:8.3f} {p99 - d99:8.3f} "
+            f"{shown:>10} {statistics.median(got['sim_cpu']):10.0f}"
         )
-        proxy = start(
-            [
-                "proxy",
-                "--upstream",
-                f"http://127.0.0.1:{sim_port}",
-                "--listen",
-                f"127.0.0.1:{proxy_port}",
-                "-o",
-                str(tape),
-            ],
-            r"^proxy ",
-        )
-        direct, via = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{proxy_port}"
-        results: dict[str, list[float]] = {"direct": [], "proxy": []}
-        rates: dict[str, list[float]] = {"direct": [], "proxy": []}
-        wrk_rates: dict[str, list[float]] = {"direct": [], "proxy": []}
-        # CPU per request under wrk load: the simulator's, and the proxy's (with its writer)
-        cpu_us: dict[str, list[float]] = {"simulator": [], "proxy": []}
-        script = Path(tmp) / "post.lua"
-        script.write_text(WRK_SCRIPT)
-        try:
-            for _ in range(args.repeats):  # interleaved, so drift hits both alike
-                for name, origin in (("direct", direct), ("proxy", via)):
-                    results[name] += asyncio.run(latency(origin, args.sequential))
-                    rates[name].append(
-                        asyncio.run(throughput(origin, args.requests, args.concurrency))
-                    )
-                    # start and end with the proxy's writer idle: its CPU for this run only
-                    before = wait_idle([sim.pid]), wait_idle([proxy.pid])
-                    rate, served = wrk_throughput(
-                        origin, args.wrk_seconds, args.concurrency, script
-                    )
-                    wrk_rates[name].append(rate)
-                    if name == "proxy":
-                        after = wait_idle([sim.pid]), wait_idle([proxy.pid])
-                        cpu_us["simulator"].append((after[0] - before[0]) / served * 1e6)
-                        cpu_us["proxy"].append((after[1] - before[1]) / served * 1e6)
-        finally:
-            summary = stop(proxy)
-            stop(sim)
-        recorded = tape.stat().st_size if tape.exists() else 0
-    d50, d99 = np.percentile(results["direct"], [50, 99])
-    p50, p99 = np.percentile(results["proxy"], [50, 99])
-    rd, rp = statistics.median(rates["direct"]), statistics.median(rates["proxy"])
-    n = len(results["direct"])
-    print(
-        f"latency, {n} sequential requests each way (ms): direct p50 {d50:.3f} p99 {d99:.3f}; "
-        f"proxy p50 {p50:.3f} p99 {p99:.3f}"
-    )
-    print(
-        f"added by the proxy: p50 {p50 - d50:.3f} ms, p99 {p99 - d99:.3f} ms "
-        f"(ratio p50 {p50 / d50:.2f}x)"
-    )
-    wd, wp = statistics.median(wrk_rates["direct"]), statistics.median(wrk_rates["proxy"])
-    # Runs are interleaved (direct, proxy, direct, ...), so each pair shares the machine's
-    # momentary speed; the median of the pairs' ratios is the robust figure on a noisy host.
-    pairs = [p / d for d, p in zip(wrk_rates["direct"], wrk_rates["proxy"], strict=True)]
-    print(
-        f"throughput, wrk load, {args.wrk_seconds} s x {args.repeats}, {args.concurrency} in "
-        f"flight: median of paired ratios proxy/direct {statistics.median(pairs):.1%} "
-        f"(pairs {', '.join(f'{r:.0%}' for r in pairs)}); median req/s direct {wd:,.0f}, "
-        f"proxy {wp:,.0f} ({wp / wd:.1%})"
-    )
-    print(
-        f"  CPU per request through the proxy (median, us): simulator "
-        f"{statistics.median(cpu_us['simulator']):.0f}, proxy with its tape writer "
-        f"{statistics.median(cpu_us['proxy']):.0f}"
-    )
-    print(
-        f"  runs (req/s): direct {[round(r) for r in wrk_rates['direct']]}, "
-        f"proxy {[round(r) for r in wrk_rates['proxy']]}"
-    )
-    print(
-        f"throughput, aiohttp load in this process, {args.requests} requests x {args.repeats}, "
-        f"{args.concurrency} in flight (median req/s): direct {rd:,.0f}; proxy {rp:,.0f}; "
-        f"proxy/direct {rp / rd:.1%}"
-    )
-    print(
-        f"  runs (req/s): direct {[round(r) for r in rates['direct']]}, "
-        f"proxy {[round(r) for r in rates['proxy']]}"
-    )
-    print(f"tape: {recorded / 1e6:.1f} MB; proxy said: {summary.strip().splitlines()[-1]}")
-    print(f"cores: {os.cpu_count()}")
+    if "mitmdump" in results:
+        for name in ("ours w1", "ours w2"):
+            print(
+                f"{name} / mitmdump: CPU per request {cpu[name] / cpu['mitmdump']:.3f}x, "
+                f"throughput {share[name] / share['mitmdump']:.1f}x"
+            )
+    w1, w2 = results["ours w1"]["wrk"], results["ours w2"]["wrk"]
+    gains = [b / a for a, b in zip(w1, w2, strict=True)]
+    print(f"ours w2 / w1 throughput, per round: {', '.join(f'{g:.2f}x' for g in gains)}")
+    for name, got in results.items():
+        print(f"  runs (req/s) {name}: {[round(r) for r in got['wrk']]}")
+    if args.requests:
+        print(f"aiohttp client in this process, {args.requests} requests a run (median req/s):")
+        for name, got in results.items():
+            if got["aiohttp"]:
+                rates = got["aiohttp"]
+                ratio = statistics.median(rates) / statistics.median(direct["aiohttp"])
+                print(f"  {name}: {statistics.median(rates):,.0f} ({ratio:.1%} of direct)")
+    for name, out in said.items():
+        lines = [line for line in out.strip().splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        print(f"{name}: recorded {sizes.get(name, 0) / 1e6:.1f} MB; said: {last[:160]}")
 
 
 if __name__ == "__main__":

@@ -25,22 +25,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import signal
+import sys
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
 from recorder.proxy_forward import Downstream, Request, decoded, now
-from recorder.proxy_sessions import Seen, Sessions, Socket
+from recorder.proxy_sessions import Head, Heads, Seen, Sessions, Socket
 from recorder.wire import decode
 from tape.frame import Kind, Session
+from tape.privacy import Privacy
+from tape.process_writer import ProcessTapeWriter, Segments
 from tape.redact import redact_url
-from tape.schema import package_version
+from tape.runtime import settle_gc
+from tape.schema import TapeError, package_version
 from tape.session import HttpExchange, HttpMessage, SessionLog, new_session_id
 from tape.sink import FrameSink
 
 DEFAULT_BAYEUX_PATHS = ("/api/v2/notifications", "/cometd")
+Stats = tuple[int, int, int, int, int]  # exchanges, ws frames, sessions, upstream errors, bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +81,16 @@ class CaptureProxy:
         self.upstream = options.upstream.rstrip("/")
         self.up_host, self.up_port = parts.hostname, parts.port or 80
         self.up_prefix = parts.path.rstrip("/")
+        self.up_prefix_bytes = self.up_prefix.encode("latin-1")
         self.up_authority = parts.hostname + (f":{parts.port}" if parts.port else "")
         if ":" in parts.hostname:
             self.up_authority = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
         self.sink = sink
         self.stats = ProxyStats()
         self.clients = Sessions(options.cookie, self._open_log)
+        self.heads = Heads(options.cookie, self.up_authority)
+        self._bayeux_exact = frozenset(options.bayeux_paths)
+        self._bayeux_under = tuple(p + "/" for p in options.bayeux_paths)
         self._exchanges = itertools.count(1)
         self._sockets = itertools.count(1)
         # replaced, never changed in place: an exchange keeps the names known when it was seen
@@ -90,9 +102,15 @@ class CaptureProxy:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False
+    ) -> None:
+        """Listen; with `reuse_port`, beside other processes on the same port (SO_REUSEPORT:
+        the kernel spreads the connections over them)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Downstream(self), host, port)
+        self._server = await loop.create_server(
+            lambda: Downstream(self), host, port, reuse_port=reuse_port or None
+        )
         self.host, self.port = host, self._server.sockets[0].getsockname()[1]
 
     async def stop(self, reason: str = "proxy stopped") -> None:
@@ -116,6 +134,10 @@ class CaptureProxy:
     def sessions(self) -> int:
         return len(self.clients.all)
 
+    def totals(self) -> Stats:
+        s = self.stats
+        return s.exchanges, s.ws_frames, self.sessions, s.upstream_errors, s.bytes_up + s.bytes_down
+
     @property
     def tape_error(self) -> str | None:
         """The first tape failure; forwarding goes on."""
@@ -137,43 +159,38 @@ class CaptureProxy:
 
     def request_complete(self, request: Request) -> None:
         """Record a request once it has all come in (its client, if known, now)."""
-        body = b"".join(request.body)
+        parts = request.body
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
         self.stats.exchanges += 1
         self.stats.bytes_up += len(body)
-        bayeux = self._is_bayeux(request.path.split("?", 1)[0])
+        path = request.path
+        bayeux = self._is_bayeux(path.split("?", 1)[0])
         messages = decode(body)[0] if bayeux and body else []
+        head = request.head
         request.exchange = HttpExchange(
             f"p{next(self._exchanges)}",
             bayeux,
             HttpMessage(
                 body,
                 request.at,
-                request.headers,
+                head.headers if head is not None else request.headers,
                 self._secret_headers,
                 method=request.method,
-                path=request.path,
+                path=path,
             ),
         )
-        request.client = self.clients.known(request.headers, messages)
+        request.client = self.clients.known(head, messages)
         if request.client is not None:
-            self.clients.record(request.client, request.exchange)
+            self.clients.record(request.client, request.exchange, self.heads)
 
-    def response_complete(
-        self,
-        request: Request,
-        status: int,
-        headers: list[tuple[str, str]],
-        body: bytes,
-    ) -> None:
+    def response_complete(self, request: Request, status: int, head: Head, body: bytes) -> None:
         self.stats.bytes_down += len(body)
-        if any(k.lower() == "x-csrf-header" for k, _ in headers):
-            named = {v for k, v in headers if k.lower() == "x-csrf-header"}
-            self._secret_headers = self._secret_headers | named
-        encoding = next((v for k, v in headers if k.lower() == "content-encoding"), None)
-        plain = decoded(body, encoding)
+        if head.csrf and not head.csrf <= self._secret_headers:
+            self._secret_headers = self._secret_headers | head.csrf
+        plain = decoded(body, head.encoding)
         bayeux = request.exchange is not None and request.exchange.bayeux
         replies = decode(plain)[0] if bayeux and plain else []
-        self._respond(request, plain, status, headers, replies)
+        self._respond(request, plain, status, head, replies)
 
     def upstream_failed(self, request: Request, reason: str) -> bytes:
         """The 502 a client gets when the upstream cannot be reached; recorded too."""
@@ -181,7 +198,7 @@ class CaptureProxy:
         text = f"cometd-tape proxy: upstream {redact_url(self.upstream)} unreachable: {reason}"
         payload = orjson.dumps({"error": text})
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
-        self._respond(request, payload, 502, headers, [])
+        self._respond(request, payload, 502, self.heads.of(headers), [])
         head = "HTTP/1.1 502 Bad Gateway\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
         return head.encode() + b"Connection: close\r\n\r\n" + payload
 
@@ -191,10 +208,10 @@ class CaptureProxy:
         client = request.client
         exchange = request.exchange
         if client is None:
-            keys = self.clients.keys_of(request.headers, [], [])
+            keys = self.clients.keys_of(request.head, [])
             client = self.clients.resolve(keys, transport="http", since=request.at)
             if exchange is not None:
-                self.clients.record(client, exchange)
+                self.clients.record(client, exchange, self.heads)
         event = "proxy-stopped" if self._stopping else "client-gone"
         owner, exchange_id = client, exchange.exchange_id if exchange is not None else ""
         self.clients.tape(lambda: owner.log.lifecycle(event, exchange_id=exchange_id))
@@ -204,15 +221,15 @@ class CaptureProxy:
         request: Request,
         raw: bytes,
         status: int,
-        headers: list[tuple[str, str]],
+        head: Head,
         replies: list[Any],
     ) -> None:
-        response = HttpMessage(raw, now(), headers, self._secret_headers, status=status)
+        response = HttpMessage(raw, now(), head.headers, self._secret_headers, status=status)
         exchange = request.exchange
         if exchange is None:  # an upgrade answered without one: recorded as the answer alone
             exchange = request.exchange = HttpExchange("")
         exchange.response = response
-        keys = self.clients.keys_of(request.headers, [], headers)
+        keys = self.clients.keys_of(request.head, [], head)
         keys += [f"client:{m.client_id}" for m in replies if m.client_id]
         client = request.client
         if client is None:
@@ -222,13 +239,13 @@ class CaptureProxy:
             )
         else:
             self.clients.register(client, keys)
-        self.clients.record(client, exchange)
+        self.clients.record(client, exchange, self.heads)
         self.clients.after_replies(client, replies)
 
     # --- WebSocket ------------------------------------------------------------------------
 
     def websocket_opened(self, request: Request) -> Socket:
-        return Socket(self.clients.keys_of(request.headers, [], []), f"ws:{next(self._sockets)}")
+        return Socket(self.clients.keys_of(request.head, []), f"ws:{next(self._sockets)}")
 
     def ws_message(self, link: Socket, direction: str, raw: bytes) -> None:
         self.stats.ws_frames += 1
@@ -262,4 +279,84 @@ class CaptureProxy:
         self.clients.tape(lambda: client.log.lifecycle("websocket-closed", path=shown, by=why))
 
     def _is_bayeux(self, path: str) -> bool:
-        return any(path == p or path.startswith(p + "/") for p in self.options.bayeux_paths)
+        return path in self._bayeux_exact or path.startswith(self._bayeux_under)
+
+
+# --- a worker of `cometd-tape proxy --workers N` ---------------------------------------------
+
+
+def serve_worker(
+    options: ProxyOptions,
+    folder: Path,
+    prefix: str,
+    host: str,
+    port: int,
+    privacy: Privacy,
+    conn: Connection,
+) -> None:
+    """A worker: its own proxy on the shared port, recording into its own segments of the tape
+    set in `folder` (`prefix`: `w1-` for worker 1)."""
+    # Ctrl-C reaches the whole process group; the parent stops the workers, each in turn
+    # closing its tape. SIGTERM to a worker alone stops it too (_work).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from tape.cli import run_loop  # here: recorder.proxy alone need not load the CLI's DuckDB
+
+    settle_gc()
+    try:
+        run_loop(_work(options, folder, prefix, host, port, privacy, conn))
+    except Exception as exc:  # said to the parent, which reports it on one line
+        with contextlib.suppress(OSError):
+            conn.send(("failed", str(exc) or type(exc).__name__))
+        sys.exit(1)
+
+
+async def _work(
+    options: ProxyOptions,
+    folder: Path,
+    prefix: str,
+    host: str,
+    port: int,
+    privacy: Privacy,
+    conn: Connection,
+) -> None:
+    writer = ProcessTapeWriter(folder, privacy=privacy, segments=Segments(None, prefix))
+    proxy = CaptureProxy(options, writer)
+    try:
+        await proxy.start(host, port, reuse_port=True)
+    except OSError as exc:
+        writer.close()
+        raise RuntimeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def from_parent() -> None:
+        with contextlib.suppress(EOFError, OSError):  # EOF: the parent is gone; stop too
+            conn.recv()  # "stop" is all the parent says
+        loop.remove_reader(conn.fileno())
+        stop.set()
+
+    loop.add_reader(conn.fileno(), from_parent)
+    conn.send(("ready", None))
+    reporter = loop.create_task(_report(proxy, stop, conn))
+    await stop.wait()
+    reporter.cancel()
+    await proxy.stop()
+    try:
+        writer.close()
+    except TapeError as exc:
+        raise RuntimeError(str(exc)) from None
+    if proxy.tape_error is not None:
+        raise RuntimeError(f"recording failed: {proxy.tape_error}")
+    with contextlib.suppress(OSError):
+        conn.send(("stopped", proxy.totals()))
+
+
+async def _report(proxy: CaptureProxy, stop: asyncio.Event, conn: Connection) -> None:
+    while True:
+        await asyncio.sleep(1)
+        if proxy.tape_error is not None:
+            stop.set()
+            return
+        with contextlib.suppress(OSError):
+            conn.send(("stats", proxy.totals()))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from recorder.proxy_sessions import Client, Socket
+from recorder.proxy_sessions import Client, Head, Socket
 from recorder.wsframes import FrameError, WsReader
 from tape.session import HttpExchange
 
@@ -45,6 +45,7 @@ class Request:
     answered: bool = False  # the upstream answered before the body was all in
     exchange: HttpExchange | None = None  # once complete (an upgrade is recorded as frames)
     client: Client | None = None
+    head: Head | None = None  # once the headers are in
 
     @property
     def path(self) -> str:
@@ -69,6 +70,11 @@ class Downstream(asyncio.Protocol):
         self.ws_path = ""
         self.early = b""  # WebSocket bytes that came with the upgrade request
         self.eof = False  # the client half-closed
+        # While a read is parsed: what it sends upstream, sent as one write after it (a
+        # request's head and body in one system call, not two), and the requests it
+        # completed, recorded once they are on their way.
+        self.outbox: list[bytes] | None = None
+        self.completed: list[Request] = []
 
     # asyncio.Protocol
 
@@ -104,6 +110,7 @@ class Downstream(asyncio.Protocol):
             if self.tunnel is not None:
                 self._read_ws(self.tunnel, data)
             return
+        self.outbox = outbox = cast(list[bytes], [])
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -117,6 +124,16 @@ class Downstream(asyncio.Protocol):
                 self.early = rest
         except httptools.HttpParserError as exc:
             self._bad_request(str(exc))
+        finally:
+            self.outbox = None
+            if outbox:
+                self._to_upstream(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+        if self.completed:
+            completed, self.completed = self.completed, []
+            for request in completed:
+                self.proxy.request_complete(request)
+            if self.failed is not None:
+                self._fail_all()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.proxy.connections.discard(self)
@@ -170,18 +187,14 @@ class Downstream(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         request = self.current
         assert request is not None
-        request.method = self.parser.get_method().decode("latin-1")
-        version = self.parser.get_http_version()
-        lines = [f"{request.method} {self.proxy.up_prefix}{request.path} HTTP/{version}\r\n"]
-        for name, value in request.headers:
-            lower = name.lower()
-            if lower == "host":
-                value = self.proxy.up_authority
-            elif lower == "transfer-encoding" and "chunked" in value.lower():
-                request.chunked = True
-            lines.append(f"{name}: {value}\r\n")
-        lines.append("\r\n")
-        self._to_upstream("".join(lines).encode("latin-1"))
+        method = self.parser.get_method()
+        request.method = method.decode("latin-1")
+        request.head = head = self.proxy.heads.of(request.headers)
+        request.chunked = head.chunked
+        version = self.parser.get_http_version().encode("latin-1")
+        prefix, url = self.proxy.up_prefix_bytes, request.url
+        head_out = (method, b" ", prefix, url, b" HTTP/", version, b"\r\n", head.forward, b"\r\n")
+        self._to_upstream(b"".join(head_out))
 
     def on_body(self, body: bytes) -> None:
         if self.current is None:
@@ -202,15 +215,15 @@ class Downstream(asyncio.Protocol):
         if request.answered:  # recorded with its early answer; the rest went on as it came
             return
         if not self.parser.should_upgrade():  # an upgrade is recorded as its socket's frames
-            self.proxy.request_complete(request)
+            self.completed.append(request)  # recorded once sent on (data_received)
         self.awaiting.append(request)
-        if self.failed is not None:
-            self._fail_all()
 
     # plumbing
 
     def _to_upstream(self, data: bytes) -> None:
-        if self.upstream is not None:
+        if self.outbox is not None:
+            self.outbox.append(data)
+        elif self.upstream is not None:
             self.upstream.write(data)
         elif self.failed is None:
             self.backlog.append(data)
@@ -219,7 +232,7 @@ class Downstream(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def response_done(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def response_done(self, status: int, head: Head, body: bytes) -> None:
         if 100 <= status < 200 and status != 101:
             return  # interim (100 Continue): the final answer follows
         if self.awaiting:
@@ -233,7 +246,7 @@ class Downstream(asyncio.Protocol):
         else:
             return
         if status != 101:
-            self.proxy.response_complete(request, status, headers, body)
+            self.proxy.response_complete(request, status, head, body)
         else:
             self.link = self.proxy.websocket_opened(request)
             self.ws_path = request.path
@@ -281,6 +294,7 @@ class Upstream(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.headers: list[tuple[str, str]] = []
+        self.head: Head | None = None
         self.body: list[bytes] = []
         self.tunnel: WsReader | None = None
         self.opaque = False  # after an upgrade, or bytes we cannot parse: pass them on only
@@ -339,13 +353,14 @@ class Upstream(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        self.headers, self.body = [], []
+        self.headers, self.body, self.head = [], [], None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self.in_message = True
+        self.head = self.down.proxy.heads.of(self.headers)
         if self.parser.get_status_code() == 101:
             self.in_message = False
             self._done()
@@ -361,11 +376,13 @@ class Upstream(asyncio.Protocol):
     def _ends_with_connection(self) -> bool:
         """No Content-Length and not chunked: only then does the close end the body (else the
         body was cut short, and is not recorded as if whole)."""
-        names = {k.lower(): v.lower() for k, v in self.headers}
-        return "content-length" not in names and "chunked" not in names.get("transfer-encoding", "")
+        return self.head is not None and not self.head.delimited
 
     def _done(self) -> None:
-        self.down.response_done(self.parser.get_status_code(), self.headers, b"".join(self.body))
+        head = self.head or self.down.proxy.heads.of(self.headers)
+        parts = self.body
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.down.response_done(self.parser.get_status_code(), head, body)
 
     # for the downstream
 
