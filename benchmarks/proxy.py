@@ -17,6 +17,9 @@ clients, of which there are none here).
     the median over rounds of its rate / that round's direct rate;
   * CPU per request under the wrk load: user + system time (/proc) of each proxy's process tree
     (ours: the proxy, its workers, and the tape writer process of each), and of the simulator;
+  * others: the share of the machine that other processes used during the wrk runs (median):
+    on a shared machine, what it takes from the two cores the proxy needs is what its
+    throughput figure lost;
   * the same throughput with an aiohttp client in this process (--requests per run), for
     direct and ours only: a Python client takes most of a core, so on 2 cores it is the
     pessimistic figure (0 skips it).
@@ -33,6 +36,7 @@ import asyncio
 import base64
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -176,6 +180,20 @@ def wait_idle(pids: list[int], quiet_s: float = 0.5, limit_s: float = 15.0) -> f
     return last
 
 
+def machine_busy() -> float:
+    """CPU seconds every process on the machine has used (Linux /proc/stat: all but idle)."""
+    user, nice, system, _, _, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (wrk)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def wrk_throughput(origin: str, seconds: int, concurrency: int, script: Path) -> tuple[float, int]:
     """Requests/s, and how many requests wrk completed."""
     headers = asyncio.run(wrk_headers(origin))
@@ -260,7 +278,7 @@ def measure(
 ) -> Results:
     script = tmp / "post.lua"
     script.write_text(WRK_SCRIPT)
-    keys = ("latency", "aiohttp", "wrk", "cpu", "sim_cpu")
+    keys = ("latency", "aiohttp", "wrk", "cpu", "sim_cpu", "others")
     results: Results = {name: {key: [] for key in keys} for name in origins}
     for _ in range(args.repeats):  # interleaved, so drift hits all alike
         for name, origin in origins.items():
@@ -273,7 +291,14 @@ def measure(
             tree = [procs[name].pid] if name in procs else []
             # start and end with the writers idle: the CPU of this run only
             before = wait_idle([sim.pid]), wait_idle(tree)
+            machine, ours = machine_busy(), cpu_seconds([os.getpid()])  # and all it started
+            wrk_before, started = children_cpu(), time.monotonic()
             rate, served = wrk_throughput(origin, args.wrk_seconds, args.concurrency, script)
+            # what the rest of the machine used meanwhile (other users' work competes for the
+            # same two cores), as a share of the machine
+            spent = children_cpu() - wrk_before + cpu_seconds([os.getpid()])
+            others = machine_busy() - machine - (spent - ours)
+            got["others"].append(others / (time.monotonic() - started) / (os.cpu_count() or 1))
             after = wait_idle([sim.pid]), wait_idle(tree)
             got["wrk"].append(rate)
             got["sim_cpu"].append((after[0] - before[0]) / served * 1e6)
@@ -287,13 +312,13 @@ def report(
     direct = results["direct"]
     d50, d99 = np.percentile(direct["latency"], [50, 99])
     print(
-        f"{len(direct['latency'])} sequential requests each; wrk {args.wrk_seconds} s x "
-        f"{args.repeats} rounds, {args.concurrency} in flight; {os.cpu_count()} cores; "
+        f"{args.sequential} sequential requests x {args.repeats} each; wrk {args.wrk_seconds} s "
+        f"x {args.repeats} rounds, {args.concurrency} in flight; {os.cpu_count()} cores; "
         f"direct p50 {d50:.3f} ms, p99 {d99:.3f} ms"
     )
     print(
         f"{'':10} {'req/s':>8} {'% direct':>9} {'pairs':>24} {'+p50 ms':>8} {'+p99 ms':>8} "
-        f"{'CPU us/req':>10} {'sim us/req':>10}"
+        f"{'CPU us/req':>10} {'sim us/req':>10} {'others':>7}"
     )
     cpu: dict[str, float] = {}
     share: dict[str, float] = {}
@@ -306,7 +331,8 @@ def report(
         print(
             f"{name:10} {statistics.median(got['wrk']):8,.0f} {share[name]:9.1%} "
             f"{' '.join(f'{r:.0%}' for r in pairs):>24} {p50 - d50:8.3f} {p99 - d99:8.3f} "
-            f"{shown:>10} {statistics.median(got['sim_cpu']):10.0f}"
+            f"{shown:>10} {statistics.median(got['sim_cpu']):10.0f} "
+            f"{statistics.median(got['others']):7.0%}"
         )
     if "mitmdump" in results:
         for name in ("ours w1", "ours w2"):

@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import signal
 import sys
+import zlib
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -35,7 +36,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from recorder.proxy_forward import Downstream, Request, decoded, now
+from recorder.proxy_forward import Downstream, Request, now
 from recorder.proxy_sessions import Head, Heads, Seen, Sessions, Socket
 from recorder.wire import decode
 from tape.frame import Kind, Session
@@ -67,6 +68,7 @@ class ProxyStats:
     client_gone: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    quick: int = 0  # messages taken without the HTTP parser (proxy_forward: a head seen before)
 
 
 class CaptureProxy:
@@ -166,14 +168,14 @@ class CaptureProxy:
         path = request.path
         bayeux = self._is_bayeux(path.split("?", 1)[0])
         messages = decode(body)[0] if bayeux and body else []
-        head = request.head
+        head = request.head or self.heads.of_raw(request.headers)
         request.exchange = HttpExchange(
             f"p{next(self._exchanges)}",
             bayeux,
             HttpMessage(
                 body,
                 request.at,
-                head.headers if head is not None else request.headers,
+                head.headers,
                 self._secret_headers,
                 method=request.method,
                 path=path,
@@ -280,6 +282,14 @@ class CaptureProxy:
 
     def _is_bayeux(self, path: str) -> bool:
         return path in self._bayeux_exact or path.startswith(self._bayeux_under)
+
+
+def decoded(body: bytes, encoding: str | None) -> bytes:
+    """What the application sees: gzip/deflate undone for the tape (the client gets `body`)."""
+    if encoding in ("gzip", "deflate"):
+        with contextlib.suppress(zlib.error):
+            return zlib.decompress(body, 47 if encoding == "gzip" else 15)
+    return body
 
 
 # --- a worker of `cometd-tape proxy --workers N` ---------------------------------------------

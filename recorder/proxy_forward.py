@@ -1,21 +1,24 @@
 """HTTP/1.1 forwarding with httptools: a client's connection and its upstream connection.
 
-Asyncio protocols with httptools' HTTP/1.1 parser (llhttp, C), not an HTTP framework. Each
-client connection gets its own upstream connection; request heads are re-sent with the
-upstream's Host, bodies pass through as they arrive (a chunked body is re-chunked), and the
-upstream's bytes go back to the client exactly as received, while a parser reads them for the
-tape. After a WebSocket upgrade both directions are spliced byte for byte, and a frame reader
-(recorder/wsframes.py) takes the messages out for the tape. What is recorded, and for whom, is
-the CaptureProxy's (recorder/proxy.py): these protocols call it at each request, answer and
-WebSocket message. Measured on a 2-core machine (benchmarks/proxy.py, recording included): with
-aiohttp on both sides the proxy gave ~35-43% of direct throughput; this way ~70%, and it adds
-~0.25 ms at p50.
+Asyncio protocols with httptools' HTTP/1.1 parser (llhttp, C), not an HTTP framework (with
+aiohttp on both sides the proxy gave ~35-43% of direct throughput on 2 cores). Each client
+connection gets its own upstream connection; request heads are re-sent with the upstream's
+Host, bodies pass through as they arrive (a chunked body is re-chunked), and the upstream's
+bytes go back to the client exactly as received, while a parser reads them for the tape. A
+read holding exactly one whole message whose head the parser has read before (a desktop's
+requests differ in the request line and body, a server's answers in the body and Date) skips
+the parser: the head's bytes are looked up (Heads.block), the request line split, the body's
+length checked against the Content-Length. After a WebSocket upgrade both directions are
+spliced byte for byte, and a frame reader (recorder/wsframes.py) takes the messages out for
+the tape. What is recorded, and for whom, is the CaptureProxy's (recorder/proxy.py): these
+protocols call it at each request, answer and WebSocket message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import zlib
 from collections import deque
@@ -31,6 +34,12 @@ from tape.session import HttpExchange
 if TYPE_CHECKING:
     from recorder.proxy import CaptureProxy
 
+# Requests taken without the parser: these methods (not HEAD, whose answer has no body, nor
+# CONNECT), an origin-form target of visible ASCII, HTTP/1.1 or 1.0; anything else is parsed.
+QUICK_METHODS = frozenset({b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"})
+QUICK_TARGET = re.compile(rb"/[!-~]*")
+QUICK_VERSIONS = {b"HTTP/1.1": b"1.1", b"HTTP/1.0": b"1.0"}
+
 
 @dataclass(slots=True)
 class Request:
@@ -38,8 +47,8 @@ class Request:
 
     at: tuple[int, int]
     method: str = ""
-    url: bytearray = field(default_factory=bytearray)
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    url: bytes | bytearray = field(default_factory=bytearray)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # as parsed; see head
     body: list[bytes] = field(default_factory=list)
     chunked: bool = False
     answered: bool = False  # the upstream answered before the body was all in
@@ -75,6 +84,7 @@ class Downstream(asyncio.Protocol):
         # completed, recorded once they are on their way.
         self.outbox: list[bytes] | None = None
         self.completed: list[Request] = []
+        self.begun = 0  # messages the parser began in the current read
 
     # asyncio.Protocol
 
@@ -110,7 +120,14 @@ class Downstream(asyncio.Protocol):
             if self.tunnel is not None:
                 self._read_ws(self.tunnel, data)
             return
+        line_end = head_end = -1
+        if self.current is None:  # at a message's start
+            line_end = data.find(b"\r\n")
+            head_end = data.find(b"\r\n\r\n", line_end)
+            if line_end > 0 and head_end >= line_end and self._quick(data, line_end, head_end):
+                return
         self.outbox = outbox = cast(list[bytes], [])
+        self.begun = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -130,10 +147,52 @@ class Downstream(asyncio.Protocol):
                 self._to_upstream(outbox[0] if len(outbox) == 1 else b"".join(outbox))
         if self.completed:
             completed, self.completed = self.completed, []
+            if self.begun == 1 and len(completed) == 1 and line_end > 0 and head_end >= line_end:
+                self._learn(completed[0], data, line_end, head_end)
             for request in completed:
                 self.proxy.request_complete(request)
             if self.failed is not None:
                 self._fail_all()
+
+    def _quick(self, data: bytes, line_end: int, head_end: int) -> bool:
+        """Take a read holding one whole request with a head seen before, without the parser:
+        the same bytes upstream and the same record as the parser's way. False: parse it."""
+        known = self.proxy.heads.block(data[line_end + 2 : head_end])
+        if known is None or self.failed is not None or self.upstream is None:
+            return False
+        head = known[1]
+        if head.length != len(data) - head_end - 4:
+            return False
+        parts = data[:line_end].split(b" ")
+        if len(parts) != 3 or parts[0] not in QUICK_METHODS or parts[2] not in QUICK_VERSIONS:
+            return False
+        method, target, version = parts
+        if not QUICK_TARGET.fullmatch(target):
+            return False
+        body = data[head_end + 4 :]
+        out = (method, b" ", self.proxy.up_prefix_bytes, target, b" HTTP/")
+        self.upstream.write(
+            b"".join((*out, QUICK_VERSIONS[version], b"\r\n", head.forward, b"\r\n", body))
+        )
+        request = Request(now(), method.decode("latin-1"), target, head=head)
+        if body:
+            request.body.append(body)
+        self.awaiting.append(request)
+        self.proxy.stats.quick += 1
+        self.proxy.request_complete(request)
+        return True
+
+    def _learn(self, request: Request, data: bytes, line_end: int, head_end: int) -> None:
+        """The parser read `data` as this one request: remember its head for _quick."""
+        head = request.head
+        if (
+            head is not None
+            and not head.chunked
+            and not head.upgrade
+            and head.length == len(data) - head_end - 4
+            and request.method.encode("latin-1") in QUICK_METHODS
+        ):
+            self.proxy.heads.learn(data[line_end + 2 : head_end], (0, head))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.proxy.connections.discard(self)
@@ -175,6 +234,7 @@ class Downstream(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.current = Request(now())
+        self.begun += 1
 
     def on_url(self, url: bytes) -> None:
         assert self.current is not None
@@ -182,14 +242,14 @@ class Downstream(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.current is not None
-        self.current.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.current.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         request = self.current
         assert request is not None
         method = self.parser.get_method()
         request.method = method.decode("latin-1")
-        request.head = head = self.proxy.heads.of(request.headers)
+        request.head = head = self.proxy.heads.of_raw(request.headers)
         request.chunked = head.chunked
         version = self.parser.get_http_version().encode("latin-1")
         prefix, url = self.proxy.up_prefix_bytes, request.url
@@ -293,12 +353,15 @@ class Upstream(asyncio.Protocol):
         self.down = downstream
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
-        self.headers: list[tuple[str, str]] = []
+        self.headers: list[tuple[bytes, bytes]] = []
         self.head: Head | None = None
         self.body: list[bytes] = []
         self.tunnel: WsReader | None = None
         self.opaque = False  # after an upgrade, or bytes we cannot parse: pass them on only
         self.in_message = False  # headers seen, end not yet
+        self.started = False  # a message begun, not yet done: the parser is within it
+        self.begun = 0  # messages the parser began in the current read
+        self.last: tuple[int, Head, int] | None = None  # status, head, body length: last done
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -309,8 +372,22 @@ class Upstream(asyncio.Protocol):
             if self.tunnel is not None:
                 self._read_ws(data)
             return
+        end = -1
+        if not self.started:
+            end = data.find(b"\r\n\r\n")
+            known = self.down.proxy.heads.block(data[:end]) if end > 0 else None
+            if known is not None and known[1].length == len(data) - end - 4:
+                self.down.proxy.stats.quick += 1
+                self.down.response_done(known[0], known[1], data[end + 4 :])
+                return
+        self.begun, self.last = 0, None
         try:
             self.parser.feed_data(data)
+            last = self.last
+            if end > 0 and self.begun == 1 and last is not None and not self.started:
+                status, head, size = last
+                if status >= 200 and head.length == size == len(data) - end - 4:
+                    self.down.proxy.heads.learn(data[:end], (status, head))
         except httptools.HttpParserUpgrade as upgrade:
             self.opaque = True
             rest = data[upgrade.args[0] :]
@@ -354,13 +431,15 @@ class Upstream(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.headers, self.body, self.head = [], [], None
+        self.started = True
+        self.begun += 1
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_message = True
-        self.head = self.down.proxy.heads.of(self.headers)
+        self.head = self.down.proxy.heads.of_raw(self.headers)
         if self.parser.get_status_code() == 101:
             self.in_message = False
             self._done()
@@ -379,10 +458,13 @@ class Upstream(asyncio.Protocol):
         return self.head is not None and not self.head.delimited
 
     def _done(self) -> None:
-        head = self.head or self.down.proxy.heads.of(self.headers)
+        self.started = False
+        head = self.head or self.down.proxy.heads.of_raw(self.headers)
         parts = self.body
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.down.response_done(self.parser.get_status_code(), head, body)
+        status = self.parser.get_status_code()
+        self.last = (status, head, len(body))
+        self.down.response_done(status, head, body)
 
     # for the downstream
 
@@ -405,14 +487,6 @@ class Upstream(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
-
-
-def decoded(body: bytes, encoding: str | None) -> bytes:
-    """What the application sees: gzip/deflate undone for the tape (the client gets `body`)."""
-    if encoding in ("gzip", "deflate"):
-        with contextlib.suppress(zlib.error):
-            return zlib.decompress(body, 47 if encoding == "gzip" else 15)
-    return body
 
 
 def now() -> tuple[int, int]:

@@ -9,7 +9,9 @@ the times it happened. Traffic that never identifies itself goes to one `unattri
 What the proxy needs of a message's headers (the session cookie, a Set-Cookie, the names GWS
 gives in X-CSRF-HEADER, the encoding, the stored JSON form) is worked out once per distinct
 header list (`Heads`): a desktop sends the same headers with every request, and working them
-out each time was a quarter of the proxy's Python time per request.
+out each time was a quarter of the proxy's Python time per request. `Heads` also remembers the
+raw bytes of heads the HTTP parser has read as one whole message with a Content-Length body,
+so that the next message with the same head can be taken without the parser (proxy_forward).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ OpenLog = Callable[[str, tuple[int, int] | None], SessionLog]
 
 
 Pairs = tuple[tuple[str, str], ...]
+RawPairs = tuple[tuple[bytes, bytes], ...]  # as the parser gives them
+Known = tuple[int, "Head"]  # a head's status (responses; 0 for a request) and its Head
 HEADS_KEPT = 4096  # distinct header lists remembered (then forgotten all at once)
 
 
@@ -45,6 +49,8 @@ class Head:
     chunked: bool
     delimited: bool  # Content-Length or chunked: the body does not end with the connection
     forward: bytes  # the header lines as sent upstream: Host is the upstream's
+    length: int | None  # the Content-Length, when there is exactly one, a number
+    upgrade: bool  # Upgrade or Connection: upgrade: the connection may change protocol
     texts: dict[frozenset[str], str] = field(default_factory=dict)
 
     def text(self, secret: Collection[str]) -> str:
@@ -63,6 +69,18 @@ class Heads:
         self.cookie = cookie
         self.authority = authority  # the upstream's Host
         self._known: dict[Pairs, Head] = {}
+        self._raw: dict[RawPairs, Head] = {}
+        self._blocks: dict[bytes, Known] = {}
+
+    def block(self, raw: bytes) -> Known | None:
+        """A head's bytes (a response's status line and headers, a request's headers) that
+        the parser has read before as one whole message: its status and Head."""
+        return self._blocks.get(raw)
+
+    def learn(self, raw: bytes, known: Known) -> None:
+        if len(self._blocks) >= HEADS_KEPT:
+            self._blocks.clear()
+        self._blocks[raw] = known
 
     def of(self, headers: Sequence[tuple[str, str]]) -> Head:
         pairs = tuple(headers)
@@ -71,6 +89,17 @@ class Heads:
             if len(self._known) >= HEADS_KEPT:
                 self._known.clear()
             head = self._known[pairs] = self._read(pairs)
+        return head
+
+    def of_raw(self, headers: list[tuple[bytes, bytes]]) -> Head:
+        """The Head of headers as the parser gave them (bytes, decoded only when new)."""
+        pairs = tuple(headers)
+        head = self._raw.get(pairs)
+        if head is None:
+            if len(self._raw) >= HEADS_KEPT:
+                self._raw.clear()
+            decoded = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in pairs]
+            head = self._raw[pairs] = self.of(decoded)
         return head
 
     def _read(self, pairs: Pairs) -> Head:
@@ -86,6 +115,9 @@ class Heads:
             lines.append(f"{name}: {self.authority if lower == 'host' else value}\r\n")
         chunked = any("chunked" in value for value in transfer)
         set_cookies = (cookie_value([v], self.cookie) for k, v in lowered if k == "set-cookie")
+        lengths = [v.strip() for k, v in lowered if k == "content-length"]
+        length = lengths[0] if len(lengths) == 1 else ""
+        connection = ",".join(v.lower() for k, v in lowered if k == "connection")
         return Head(
             pairs,
             cookie_value([v for k, v in lowered if k == "cookie"], self.cookie),
@@ -96,6 +128,8 @@ class Heads:
             # as a dict of the headers reads it: the last Transfer-Encoding counts
             any(k == "content-length" for k, _ in lowered) or "chunked" in "".join(transfer[-1:]),
             "".join(lines).encode("latin-1"),
+            int(length) if length.isascii() and length.isdigit() else None,
+            any(k == "upgrade" for k, _ in lowered) or "upgrade" in connection,
         )
 
 

@@ -227,3 +227,72 @@ def test_a_proxy_that_cannot_listen_leaves_no_tape_and_an_existing_tape_is_refus
     assert result.returncode == 1
     assert "exists; add --append to add to it, --overwrite to replace it" in result.stderr
     assert tape.read_bytes() == b"not a tape, and not ours to replace"
+
+
+async def test_a_head_seen_before_skips_the_parser_with_the_same_bytes_and_record(
+    tmp_path: Path,
+) -> None:
+    """A request or answer whose head the parser has read before, whole in one read, is taken
+    without the parser: upstream, client and tape get what the parser's way gave the first."""
+    seen: list[bytes] = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"Content-Length: (\d+)", head)
+                body = await reader.readexactly(int(length.group(1)) if length else 0)
+                seen.append(head + body)
+                answer = b'{"n":%03d}' % len(seen)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n" + answer)
+                await writer.drain()
+        writer.close()
+
+    def request(n: int) -> bytes:
+        body = b'{"i":%03d}' % n
+        return (
+            b"POST /r/%d HTTP/1.1\r\nHost: proxy\r\nX-CSRF-TOKEN: abc\r\nCookie: JSESSIONID=s1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (n, len(body), body)
+        )
+
+    tape = tmp_path / "quick.duckdb"
+    got: list[bytes] = []
+    async with raw_upstream(echo) as port, proxied(f"http://127.0.0.1:{port}", tape) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        for n in range(6):
+            if n == 4:  # the head, then the body in a later read: the parser's way again
+                writer.write(request(n)[:-4])
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(request(n)[-4:])
+            else:
+                writer.write(request(n))
+            got.append(await asyncio.wait_for(reader.readuntil(b"}"), TIMEOUT))
+        writer.write(request(6) + request(7))  # two in one read: the parser's way
+        got.append(await asyncio.wait_for(reader.readuntil(b"}"), TIMEOUT))
+        got.append(await asyncio.wait_for(reader.readuntil(b"}"), TIMEOUT))
+        writer.close()
+        quick = proxy.stats.quick
+    assert quick >= 6  # requests 1, 2, 3, 5 and answers 1, 2, 3 at least (answers share a head)
+    port_line = b"Host: 127.0.0.1:%d\r\n" % port
+    assert seen == [request(n).replace(b"Host: proxy\r\n", port_line) for n in range(8)]
+    assert got == [
+        b'HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{"n":%03d}' % (n + 1) for n in range(8)
+    ]
+    conn = duckdb.connect(str(tape), read_only=True)
+    rows = conn.execute(
+        "SELECT direction, kind, http_method, http_path, http_status, headers, raw FROM frames "
+        "WHERE kind <> 'lifecycle' ORDER BY seq"
+    ).fetchall()
+    requests = [row for row in rows if row[0] == "out"]
+    answers = [row for row in rows if row[0] == "in"]
+    assert len(requests) == len(answers) == 8
+    first_request, first_answer = requests[0], answers[0]
+    assert "abc" not in first_request[5]  # the CSRF token's name is redacted as ever
+    for n, (out, answer) in enumerate(zip(requests, answers, strict=True)):
+        assert out[:3] == first_request[:3]
+        assert out[3] == f"/r/{n}"
+        assert out[5] == first_request[5]
+        assert bytes(out[6]) == b'{"i":%03d}' % n
+        assert answer[:6] == first_answer[:6]
+        assert bytes(answer[6]) == b'{"n":%03d}' % (n + 1)
