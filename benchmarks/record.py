@@ -94,13 +94,15 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-def check_tape(tape: Path, count: int, proc: subprocess.Popen[bytes]) -> None:
+def check_tape(tape: Path, count: int, proc: subprocess.Popen[bytes]) -> float:
     """The figure counts only if the tape holds every message (exactly once is the interop
-    tests' job). If not, say what the recorder said, and how its session ended."""
+    tests' job). If not, say what the recorder said, and how its session ended. Returns the
+    largest frame's MB: over long-polling, the peak RSS goes with the biggest reply."""
     with duckdb.connect(str(tape), read_only=True) as conn:
         row = conn.execute("SELECT count(*) FROM messages WHERE channel = '/bench'").fetchone()
         if row is not None and row[0] == count:
-            return
+            largest = conn.execute("SELECT max(octet_length(raw)) FROM frames").fetchone()
+            return (largest[0] if largest else 0) / 2**20
         ends = conn.execute("SELECT end_reason FROM sessions").fetchall()
         lifecycle = conn.execute(
             "SELECT seq, decode(raw) FROM frames WHERE kind = 'lifecycle' ORDER BY seq"
@@ -114,8 +116,8 @@ def check_tape(tape: Path, count: int, proc: subprocess.Popen[bytes]) -> None:
 
 def ours_from_faye(
     faye: FayeServer, count: int, transport: str, tmp: Path
-) -> tuple[float, int, float]:
-    """(msg/s recorded, peak RSS in MB, msg/s Faye published at meanwhile)."""
+) -> tuple[float, int, float, float]:
+    """(msg/s recorded, peak RSS in MB, msg/s Faye published at meanwhile, largest frame MB)."""
     tape = tmp / f"faye-{transport}.duckdb"
     for earlier in (tape, tape.with_name(tape.name + ".wal")):  # an earlier round's
         earlier.unlink(missing_ok=True)
@@ -124,8 +126,8 @@ def ours_from_faye(
     published = faye.blast("/bench", count, 500, timeout=120, via=VIA)
     _, rss = wait_rss(proc, 120)
     rate = count / (time.monotonic() - _started(published))
-    check_tape(tape, count, proc)
-    return rate, rss, count * 1000 / published["elapsed_ms"]
+    largest = check_tape(tape, count, proc)
+    return rate, rss, count * 1000 / published["elapsed_ms"], largest
 
 
 def _started(published: dict[str, Any]) -> float:
@@ -190,13 +192,15 @@ def faye_pair(
 ) -> float:
     """Ours and aiocometd-ng from the same Faye, one after the other: prints, returns the ratio."""
     if ours_first:
-        ours, rss, ours_pub = ours_from_faye(faye, count, transport, tmp)
+        ours, rss, ours_pub, largest = ours_from_faye(faye, count, transport, tmp)
         peer, peer_pub = asyncio.run(aiocometd_from_faye(faye, count, transport))
     else:
         peer, peer_pub = asyncio.run(aiocometd_from_faye(faye, count, transport))
-        ours, rss, ours_pub = ours_from_faye(faye, count, transport, tmp)
+        ours, rss, ours_pub, largest = ours_from_faye(faye, count, transport, tmp)
+    # over long-polling Faye answers a slow poll with its whole backlog: the peak goes with it
+    reply = f"; largest reply {largest:.0f} MB" if transport == "long-polling" else ""
     print(
-        f"Faye -> {transport}: ours {ours:,.0f} msg/s recorded (peak RSS {rss} MB), "
+        f"Faye -> {transport}: ours {ours:,.0f} msg/s recorded (peak RSS {rss} MB{reply}), "
         f"aiocometd-ng {peer:,.0f} msg/s counted; ratio {ours / peer:.2f}x",
         flush=True,
     )

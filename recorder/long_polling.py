@@ -18,7 +18,7 @@ from yarl import URL
 from recorder.auth import Credentials, Csrf, Handover, LoginError, session_headers
 from recorder.events import Outgoing
 from recorder.net import NetOptions, describe_error
-from recorder.wire import log_received, stored_headers
+from recorder.wire import log_received, read_body, stored_headers
 from tape.bayeux import Message
 from tape.schema import TapeError
 from tape.session import SessionLog
@@ -183,7 +183,7 @@ class LongPollingTransport:
         assert self._session is not None
         timeout = aiohttp.ClientTimeout(total=self._timeout(batch))
         async with self._session.post(url, data=body, headers=headers, timeout=timeout) as resp:
-            raw = await resp.read()
+            raw = await read_body(resp.content)
             self.csrf.learn(resp.headers)
         self.bytes_in += len(raw)
         error = None if resp.status == 200 else f"HTTP {resp.status}"

@@ -3,7 +3,9 @@ then decoded once (the tape is told the codec already ran, so it does not decode
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from multidict import CIMultiDictProxy
 
@@ -11,12 +13,32 @@ from tape.bayeux import BayeuxDecodeError, Message, decode_frame_lazily
 from tape.redact import headers_json
 from tape.session import SessionLog
 
+if TYPE_CHECKING:  # the capture proxy imports this module, and has no use for aiohttp
+    import aiohttp
+
 
 def decode(raw: bytes) -> tuple[list[Message], str | None]:
     try:
         return decode_frame_lazily(raw), None
     except BayeuxDecodeError as exc:
         return [], f"{exc.kind}: {exc}"
+
+
+async def read_body(content: aiohttp.StreamReader) -> bytes:
+    """A response's whole body, as ClientResponse.read() gives it, but built in place: read()
+    joins the chunks at the end, two copies of a 70 MB long-poll reply at once; a BytesIO grows
+    one (glibc moves a big block by remapping it) and hands over its buffer without a copy."""
+    first = await content.readany()
+    second = await content.readany() if first else b""
+    if not second:  # the usual, small reply: one chunk
+        return first
+    body = io.BytesIO()
+    body.write(first)
+    body.write(second)
+    del first, second
+    while chunk := await content.readany():
+        body.write(chunk)
+    return body.getvalue()
 
 
 def header_pairs(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
 
-from tape.frame import FRAME_COLUMNS, Direction, Frame, Kind, ReceivedRun
+from tape.frame import FRAME_COLUMNS, Direction, Frame, Kind, ReceivedRun, Session
 from tape.prepare import clean_deliveries, prepare_frame
 from tape.privacy import REDACT_ONLY, Privacy
 from tape.projection import HTTP_KINDS
@@ -34,6 +35,9 @@ FRAMES_SCHEMA = pa.schema(
 )
 
 RAW = FRAMES_SCHEMA.names.index("raw")
+# A frame this big (a long-poll reply carrying a server's backlog) is a batch of its own: the
+# writer inserts and commits it alone, projecting its messages in parts (tape.store).
+BIG_FRAME_BYTES = 1 << 20
 _BINARY, _INT64 = pa.binary(), pa.int64()
 SCAN_CHUNK_ROWS = 1_024
 _CHECKED = Frame._fields.index("checked")
@@ -136,6 +140,20 @@ def flatten(items: list[Frame | ReceivedRun]) -> list[Frame]:
     return out
 
 
+def big_raw(table: pa.Table) -> memoryview | None:
+    """The bytes of a batch of one frame, if it is big (see BIG_FRAME_BYTES), without a copy
+    (pyarrow's as_buffer() copies)."""
+    if table.num_rows != 1:
+        return None
+    chunk = next(c for c in table.column(RAW).chunks if len(c))
+    kind = np.int32 if chunk.type == _BINARY else np.int64  # large_binary: 64-bit offsets
+    offsets = np.frombuffer(chunk.buffers()[1], dtype=kind)
+    start, end = int(offsets[chunk.offset]), int(offsets[chunk.offset + 1])
+    if end - start < BIG_FRAME_BYTES:
+        return None
+    return memoryview(chunk.buffers()[2])[start:end]
+
+
 def runs_batch(runs: list[ReceivedRun], raws: Sequence[bytes]) -> Batch:
     """The Arrow batch of received runs, built from their columns: what prepared_batch makes
     of the same frames as Frames (prepare_frame passes such frames unchanged)."""
@@ -181,10 +199,19 @@ def projected(frames: list[Frame]) -> tuple[bool, bool]:
     )
 
 
-def fit_run(run: ReceivedRun, rows: int, size: int) -> tuple[ReceivedRun, ReceivedRun | None]:
+def fit_run(
+    run: ReceivedRun, rows: int, size: int, *, empty: bool = True
+) -> tuple[ReceivedRun | None, ReceivedRun | None]:
     """What of `run` a batch with room for `rows` frames and `size` bytes takes, and the rest
     (None: all of it). Frames are taken while the batch is under both, as the writer takes Frames
-    (at least one)."""
+    (at least one). A big frame goes alone: into an `empty` batch, else (None, run)."""
+    if run.size >= BIG_FRAME_BYTES and max(map(len, run.raws)) >= BIG_FRAME_BYTES:
+        big = next(i for i, n in enumerate(map(len, run.raws)) if n >= BIG_FRAME_BYTES)
+        if big == 0:
+            if not empty:
+                return None, run
+            return run.split(1) if len(run.raws) > 1 else (run, None)
+        rows = min(rows, big)
     if len(run.raws) <= rows and run.size <= size:
         return run, None
     k = total = 0
@@ -196,3 +223,51 @@ def fit_run(run: ReceivedRun, rows: int, size: int) -> tuple[ReceivedRun, Receiv
     # Its last frame may be the one that crosses `size`: then the batch takes it whole, and
     # no empty rest goes back into the queue (a batch of none would fail the writer).
     return (run, None) if k == len(run.raws) else run.split(k)
+
+
+class Taken(NamedTuple):
+    """A batch's items as taken from the writer's queue, and what they count there."""
+
+    frames: list[Frame | ReceivedRun]
+    sessions: list[Session]
+    markers: list[object]  # anything else queued (the writer's flush markers)
+    size: int  # bytes of frames
+    taken: int  # frames and session rows
+    big: bool  # one big frame, alone (see BIG_FRAME_BYTES)
+
+
+def take(pending: deque[object], max_rows: int, max_bytes: int) -> Taken:
+    """The next batch from the writer's queue, in queue order: Frames and runs while it holds
+    fewer than `max_rows` frames and `max_bytes` (a run split to fit, its rest put back at the
+    head), and the session rows and markers among them. A big frame is a batch of its own."""
+    out = Taken([], [], [], 0, 0, False)
+    frames, size, rows, taken, big = out.frames, 0, 0, 0, False
+    while pending and rows < max_rows and size < max_bytes and not big:
+        item = pending.popleft()
+        if type(item) is ReceivedRun:
+            run, rest = fit_run(item, max_rows - rows, max_bytes - size, empty=not frames)
+            if rest is not None:  # the rest is next in the queue
+                pending.appendleft(rest)
+            if run is None:
+                break
+            frames.append(run)
+            rows += len(run.raws)
+            taken += len(run.raws)
+            size += run.size
+            big = run.size >= BIG_FRAME_BYTES and len(run.raws) == 1
+        elif isinstance(item, Frame):
+            if len(item.raw) >= BIG_FRAME_BYTES:
+                if frames:
+                    pending.appendleft(item)
+                    break
+                big = True
+            frames.append(item)
+            rows += 1
+            taken += 1
+            size += len(item.raw)
+        elif isinstance(item, Session):
+            out.sessions.append(item)
+            taken += 1
+        else:
+            out.markers.append(item)
+    return out._replace(size=size, taken=taken, big=big)

@@ -8,10 +8,11 @@ import threading
 from pathlib import Path
 
 import duckdb
+import msgspec
 
-from tape.batches import Batch, frames_of, frames_table, projected
+from tape.batches import Batch, big_raw, frames_of, frames_table, projected
 from tape.frame import SESSION_COLUMNS, Frame, Session
-from tape.memory import finalize_mb
+from tape.memory import CHECKPOINT_MB, finalize_mb
 from tape.prepare import prepare_session
 from tape.projection import PROJECTION_SQL, project, project_http
 from tape.schema import finalize
@@ -19,9 +20,6 @@ from tape.schema import finalize
 # DuckDB's own threads: one, as the writer threads are the parallelism (more cost ingest and
 # the recorder up to a quarter of their rate, and the close's checkpoint took 3x as long).
 DUCKDB_THREADS = 1
-# What goes through the WAL (the batches of a slower stream: full ones skip it) is
-# checkpointed every so many MB, in the writer's time, rather than all at the close.
-CHECKPOINT_MB = 16
 # What no frame's bytes can make the projection raise: I/O (a full disk), transactions, a
 # database already invalidated. Anything else may be a frame DuckDB reads otherwise than orjson.
 NOT_A_FRAME = (duckdb.OperationalError, duckdb.FatalException)
@@ -58,6 +56,9 @@ def insert(conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:
 
 
 def insert_batch(conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    raw = big_raw(batch.table) if batch.bayeux and not batch.http else None
+    if raw is not None and _insert_big(conn, batch, raw):
+        return
     conn.register("_batch", batch.table)
     try:
         conn.execute("INSERT INTO frames BY NAME SELECT * FROM _batch")
@@ -68,6 +69,65 @@ def insert_batch(conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:
     finally:
         with contextlib.suppress(duckdb.Error):  # in an aborted transaction: keep its error
             conn.unregister("_batch")
+
+
+# A big frame's messages are projected this many bytes of them at a time: parsing a 70 MB
+# long-poll reply whole took ~250 MB of DuckDB's memory beside the frame (and a 256 MB block).
+PIECE_BYTES = 8 << 20
+_SPANS = msgspec.json.Decoder(list[msgspec.Raw])
+_PIECE = (
+    "(SELECT $session_id AS session_id, $seq::BIGINT AS seq, $wall::BIGINT AS t_wall_ns,"
+    " $mono::BIGINT AS t_mono_ns, $direction AS direction, 'bayeux' AS kind,"
+    " NULL::VARCHAR AS parse_error, $piece::BLOB AS raw)"
+)
+# The rows of messages first..first+n-1 of the frame, from a piece that holds only those
+PIECE_SQL = (
+    "INSERT INTO messages SELECT * REPLACE ((idx + $first)::INTEGER AS idx) FROM ("
+    + PROJECTION_SQL.replace("__SOURCE__", _PIECE)
+    + ") AS p(session_id, seq, idx)"
+)
+
+
+def _insert_big(conn: duckdb.DuckDBPyConnection, batch: Batch, raw: memoryview) -> bool:
+    """insert_batch() for a batch of one big Bayeux frame (a JSON array: else False, and nothing
+    done): the frame's row, then its messages projected from pieces of about PIECE_BYTES (the
+    same rows, each message parsed alone). The table is not registered: DuckDB would hold it,
+    and the frame's bytes with it, until the commit."""
+    try:
+        spans = _SPANS.decode(raw)
+    except (msgspec.MsgspecError, RecursionError):
+        return False
+    table = batch.table
+    row = table.drop_columns(["raw"]).to_pylist()[0]
+    frame = conn.from_arrow(table)  # read by its name below
+    conn.execute("INSERT INTO frames BY NAME SELECT * FROM frame")
+    del frame, table
+    known = {"session_id": row["session_id"], "seq": row["seq"], "direction": row["direction"]}
+    known |= {"wall": row["t_wall_ns"], "mono": row["t_mono_ns"]}
+    first = 0
+    while first < len(spans):
+        last, size = first, 0
+        while last < len(spans) and size < PIECE_BYTES:
+            size += len(spans[last])
+            last += 1
+        piece = b"[" + b",".join(spans[first:last]) + b"]"
+        conn.execute(PIECE_SQL, {**known, "first": first, "piece": piece})
+        first = last
+    return True
+
+
+def commit_alone(conn: duckdb.DuckDBPyConnection, threshold_mb: int) -> None:
+    """COMMIT a transaction with no other open beside it (a big frame's), as a checkpoint rather
+    than a write to the WAL: DuckDB's WAL write of a 70 MB value took ~200 MB on top of it
+    (with another transaction open, it writes the WAL after all). Then DuckDB's checkpoint
+    threshold is `threshold_mb` again."""
+    conn.execute("SET auto_checkpoint_skip_wal_threshold = 0")
+    conn.execute("SET checkpoint_threshold = '0B'")
+    try:
+        conn.execute("COMMIT")
+    finally:
+        conn.execute(f"SET checkpoint_threshold = '{threshold_mb}MB'")
+        conn.execute("RESET auto_checkpoint_skip_wal_threshold")
 
 
 def isolate(conn: duckdb.DuckDBPyConnection, frame: Frame) -> Frame:

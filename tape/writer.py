@@ -19,7 +19,7 @@ from typing import NamedTuple, cast
 import duckdb
 import pyarrow as pa
 
-from tape.batches import RAW, Batch, fit_run, flatten, prepared_batch, runs_batch
+from tape.batches import RAW, Batch, flatten, prepared_batch, runs_batch, take
 from tape.frame import Frame, ReceivedRun, Session
 from tape.memory import MemoryLimit
 from tape.prepare import clean_deliveries, prepare_session
@@ -27,6 +27,7 @@ from tape.privacy import REDACT_ONLY, Privacy
 from tape.schema import TapeError, open_for_writing
 from tape.store import (
     DUCKDB_THREADS,
+    commit_alone,
     configure,
     finalize_tape,
     insert,
@@ -78,6 +79,8 @@ class TapeWriter:
     """
 
     _privacy: Privacy = REDACT_ONLY
+    _bigs = 0  # batches of a big frame taken and not yet committed (see _take)
+    _checkpoint_due = False  # tape.memory.MemoryLimit.checkpoint_due, as of the last commit
 
     def __init__(
         self,
@@ -102,7 +105,7 @@ class TapeWriter:
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._conn = open_for_writing(self.path, row_group_size=ROW_GROUP_ROWS)
         configure(self._conn, threads)
-        self._memory = MemoryLimit(self._conn)
+        self._memory = MemoryLimit(self._conn, ROW_GROUP_ROWS, Path(f"{self.path}.wal"))
         self._batch_rows = batch_rows
         self._interval = commit_interval
         self._limit = queue_size
@@ -236,6 +239,8 @@ class TapeWriter:
         for cursor in self._cursors:
             cursor.close()
         try:
+            if self._error is None:  # the close's checkpoint may rewrite big frames
+                self._memory.set(self._memory.for_checkpoint())
             if self._error is None and finalize:
                 self._finalize()
             elif self._error is not None:
@@ -304,40 +309,21 @@ class TapeWriter:
 
     def _take(self) -> _Job | None:
         """The next batch in queue order, at most `batch_rows` frames, and its ticket."""
-        frames: list[Frame | ReceivedRun] = []
-        sessions: list[Session] = []
-        markers: list[_Flush] = []
-        size = rows = taken = 0
         with self._take_lock:
-            pending = self._pending
-            if not pending:
+            if not self._pending:
                 return None
-            while pending and rows < self._batch_rows and size < BATCH_BYTES:
-                item = pending.popleft()
-                if type(item) is ReceivedRun:
-                    run, rest = fit_run(item, self._batch_rows - rows, BATCH_BYTES - size)
-                    if rest is not None:  # the rest is next in the queue
-                        pending.appendleft(rest)
-                    frames.append(run)
-                    rows += len(run.raws)
-                    taken += len(run.raws)
-                    size += run.size
-                elif isinstance(item, Frame):
-                    frames.append(item)
-                    rows += 1
-                    taken += 1
-                    size += len(item.raw)
-                elif isinstance(item, Session):
-                    sessions.append(item)
-                    taken += 1
-                elif isinstance(item, _Flush):
-                    markers.append(item)
+            got = take(self._pending, self._batch_rows, BATCH_BYTES)
             ticket = self._next_ticket
             self._next_ticket += 1
+            # No transaction is opened beside a big frame's, or beside a checkpoint that is due:
+            # a batch taken after it is inserted in its turn, not at once (see _commit).
+            alone = self._bigs > 0 or got.big or self._checkpoint_due
+            self._bigs += got.big
         with self._gate:
-            self._pending_bytes -= size
-            self._pending_rows -= taken
-        return _Job(ticket, frames, sessions, markers)
+            self._pending_bytes -= got.size
+            self._pending_rows -= got.taken
+        markers = cast(list[_Flush], got.markers)
+        return _Job(ticket, got.frames, got.sessions, markers, got.big, alone)
 
     @contextlib.contextmanager
     def _turn_of(self, ticket: int) -> Iterator[None]:
@@ -368,10 +354,12 @@ class TapeWriter:
         frames: list[Frame | ReceivedRun],
         sessions: list[Session],
         markers: list[_Flush],
+        big: bool = False,
+        alone: bool = False,
     ) -> None:
         batch = None
         memory = self._memory.base
-        big = False
+        big_mb = 0
         if frames:
             # A recording's batches are runs of received frames (see ReceivedRun); anything
             # else, or a batch mixing both, goes as Frames.
@@ -385,9 +373,8 @@ class TapeWriter:
                 flat = flatten(frames)
                 columns = list(zip(*flat, strict=True))
                 raws = columns[RAW]
-            largest_mb = max(map(len, raws)) >> 20
-            big = largest_mb > 0
-            memory = self._memory.for_batch(largest_mb, conn)
+            big_mb = -(-max(map(len, raws)) >> 20) if big else 0  # a big frame's MB, rounded up
+            memory = self._memory.for_batch(big_mb)
             if runs:
                 batch = runs_batch(cast(list[ReceivedRun], frames), raws)
             else:
@@ -399,7 +386,7 @@ class TapeWriter:
             # RSS. The rare paths below read the frames back from the table.
             frames.clear()
         inserted = False
-        if batch is not None and memory == self._memory.base:
+        if batch is not None and not alone:
             # The common case, beside the other thread: insert now, commit in turn.
             try:
                 conn.execute("BEGIN")
@@ -408,40 +395,39 @@ class TapeWriter:
             except duckdb.Error:  # done again alone, in turn, where a batch can be split
                 with contextlib.suppress(duckdb.Error):
                     conn.execute("ROLLBACK")
-        with self._turn_of(ticket):
-            if inserted and batch is not None:
-                if sessions:
-                    # Before the frames, on the connection no thread inserts on: a crash in
-                    # between then leaves no committed frame without its session row. (In
-                    # this thread's open transaction the upsert could conflict with the
-                    # other thread's, committed since it began.)
-                    self._transact(self._conn, None, sessions)
+        try:
+            with self._turn_of(ticket):
+                if inserted and batch is not None:
+                    if sessions:
+                        # Before the frames, on the connection no thread inserts on: a crash in
+                        # between then leaves no committed frame without its session row. (In
+                        # this thread's open transaction the upsert could conflict with the
+                        # other thread's, committed since it began.)
+                        self._transact(self._conn, None, sessions)
+                        sessions = []
+                    try:
+                        conn.execute("COMMIT")
+                        self._committed(batch.table.num_rows)
+                        batch = None
+                    except duckdb.Error:
+                        with contextlib.suppress(duckdb.Error):  # COMMIT itself may have ended it
+                            conn.execute("ROLLBACK")
+                if batch is not None:
+                    self._memory.set(memory, conn)
+                if big and batch is not None:
+                    held, batch = [batch], None
+                    self._transact_alone(conn, held, sessions, big_mb)
                     sessions = []
-                try:
-                    conn.execute("COMMIT")
-                    self.committed_frames += batch.table.num_rows
-                    batch = None
-                except duckdb.Error:
-                    with contextlib.suppress(duckdb.Error):  # COMMIT itself may have ended it
-                        conn.execute("ROLLBACK")
-            if batch is not None:
-                self._memory.set(memory, conn)
-            self._commit_batch(conn, batch, sessions, markers, big=big)
-
-    def _commit_batch(
-        self,
-        conn: duckdb.DuckDBPyConnection,
-        batch: Batch | None,
-        sessions: list[Session],
-        markers: list[_Flush],
-        *,
-        big: bool = False,
-    ) -> None:
-        if batch is not None or sessions:
-            self._transact(conn, batch, sessions)
-        self._memory.settle(conn, big=big)
-        for marker in markers:
-            marker.done.set()
+                if batch is not None or sessions:
+                    self._transact(conn, batch, sessions)
+                self._memory.settle(conn)
+                self._checkpoint_due = self._memory.checkpoint_due
+                for marker in markers:
+                    marker.done.set()
+        finally:
+            if big:
+                with self._take_lock:
+                    self._bigs -= 1
 
     def _transact(
         self, conn: duckdb.DuckDBPyConnection, batch: Batch | None, sessions: list[Session]
@@ -460,14 +446,36 @@ class TapeWriter:
                 raise
             # A full batch of frames holding many messages each can need more than the buffer
             # limit to project (a 16 MB batch of 11-93 kB GWS frames did): split it rather than
-            # fail the writer. The limit raised for the batch's largest frame holds throughout.
+            # fail the writer.
             with contextlib.suppress(duckdb.Error):  # COMMIT itself may have ended it
                 conn.execute("ROLLBACK")
             half = batch.table.num_rows // 2
             self._transact(conn, batch._replace(table=batch.table.slice(0, half)), [])
             self._transact(conn, batch._replace(table=batch.table.slice(half)), sessions)
             return
-        self.committed_frames += 0 if batch is None else batch.table.num_rows
+        self._committed(0 if batch is None else batch.table.num_rows)
+
+    def _committed(self, rows: int, big_mb: int = 0) -> None:
+        self.committed_frames += rows
+        self._memory.committed(rows, big_mb)
+
+    def _transact_alone(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        held: list[Batch],
+        sessions: list[Session],
+        big_mb: int,
+    ) -> None:
+        """_transact for a batch of one big frame, with no other transaction open (see _take):
+        the batch is let go once inserted (DuckDB has the frame's bytes), and the commit is a
+        checkpoint rather than a write to the WAL (tape.store.commit_alone)."""
+        rows = held[0].table.num_rows
+        conn.execute("BEGIN")
+        self._insert(conn, held.pop())
+        for session in latest(sessions):
+            upsert_session(conn, session)
+        commit_alone(conn, self._memory.threshold_mb)
+        self._committed(rows, big_mb)
 
     def _insert(self, conn: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         """Insert frames and their messages (tape.store.insert)."""
@@ -479,6 +487,8 @@ class _Job(NamedTuple):
     frames: list[Frame | ReceivedRun]
     sessions: list[Session]
     markers: list[_Flush]
+    big: bool = False  # one big frame (tape.batches.BIG_FRAME_BYTES), committed alone
+    alone: bool = False  # inserted in its turn: no transaction beside a big frame's
 
 
 class _AbandonedError(Exception):
