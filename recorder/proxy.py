@@ -298,14 +298,14 @@ def decoded(body: bytes, encoding: str | None) -> bytes:
 def serve_worker(
     options: ProxyOptions,
     folder: Path,
-    prefix: str,
+    segments: Segments,
     host: str,
     port: int,
     privacy: Privacy,
     conn: Connection,
 ) -> None:
     """A worker: its own proxy on the shared port, recording into its own segments of the tape
-    set in `folder` (`prefix`: `w1-` for worker 1)."""
+    set in `folder` (`segments.prefix`: `w1-` for worker 1; cut by `segments.rotation`)."""
     # Ctrl-C reaches the whole process group; the parent stops the workers, each in turn
     # closing its tape. SIGTERM to a worker alone stops it too (_work).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -313,7 +313,7 @@ def serve_worker(
 
     settle_gc()
     try:
-        run_loop(_work(options, folder, prefix, host, port, privacy, conn))
+        run_loop(_work(options, folder, segments, host, port, privacy, conn))
     except Exception as exc:  # said to the parent, which reports it on one line
         with contextlib.suppress(OSError):
             conn.send(("failed", str(exc) or type(exc).__name__))
@@ -323,13 +323,13 @@ def serve_worker(
 async def _work(
     options: ProxyOptions,
     folder: Path,
-    prefix: str,
+    segments: Segments,
     host: str,
     port: int,
     privacy: Privacy,
     conn: Connection,
 ) -> None:
-    writer = ProcessTapeWriter(folder, privacy=privacy, segments=Segments(None, prefix))
+    writer = ProcessTapeWriter(folder, privacy=privacy, segments=segments)
     proxy = CaptureProxy(options, writer)
     try:
         await proxy.start(host, port, reuse_port=True)

@@ -36,13 +36,14 @@ from tape.cli import (
     listen_address,
     listen_option,
     output_tape_options,
+    rotate_option,
     run_loop,
 )
 from tape.privacy import Privacy, privacy_options
-from tape.process_writer import ProcessTapeWriter
+from tape.process_writer import ProcessTapeWriter, Segments
 from tape.runtime import settle_gc
 from tape.schema import TapeError
-from tape.segments import set_folder
+from tape.segments import Rotation, set_folder
 
 MAX_WORKERS = 64
 START_S = 60  # a worker's start (Python, its tape writer's process) takes ~1-2 s here
@@ -53,6 +54,7 @@ STOP_S = 300  # a worker's stop: its tape writer commits what it has, as the one
 @click.option("--upstream", required=True, help="The server to forward to: http://host:port.")
 @listen_option
 @output_tape_options
+@rotate_option
 @click.option(
     "--workers",
     type=click.IntRange(1, MAX_WORKERS),
@@ -81,6 +83,7 @@ def proxy_command(
     output: Path,
     append: bool,
     overwrite: bool,
+    rotation: Rotation | None,
     workers: int | None,
     bayeux_paths: tuple[str, ...],
     session_cookie: str,
@@ -115,10 +118,16 @@ def proxy_command(
     if workers is not None:
         folder = set_folder(output)
         claim = claim_set(folder, append=append, overwrite=overwrite, keep_old_until_done=True)
-        serve_set(options, folder, host, port, workers, claim, privacy)
+        serve_set(options, folder, host, port, workers, claim, privacy, rotation)
         return
-    claim = claim_tape(output, append=append, overwrite=overwrite, keep_old_until_done=True)
-    run(_serve(options, output, host, port, claim=claim, privacy=privacy))
+    segments = None
+    if rotation is not None:
+        output = set_folder(output)
+        segments = Segments(rotation)
+        claim = claim_set(output, append=append, overwrite=overwrite, keep_old_until_done=True)
+    else:
+        claim = claim_tape(output, append=append, overwrite=overwrite, keep_old_until_done=True)
+    run(_serve(options, output, host, port, claim=claim, privacy=privacy, segments=segments))
 
 
 async def _serve(
@@ -129,8 +138,9 @@ async def _serve(
     *,
     claim: TapeClaim,
     privacy: Privacy | None = None,
+    segments: Segments | None = None,
 ) -> None:
-    writer = ProcessTapeWriter(output, privacy=privacy)
+    writer = ProcessTapeWriter(output, privacy=privacy, segments=segments)
     proxy = CaptureProxy(options, writer)
     try:
         await proxy.start(host, port)
@@ -220,6 +230,7 @@ def serve_set(
     count: int,
     claim: TapeClaim,
     privacy: Privacy,
+    rotation: Rotation | None = None,
 ) -> None:
     """Start `count` workers on host:port, then wait for a signal or a worker's end."""
     try:
@@ -244,7 +255,7 @@ def serve_set(
         ours, theirs = context.Pipe()
         process = context.Process(
             target=serve_worker,
-            args=(options, folder, f"w{number}-", host, port, privacy, theirs),
+            args=(options, folder, Segments(rotation, f"w{number}-"), host, port, privacy, theirs),
             name=f"proxy-w{number}",
         )
         process.start()

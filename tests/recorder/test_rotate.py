@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,8 @@ import duckdb
 import orjson
 import pytest
 
+from demo.desktop import PASSWORD, USER, drive
+from replay.simulator import Simulator, SimulatorOptions
 from tests.cli import cometd_tape
 from tests.constants import ROOT, TIMEOUT
 from tests.peers.faye import FayeServer
@@ -144,3 +148,60 @@ async def test_a_set_is_analysed_while_the_recorder_writes_it(
     (final,) = analyze_json(str(folder), "SELECT count(*) AS n FROM messages")
     assert 0 < live_count < final["n"]
     assert final["n"] >= 2 * published["pairs"]
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+async def test_the_proxy_rotates_and_every_request_meets_its_ack(
+    workers: int | None, tmp_path: Path
+) -> None:
+    simulator = Simulator(
+        SimulatorOptions(median_ms=150, p99_ms=400, seed=3, users={USER: PASSWORD})
+    )
+    await simulator.start()
+    port = free_port()
+    folder = tmp_path / "site"
+    extra = ["--workers", str(workers)] if workers else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tape", "proxy", "--upstream", simulator.origin,
+         "--listen", f"127.0.0.1:{port}", "-o", f"{folder}.duckdb", "--rotate", "1s", *extra],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        await wait_listening(port)
+        await drive(f"http://127.0.0.1:{port}", 400, 150.0, "long-polling", seed=4)
+        await stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        await simulator.stop()
+    names = sorted(p.name for p in folder.glob("*.duckdb"))
+    # Cut by time, but only while frames come: a worker that got no connection has one segment.
+    assert len(names) >= 3, names
+    pattern = r"w[12]-\d{4}\.duckdb" if workers else r"\d{4}\.duckdb"
+    assert all(re.fullmatch(pattern, name) for name in names), names
+    (row,) = analyze_json(
+        str(folder), "SELECT count(*) AS n, count(ack_ms) AS acked FROM request_latency"
+    )
+    assert row == {"n": 400, "acked": 400}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def wait_listening(port: int) -> None:
+    deadline = asyncio.get_running_loop().time() + TIMEOUT * 3
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        return
