@@ -264,6 +264,16 @@ def run(args: argparse.Namespace, tmp: Path, mitmdump: str | None) -> None:
         said = {name: stop(proc) for name, proc in procs.items()}
         stop(sim)
     report(args, results, said, {name: size_of(path) for name, path in outputs.items()})
+    if "mitmdump" in outputs:
+        print(f"mitmdump's flow file holds {flows_in(outputs['mitmdump']):,} flows")
+
+
+def flows_in(path: Path) -> int:
+    """The flows mitmdump wrote (read with mitmproxy's own reader): it recorded every request."""
+    from mitmproxy.io import FlowReader
+
+    with path.open("rb") as f:
+        return sum(1 for _ in FlowReader(f).stream())
 
 
 Results = dict[str, dict[str, list[float]]]
@@ -344,7 +354,8 @@ def report(
     gains = [b / a for a, b in zip(w1, w2, strict=True)]
     print(f"ours w2 / w1 throughput, per round: {', '.join(f'{g:.2f}x' for g in gains)}")
     for name, got in results.items():
-        print(f"  runs (req/s) {name}: {[round(r) for r in got['wrk']]}")
+        shares = ", ".join(f"{o:.0%}" for o in got["others"])
+        print(f"  runs (req/s) {name}: {[round(r) for r in got['wrk']]}; others: {shares}")
     if args.requests:
         print(f"aiohttp client in this process, {args.requests} requests a run (median req/s):")
         for name, got in results.items():
