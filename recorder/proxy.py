@@ -93,6 +93,7 @@ class CaptureProxy:
         self.heads = Heads(options.cookie, self.up_authority)
         self._bayeux_exact = frozenset(options.bayeux_paths)
         self._bayeux_under = tuple(p + "/" for p in options.bayeux_paths)
+        self._bayeux_roots = tuple(options.bayeux_paths)  # what a Bayeux path starts with
         self._exchanges = itertools.count(1)
         self._sockets = itertools.count(1)
         # replaced, never changed in place: an exchange keeps the names known when it was seen
@@ -166,7 +167,7 @@ class CaptureProxy:
         self.stats.exchanges += 1
         self.stats.bytes_up += len(body)
         path = request.path
-        bayeux = self._is_bayeux(path.split("?", 1)[0])
+        bayeux = path.startswith(self._bayeux_roots) and self._is_bayeux(path.partition("?")[0])
         messages = decode(body)[0] if bayeux and body else []
         head = request.head or self.heads.of_raw(request.headers)
         request.exchange = HttpExchange(
@@ -231,8 +232,7 @@ class CaptureProxy:
         if exchange is None:  # an upgrade answered without one: recorded as the answer alone
             exchange = request.exchange = HttpExchange("")
         exchange.response = response
-        keys = self.clients.keys_of(request.head, [], head)
-        keys += [f"client:{m.client_id}" for m in replies if m.client_id]
+        keys = self.clients.keys_of(request.head, replies, head)
         client = request.client
         if client is None:
             transport = "long-polling" if exchange.bayeux else "http"

@@ -187,12 +187,13 @@ class Sessions:
     # --- who ------------------------------------------------------------------------------
 
     def keys_of(
-        self, request: Head | None, messages: Iterable[Any], response: Head | None = None
+        self, request: Head | None, messages: Sequence[Any], response: Head | None = None
     ) -> list[str]:
         keys = [f"cookie:{request.cookie}"] if request is not None and request.cookie else []
-        if response is not None:
+        if response is not None and response.set_cookies:
             keys += [f"cookie:{value}" for value in response.set_cookies]
-        keys += [f"client:{m.client_id}" for m in messages if m.client_id]
+        if messages:  # (a comprehension costs a function object per call, even over nothing)
+            keys += [f"client:{m.client_id}" for m in messages if m.client_id]
         return keys
 
     def known(self, head: Head | None, messages: list[Any]) -> Client | None:
