@@ -29,11 +29,13 @@ from analysis.summary import SUMMARY_READS, summary
 from analysis.views import Filters, open_tapes, repeated_sources
 from tape.outputs import claim_folder, claim_output, overwrite_option
 from tape.source import is_text_tape, readable_all
-from tape.tapeset import expand
+from tape.tapeset import expand, named_tapes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_TAPES = click.argument("tapes", nargs=-1, required=True, type=click.Path(path_type=Path))
+_TAPES = click.argument(
+    "tapes", nargs=-1, required=True, type=click.Path(path_type=Path), callback=named_tapes
+)
 SQL_EXAMPLE = 'cometd-tape analyze sql shift.duckdb "select count(*) from requests"'
 _FORMAT = click.option(
     "--format",
@@ -280,7 +282,9 @@ def _query_given(command: F) -> F:
 
 
 @analyze_group.command("sql")
-@click.argument("tapes", nargs=-1, metavar="TAPES...", type=click.Path(path_type=Path))
+@click.argument(
+    "tapes", nargs=-1, metavar="TAPES...", type=click.Path(path_type=Path), callback=named_tapes
+)
 @click.argument("query", required=False, metavar="QUERY")
 @_FORMAT
 @_query_given

@@ -18,12 +18,13 @@ from replay.timeline import TimelineOptions
 from tape.cli import listen_address, listen_option, run_loop
 from tape.runtime import settle_gc
 from tape.source import readable
+from tape.tapeset import named_tapes
 
 STATUS_S = 5.0
 
 
 @click.command("replay")
-@click.argument("tape", type=click.Path(path_type=Path))
+@click.argument("tape", type=click.Path(path_type=Path), callback=named_tapes)
 @listen_option
 @click.option(
     "--speed",

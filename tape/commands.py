@@ -25,6 +25,7 @@ from tape.schema import (
 from tape.snapshot import snapshot
 from tape.source import readable
 from tape.tapeio import import_items
+from tape.tapeset import named_tapes
 
 
 @click.command("import")
@@ -54,7 +55,7 @@ def import_command(
 
 
 @click.command("export")
-@click.argument("tape", type=click.Path(path_type=Path))
+@click.argument("tape", type=click.Path(path_type=Path), callback=named_tapes)
 @click.option(
     "-o",
     "--output",
@@ -84,7 +85,7 @@ def export_command(tape: Path, output: Path, overwrite: bool, session_id: str | 
 
 
 @click.command("info")
-@click.argument("tape", type=click.Path(path_type=Path))
+@click.argument("tape", type=click.Path(path_type=Path), callback=named_tapes)
 def info_command(tape: Path) -> None:
     """Show a tape's sessions, frames and messages per channel, time span and schema.
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -52,6 +53,17 @@ def expand(arguments: Sequence[Path | str]) -> TapeSet:
             "every tape given is still being written; wait for the first segment to close"
         )
     return TapeSet(tuple(tapes), tuple(live), tuple(notes))
+
+
+def named_tapes(ctx: object, param: object, value: Any) -> Any:
+    """A click callback for tape arguments: each must exist, unless it is a glob (a usage
+    error, exit 2, as click's own exists=True gives)."""
+    import click
+
+    for path in value if isinstance(value, tuple) else (value,):
+        if path is not None and not Path(path).exists() and not _is_glob(str(path)):
+            raise click.BadParameter(f"{str(path)!r} does not exist")
+    return value
 
 
 def is_set(argument: Path | str) -> bool:
