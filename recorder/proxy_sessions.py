@@ -20,9 +20,9 @@ import functools
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from tape.frame import Direction, Kind, Transport
 from tape.redact import headers_json
 from tape.schema import TapeError
 from tape.session import HttpExchange, HttpMessage, SessionLog
@@ -272,7 +272,7 @@ class Sessions:
             self._bayeux_transport(client, "long-polling")
         if self.tape_error is None:
             try:
-                log_exchange(client.log, exchange, heads)
+                client.log.exchange(exchange, partial(_text, heads=heads))
             except TapeError as exc:
                 self.tape_error = str(exc)
 
@@ -284,42 +284,6 @@ class Sessions:
         if client.log.session.transport != transport:
             # the session's transport is its Bayeux one, not that of the login that opened it
             self.tape(lambda: client.log.update(transport=transport))
-
-
-def log_exchange(log: SessionLog, exchange: HttpExchange, heads: Heads) -> None:
-    """SessionLog.exchange(exchange), with the headers' stored form from `heads` (worked out
-    once per distinct header list): the same frames, in the same order."""
-    if exchange.bayeux:
-        kinds, transport = (Kind.BAYEUX, Kind.BAYEUX), Transport.LONG_POLLING
-    else:
-        kinds, transport = (Kind.HTTP_REQUEST, Kind.HTTP_RESPONSE), Transport.HTTP
-    request = exchange.request
-    if request is not None and not exchange.request_logged:
-        exchange.request_logged = True
-        log.append(
-            Direction.OUT,
-            request.raw,
-            at=request.at,
-            kind=kinds[0],
-            transport=transport,
-            exchange_id=exchange.exchange_id,
-            http_method=request.method,
-            http_path=request.path,
-            headers=_text(request, heads),
-        )
-    response = exchange.response
-    if response is not None and not exchange.response_logged:
-        exchange.response_logged = True
-        log.append(
-            Direction.IN,
-            response.raw,
-            at=response.at,
-            kind=kinds[1],
-            transport=transport,
-            exchange_id=exchange.exchange_id,
-            http_status=response.status,
-            headers=_text(response, heads),
-        )
 
 
 def _text(message: HttpMessage, heads: Heads) -> str:

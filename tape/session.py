@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,11 +167,16 @@ class SessionLog:
             for frame in run.frames():
                 self._sink.write(frame)
 
-    def exchange(self, exchange: HttpExchange) -> None:
+    def exchange(
+        self, exchange: HttpExchange, headers_of: Callable[[HttpMessage], str] | None = None
+    ) -> None:
         """Record an HTTP exchange: its request and its response, each once, as far as they
         are known (a request recorded as it comes, its response when it does, keeps the seq
         order of the exchanges that overlap it). The headers are stored as
-        tape.redact.headers_json() gives them; the sink's Privacy redacts the rest."""
+        tape.redact.headers_json() gives them, or `headers_of` (the same text, worked out
+        another way: the proxy caches it per header list); the sink's Privacy redacts the
+        rest."""
+        text = headers_of or _headers_text
         if exchange.bayeux:
             kinds, transport = (Kind.BAYEUX, Kind.BAYEUX), Transport.LONG_POLLING
         else:
@@ -188,7 +193,7 @@ class SessionLog:
                 exchange_id=exchange.exchange_id,
                 http_method=request.method,
                 http_path=request.path,
-                headers=headers_json(request.headers, request.secret_headers),
+                headers=text(request),
             )
         response = exchange.response
         if response is not None and not exchange.response_logged:
@@ -201,7 +206,7 @@ class SessionLog:
                 transport=transport,
                 exchange_id=exchange.exchange_id,
                 http_status=response.status,
-                headers=headers_json(response.headers, response.secret_headers),
+                headers=text(response),
             )
 
     def lifecycle(self, event: str, **details: Any) -> Frame:
@@ -223,3 +228,7 @@ class SessionLog:
 
     def close(self, reason: str) -> None:
         self.update(ended_ns=time.time_ns(), end_reason=reason)
+
+
+def _headers_text(message: HttpMessage) -> str:
+    return headers_json(message.headers, message.secret_headers)
