@@ -140,10 +140,14 @@ def _run(
     sessions: tuple[str, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    for source, earlier in repeated_sources(conn):
+    repeats: dict[tuple[int, int], list[str]] = {}
+    for source, earlier, session in repeated_sources(conn):
+        repeats.setdefault((source, earlier), []).append(session)
+    for (source, earlier), ids in repeats.items():
+        shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
         click.echo(
-            f"warning: {tapes[source]} holds frames of the same sessions and seqs as "
-            f"{tapes[earlier]} (a tape given twice, or with its own export?); it is read once",
+            f"warning: {tapes[source]} repeats frames of {tapes[earlier]} (session {shown}: "
+            "a tape given twice, or with its own export?); they are read once",
             err=True,
         )
     if sessions:

@@ -34,6 +34,10 @@ CAMPAIGN_FILTERED = (
 )
 
 
+# The relations with no session_id: --session leaves them whole.
+NOT_BY_SESSION = ("capture_offsets",)
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     since_ns: int | None = None
@@ -57,6 +61,9 @@ class Filters:
                 terms.append(f"{column} < {self.until_ns}")
         if self.campaign is not None and name in CAMPAIGN_FILTERED:
             terms.append(f"campaign_name = {sql_literal(self.campaign)}")
+        if self.sessions and name not in NOT_BY_SESSION:
+            listed = ", ".join(sql_literal(s) for s in self.sessions)
+            terms.append(f"session_id IN ({listed})")
         return f" WHERE {' AND '.join(terms)}" if terms else ""
 
 
@@ -83,11 +90,9 @@ def open_tapes(
     conn.execute("SET enable_progress_bar = false")  # never in a command's output
     names = view_names()
     wanted = names if views is None else [v for v in names if v in views]
-    keep = ""
-    if filters.sessions:
-        keep = f" WHERE session_id IN ({', '.join(sql_literal(s) for s in filters.sessions)})"
     from_tape: dict[str, str] = {}
     captures = []
+    selects: list[dict[str, str]] = []
     for n, path in enumerate(paths):
         schema = f"source{n}"
         conn.execute(f"CREATE SCHEMA {schema}")
@@ -102,8 +107,9 @@ def open_tapes(
             captures.append(_capture(conn, f"tape{n}"))
             if cache and len(paths) == 1:
                 from_tape = stored(conn, f"tape{n}")
+        selects.append(tables)
         for table, select in tables.items():
-            conn.execute(f"CREATE VIEW {schema}.{table} AS SELECT * FROM ({select}){keep}")
+            conn.execute(f"CREATE VIEW {schema}.{table} AS SELECT * FROM ({select})")
         conn.execute(  # every session, whatever --session says: to check what it names
             f"CREATE VIEW {schema}.session_ids AS SELECT session_id FROM ({tables['sessions']})"
         )
@@ -116,10 +122,20 @@ def open_tapes(
         + " UNION ALL ".join(f"SELECT * FROM source{n}.session_ids" for n in range(len(paths)))
     )
     repeats = _repeats(conn, len(paths))
-    conn.execute("CREATE TABLE main.repeated_sources (source INTEGER, repeats INTEGER)")
+    conn.execute(
+        "CREATE TABLE main.repeated_sources (source INTEGER, repeats INTEGER, session_id VARCHAR)"
+    )
     if repeats:
-        conn.executemany("INSERT INTO main.repeated_sources VALUES (?, ?)", list(repeats.items()))
-    kept = [n for n in range(len(paths)) if n not in repeats]
+        conn.executemany("INSERT INTO main.repeated_sources VALUES (?, ?, ?)", repeats)
+    for n, tables in enumerate(selects):
+        repeated = [sql_literal(s) for b, _, s in repeats if b == n]
+        if repeated:  # the later copy of a repeated session is left out
+            for table, select in tables.items():
+                conn.execute(
+                    f"CREATE OR REPLACE VIEW source{n}.{table} AS SELECT * FROM ({select}) "
+                    f"WHERE session_id NOT IN ({', '.join(repeated)})"
+                )
+    kept = list(range(len(paths)))
     _union(conn, paths, captures, kept)
     conn.execute("SET schema = 'tape_all'")
     for sql in sql_files():
@@ -128,7 +144,7 @@ def open_tapes(
     conn.execute("SET schema = 'main'")
     # A stored or cached view replaces its definition; the views reading it bind to it by name.
     for name, select in from_tape.items():
-        conn.execute(f"CREATE OR REPLACE VIEW tape_all.{name} AS SELECT * FROM ({select}){keep}")
+        conn.execute(f"CREATE OR REPLACE VIEW tape_all.{name} AS SELECT * FROM ({select})")
     files = all(not p.is_dir() for p in paths)
     cached = {}
     if cache and files:
@@ -137,9 +153,7 @@ def open_tapes(
     for name, file in cached.items():
         alias = f"cache_{name}"
         conn.execute(f"ATTACH {sql_literal(str(file))} AS {alias} (READ_ONLY)")
-        conn.execute(
-            f"CREATE OR REPLACE VIEW tape_all.{name} AS SELECT * FROM {alias}.main.{name}{keep}"
-        )
+        conn.execute(f"CREATE OR REPLACE VIEW tape_all.{name} AS SELECT * FROM {alias}.main.{name}")
     for name in (*BASE_TABLES, *names):
         conn.execute(
             f"CREATE VIEW main.{name} AS SELECT * FROM tape_all.{name}{filters.where(name)}"
@@ -181,7 +195,8 @@ def _union(
     conn.execute(
         "CREATE VIEW tape_all.sessions AS "
         "SELECT * EXCLUDE (source_n, source_name, capture, latest), segments FROM ("
-        "  SELECT *, row_number() OVER (PARTITION BY session_id ORDER BY source_n DESC) AS latest,"
+        "  SELECT *, row_number() OVER (PARTITION BY session_id"
+        "         ORDER BY ended_ns IS NOT NULL DESC, source_n DESC) AS latest,"
         "         list(source_name ORDER BY source_n) OVER (PARTITION BY session_id) AS segments"
         "  FROM tape_all.session_sources) WHERE latest = 1"
     )
@@ -200,19 +215,19 @@ def _capture(conn: duckdb.DuckDBPyConnection, database: str) -> str:
     return text.rpartition("@")[2].rstrip(")") if "@" in text else text
 
 
-def repeated_sources(conn: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
-    """(source, earlier source) for each source left out of the analysis because it holds
-    frames of the same session and seq as an earlier one (see _repeats)."""
-    rows = conn.execute("SELECT source, repeats FROM main.repeated_sources ORDER BY 1").fetchall()
-    return [(int(a), int(b)) for a, b in rows]
+def repeated_sources(conn: duckdb.DuckDBPyConnection) -> list[tuple[int, int, str]]:
+    """(source, earlier source, session) for each session a source repeats (frames of the same
+    session and seq as an earlier source): the later copy is left out (see _repeats)."""
+    rows = conn.execute("SELECT * FROM main.repeated_sources ORDER BY 1, 3").fetchall()
+    return [(int(a), int(b), str(c)) for a, b, c in rows]
 
 
-def _repeats(conn: duckdb.DuckDBPyConnection, sources: int) -> dict[int, int]:
-    """The sources that repeat an earlier one (the same tape given twice, or a tape and its own
-    export: frames of the same session and seq), each mapped to the first it repeats. Segments
-    of one recording hold different seqs and are not reported."""
+def _repeats(conn: duckdb.DuckDBPyConnection, sources: int) -> list[tuple[int, int, str]]:
+    """(source, earlier source, session) for each session whose frames a source repeats from
+    an earlier one (the same tape given twice, a tape and its own export: frames of the same
+    session and seq). Segments of one recording hold different seqs and are not reported."""
     if sources < 2:
-        return {}
+        return []
     ranges = " UNION ALL ".join(
         f"SELECT {n} AS n, session_id, min(seq) AS lo, max(seq) AS hi "
         f"FROM source{n}.frames GROUP BY session_id"
@@ -223,11 +238,12 @@ def _repeats(conn: duckdb.DuckDBPyConnection, sources: int) -> dict[int, int]:
     pairs = conn.execute(
         f"WITH r AS ({ranges}) SELECT DISTINCT a.n, b.n, a.session_id FROM r a JOIN r b "
         "ON a.session_id = b.session_id AND a.n < b.n AND a.lo <= b.hi AND b.lo <= a.hi "
-        "ORDER BY 1, 2"
+        "ORDER BY 1, 2, 3"
     ).fetchall()
-    repeats: dict[int, int] = {}
+    repeats: list[tuple[int, int, str]] = []
+    done: set[tuple[int, str]] = set()
     for a, b, session in pairs:
-        if b in repeats or a in repeats:
+        if (b, session) in done or (a, session) in done:
             continue
         rows = conn.execute(
             f"SELECT 1 FROM source{a}.frames x JOIN source{b}.frames y USING (session_id, seq) "
@@ -235,7 +251,8 @@ def _repeats(conn: duckdb.DuckDBPyConnection, sources: int) -> dict[int, int]:
             [session],
         ).fetchall()
         if rows:
-            repeats[int(b)] = int(a)
+            repeats.append((int(b), int(a), str(session)))
+            done.add((b, session))
     return repeats
 
 

@@ -194,6 +194,9 @@ def claim_tape(
     return TapeClaim(path, created=False)
 
 
+SET_SUFFIXES = (".duckdb", ".duckdb.wal", ".duckdb.tmp")
+
+
 def claim_set(
     folder: Path, *, append: bool, overwrite: bool, keep_old_until_done: bool = False
 ) -> TapeClaim:
@@ -202,6 +205,7 @@ def claim_set(
     `overwrite` (the folder is moved aside to `NAME.replaced` until the run keeps its own)."""
     if append and overwrite:
         raise click.UsageError("--append and --overwrite exclude each other; give one")
+    folder = folder.resolve()
     if folder.exists() and not folder.is_dir():
         raise click.ClickException(
             f"{folder} is a file, but a rotated recording writes a folder of segments; "
@@ -210,6 +214,12 @@ def claim_set(
     if not folder.exists() or not any(folder.glob("*.duckdb")):
         return TapeClaim(folder, created=True)
     if overwrite:
+        others = [p.name for p in folder.iterdir() if not p.name.endswith(SET_SUFFIXES)]
+        if others:
+            raise click.ClickException(
+                f"{folder} holds more than a tape set ({', '.join(sorted(others)[:3])}...); "
+                "--overwrite replaces only a folder of segments: choose another -o"
+            )
         moved = folder.with_name(folder.name + ".replaced")
         if moved.exists():
             raise click.ClickException(f"{moved} is in the way; remove it and try again")

@@ -138,6 +138,7 @@ class SegmentedWriter:
         self._next: TapeWriter | None = None
         self._due = False
         self._error: BaseException | None = None
+        self._failed = "closing a segment failed"  # what _error is about
         self._closers: list[threading.Thread] = []
         self._stop = threading.Event()
         self.committed_before = 0  # frames committed in the segments already closed
@@ -182,12 +183,15 @@ class SegmentedWriter:
         self._current.put_session(session)
 
     def check(self) -> None:
-        if self._error is not None:
-            raise TapeError(f"closing a segment failed: {self._error}") from self._error
+        self.check_closed()
         self._current.check()
 
     def flush(self) -> None:
+        """Everything written so far committed: the current segment flushed, the ones closing
+        closed."""
         self._current.flush()
+        for closer in self._closers:
+            closer.join()
         self.check()
 
     def close(self, *, finalize: bool = True) -> None:
@@ -210,7 +214,7 @@ class SegmentedWriter:
 
     def check_closed(self) -> None:
         if self._error is not None:
-            raise TapeError(f"closing a segment failed: {self._error}") from self._error
+            raise TapeError(f"{self._failed}: {self._error}") from self._error
 
     def __enter__(self) -> SegmentedWriter:
         return self
@@ -233,8 +237,9 @@ class SegmentedWriter:
                 continue
             try:
                 self._next = self._open(self._path(self._number + 1))
-            except BaseException as exc:  # the recording goes on in the current segment
+            except BaseException as exc:  # the recording stops: check() raises it
                 self._error = exc
+                self._failed = f"opening segment {self._number + 1} failed"
                 return
             self._due = True
 

@@ -76,7 +76,7 @@ def _named(path: Path) -> list[Path]:
     if path.is_dir():
         if (path / "frames").is_dir():
             return [path]
-        found = sorted(path.glob("*.duckdb"))
+        found = sorted(path.glob("*.duckdb"), key=_in_order)
         if not found:
             raise TapeError(
                 f"{path} is a folder with no tapes (*.duckdb) in it, and not a Parquet export"
@@ -85,11 +85,27 @@ def _named(path: Path) -> list[Path]:
     if path.exists():
         return [path]
     if _is_glob(str(path)):
-        found = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        found = sorted(
+            (Path(p) for p in glob.glob(str(path)) if Path(p).is_file() and _not_a_side_file(p)),
+            key=_in_order,
+        )
         if not found:
             raise TapeError(f"no tape matches {str(path)!r}")
         return found
     raise TapeError(f"{path} does not exist")
+
+
+def _in_order(path: Path) -> tuple[str, int, str]:
+    """Segments in number order (0999 before 1000, 9999 before 10000), per writer prefix."""
+    found = _SEGMENT.search(path.name)
+    if found is None:
+        return (path.name, 0, "")
+    return (path.name[: found.start()], int(found.group(0).split(".")[0]), path.name)
+
+
+def _not_a_side_file(name: str) -> bool:
+    """A glob's match that is a tape, not its WAL or spill folder."""
+    return not name.endswith((".wal", ".tmp"))
 
 
 def _is_glob(text: str) -> bool:
@@ -119,7 +135,7 @@ def _skip_note(path: Path) -> str:
     before = [
         p
         for p in sorted(path.parent.glob("*.duckdb"))
-        if p.name < path.name and _SEGMENT.sub("", p.name) == prefix
+        if _in_order(p) < _in_order(path) and _SEGMENT.sub("", p.name) == prefix
     ]
     until = _last_frame(before[-1]) if before else None
     upto = f"; the analysis runs up to {until} (the end of {before[-1].name})" if until else ""

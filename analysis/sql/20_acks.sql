@@ -166,15 +166,32 @@ WITH ack AS (
     WHERE (SELECT count(*) FROM orphan) > 0
       AND NOT EXISTS (SELECT 1 FROM answered a
                       WHERE a.session_id = r.session_id AND a.request_seq = r.seq)
+), before AS (
+    -- the latest such request sent at or before the ack, from any capture point ...
+    SELECT o.session_id, o.seq, o.idx, r.session_id AS r_session, r.seq AS r_seq,
+           r.campaign_name AS r_campaign, r.request_ns AS r_ns
+    FROM orphan o
+    ASOF JOIN open_req r
+      ON r.reference_id = o.reference_id AND o.t_wall_ns >= r.request_ns
+), after AS (
+    -- ... and the latest up to 5 s after it, taken instead when it is another capture
+    -- point's and sent after the ack (that capture point's clock may run ahead)
+    SELECT o.session_id, o.seq, o.idx, r.session_id AS r_session, r.seq AS r_seq,
+           r.campaign_name AS r_campaign, r.request_ns AS r_ns
+    FROM orphan o
+    ASOF JOIN open_req r
+      ON r.reference_id = o.reference_id AND o.t_wall_ns + 5000000000 >= r.request_ns
+    WHERE r.request_ns > o.t_wall_ns AND r.capture <> o.capture
 ), across AS (
     SELECT o.* EXCLUDE (capture),
-           CASE WHEN r.request_ns >= o.t_wall_ns - 60000000000
-                 AND (r.request_ns <= o.t_wall_ns OR r.capture <> o.capture)
-                THEN r.session_id END AS request_session_id,
-           r.seq AS candidate_seq, r.campaign_name AS candidate_campaign, r.request_ns
+           CASE WHEN coalesce(f.r_ns, b.r_ns) >= o.t_wall_ns - 60000000000
+                THEN coalesce(f.r_session, b.r_session) END AS request_session_id,
+           coalesce(f.r_seq, b.r_seq) AS candidate_seq,
+           coalesce(f.r_campaign, b.r_campaign) AS candidate_campaign,
+           coalesce(f.r_ns, b.r_ns) AS request_ns
     FROM orphan o
-    ASOF LEFT JOIN open_req r
-      ON r.reference_id = o.reference_id AND o.t_wall_ns + 5000000000 >= r.request_ns
+    LEFT JOIN before b USING (session_id, seq, idx)
+    LEFT JOIN after f USING (session_id, seq, idx)
 ), across_ranked AS (
     SELECT * EXCLUDE (candidate_seq, candidate_campaign, request_ns),
            CASE WHEN request_session_id IS NOT NULL THEN candidate_seq END AS request_seq,

@@ -167,16 +167,16 @@ def test_acks_answer_the_latest_request_and_duplicates_follow_the_first(tmp_path
             earlier = [r for r in acting if r[0] == session and r[3] == ref and r[2] <= t]
             latest = max(earlier, key=lambda r: r[2], default=None)
             expected[(session, seq)] = ((session, latest[1]) if latest else None, t)
-        # Across sessions: an orphan takes the latest request not answered in its own session
-        # sent up to 5 s after it; kept when sent at or before it and at most 60 s before.
+        # Across sessions (one tape: one capture point): an orphan takes the latest request
+        # not answered in its own session, sent at or before it and at most 60 s before.
         own = {request for request, _ in expected.values() if request is not None}
         open_requests = [r for r in acting if (r[0], r[1]) not in own]
         for (_session, _seq, t, ref), key in zip(acks, list(expected), strict=True):
             if expected[key][0] is not None or ref is None:
                 continue
-            later = [r for r in open_requests if r[3] == ref and r[2] <= t + 5 * 10**9]
-            latest = max(later, key=lambda r: r[2], default=None)
-            if latest is not None and t - 60 * 10**9 <= latest[2] <= t:
+            earlier = [r for r in open_requests if r[3] == ref and r[2] <= t]
+            latest = max(earlier, key=lambda r: r[2], default=None)
+            if latest is not None and t - 60 * 10**9 <= latest[2]:
                 expected[key] = ((latest[0], latest[1]), t)
         answered: dict[tuple[str, int], list[tuple[int, str, int]]] = {}
         for (session, seq), (request, t) in expected.items():

@@ -7,14 +7,24 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import click
 import duckdb
 import orjson
 import pytest
 
+from tape.cli import claim_set
 from tape.frame import Frame, Session
 from tape.process_writer import ProcessTapeWriter, Segments
-from tape.segments import Rotation, SegmentedWriter, next_number, parse_rotation, set_folder
+from tape.segments import (
+    Rotation,
+    SegmentedWriter,
+    next_number,
+    parse_rotation,
+    segment_name,
+    set_folder,
+)
 from tape.tapeset import expand
+from tape.writer import TapeWriter
 from tests.cli import cometd_tape
 from tests.constants import TIMEOUT
 
@@ -162,3 +172,33 @@ def test_a_writer_process_writes_segments_by_time(tmp_path: Path) -> None:
     assert names[:3] == ["w1-0001.duckdb", "w1-0002.duckdb", "w1-0003.duckdb"]
     seqs = sorted(r[1] for r in rows(folder, "SELECT seq FROM frames"))
     assert seqs == list(range(1, seq + 1))
+
+
+def test_segments_in_number_order_and_globs_skip_side_files(tmp_path: Path) -> None:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for n in (9999, 10000, 2):
+        with TapeWriter(folder / segment_name("", n)):
+            pass
+    (folder / "0002.duckdb.wal").write_bytes(b"")
+    assert [p.name for p in expand([folder]).tapes] == [
+        "0002.duckdb",
+        "9999.duckdb",
+        "10000.duckdb",
+    ]
+    assert [p.name for p in expand([str(folder / "*")]).tapes] == [
+        "0002.duckdb",
+        "9999.duckdb",
+        "10000.duckdb",
+    ]
+
+
+def test_overwrite_replaces_only_a_folder_of_segments(tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    with TapeWriter(folder / "0001.duckdb"):
+        pass
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(click.ClickException, match="holds more than a tape set"):
+        claim_set(folder, append=False, overwrite=True)
+    assert (folder / "notes.txt").read_text() == "mine"
