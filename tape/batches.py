@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
@@ -271,3 +272,12 @@ def take(pending: deque[object], max_rows: int, max_bytes: int) -> Taken:
         else:
             out.markers.append(item)
     return out._replace(size=size, taken=taken, big=big)
+
+
+class Flush:
+    """A marker in the writer's queue: set once everything queued before it is committed."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()

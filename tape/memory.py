@@ -67,6 +67,10 @@ class MemoryLimit:
         self.checkpoint_due = False
         self.set(MEMORY_MB)
 
+    def idle(self) -> bool:
+        """No big frame in the open row group, no checkpoint of the writer's own due."""
+        return not self._open and not self.checkpoint_due
+
     def pinned_mb(self) -> int:
         """What a checkpoint needs beyond the base for the big frames in the open row group."""
         return math.ceil(PINNED_MB_PER_MB * sum(mb for _, mb in self._open))

@@ -162,6 +162,16 @@ def _attach(path: Path, row_group_size: int) -> duckdb.DuckDBPyConnection:
     return conn
 
 
+def reattach(conn: duckdb.DuckDBPyConnection, path: Path, row_group_size: int) -> None:
+    """Attach the tape `_attach` opened anew, with no transaction open on it: DuckDB keeps
+    metadata for every row group of an attached file, outside its memory limit, until then."""
+    conn.execute("CHECKPOINT")
+    conn.execute("USE memory")
+    conn.execute("DETACH tape")
+    conn.execute(f"ATTACH ? AS tape (ROW_GROUP_SIZE {int(row_group_size)})", [str(path)])
+    conn.execute("USE tape")
+
+
 def schema_version(conn: duckdb.DuckDBPyConnection) -> int | None:
     tables = {r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     if "tape_meta" not in tables:

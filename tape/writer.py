@@ -20,11 +20,12 @@ import duckdb
 import pyarrow as pa
 
 from tape.batches import RAW, Batch, flatten, prepared_batch, runs_batch, take
+from tape.batches import Flush as _Flush
 from tape.frame import Frame, ReceivedRun, Session
 from tape.memory import MemoryLimit
 from tape.prepare import clean_deliveries, prepare_session
 from tape.privacy import REDACT_ONLY, Privacy
-from tape.schema import TapeError, open_for_writing
+from tape.schema import TapeError, open_for_writing, reattach
 from tape.store import (
     DUCKDB_THREADS,
     commit_alone,
@@ -56,14 +57,8 @@ FINALIZE_BUDGET_S = 120.0
 # takes the GIL back several times, each time waiting out the holder's interval: at 5 ms, a
 # writer beside a busy Python thread spent most of its time waiting.
 SWITCH_INTERVAL_S = 0.001
+REATTACH_FRAMES = 1_000_000
 _RAW_OF = operator.itemgetter(Frame._fields.index("raw"))
-
-
-class _Flush:
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
 
 
 class TapeWriter:
@@ -81,6 +76,8 @@ class TapeWriter:
     _privacy: Privacy = REDACT_ONLY
     _bigs = 0  # batches of a big frame taken and not yet committed (see _take)
     _checkpoint_due = False  # tape.memory.MemoryLimit.checkpoint_due, as of the last commit
+    _reattach_at = REATTACH_FRAMES  # committed frames at which the database is attached anew
+    reattached = 0  # how many times it was
 
     def __init__(
         self,
@@ -317,7 +314,8 @@ class TapeWriter:
             self._next_ticket += 1
             # No transaction is opened beside a big frame's, or beside a checkpoint that is due:
             # a batch taken after it is inserted in its turn, not at once (see _commit).
-            alone = self._bigs > 0 or got.big or self._checkpoint_due
+            due = self.committed_frames >= self._reattach_at
+            alone = self._bigs > 0 or got.big or self._checkpoint_due or due
             self._bigs += got.big
         with self._gate:
             self._pending_bytes -= got.size
@@ -397,6 +395,13 @@ class TapeWriter:
                     conn.execute("ROLLBACK")
         try:
             with self._turn_of(ticket):
+                if alone and self.committed_frames >= self._reattach_at and self._memory.idle():
+                    # No transaction is open (see _take): let DuckDB drop what it keeps per
+                    # row group of an attached file (~9-13 MB per million frames, beyond its
+                    # memory limit) by attaching the file anew.
+                    reattach(self._conn, self.path, ROW_GROUP_ROWS)
+                    self._reattach_at = self.committed_frames + REATTACH_FRAMES
+                    self.reattached += 1
                 if inserted and batch is not None:
                     if sessions:
                         # Before the frames, on the connection no thread inserts on: a crash in

@@ -680,6 +680,7 @@ def _bare_writer(batch_rows: int) -> TapeWriter:
     writer._error, writer._closed, writer._wake = None, False, threading.Event()
     writer._backlog = threading.Event()
     writer._limit, writer._byte_limit = 10**9, 10**12
+    writer.committed_frames = 0
     return writer
 
 
@@ -756,3 +757,25 @@ def test_batches_take_the_queue_in_order_within_their_limits(
     assert [t for t in taken if t[0] == "frame"] == [e for e in expected if e[0] == "frame"]
     assert sorted(map(str, taken)) == sorted(map(str, expected))
     assert (writer._pending_rows, writer._pending_bytes) == (0, 0)
+
+
+def test_the_database_is_attached_anew_without_losing_a_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every REATTACH_FRAMES committed frames the writer attaches its file anew (DuckDB keeps
+    per-row-group metadata of an attached file until then); both writer threads, sessions
+    and every frame carry on."""
+    monkeypatch.setattr(tape.writer, "REATTACH_FRAMES", 20_000)
+    monkeypatch.setattr(TapeWriter, "_reattach_at", 20_000)
+    path = tmp_path / "long.duckdb"
+    writer = TapeWriter(path)
+    total = 100_000
+    raw = gws_frame_raw(1)
+    for seq in range(1, total + 1):
+        writer.write(make_frame("s1", seq, raw))
+    writer.close()
+    assert writer.reattached >= 3
+    with duckdb.connect(str(path), read_only=True) as conn:
+        rows = conn.execute("SELECT count(*), count(DISTINCT seq), max(seq) FROM frames").fetchall()
+        assert rows == [(total, total, total)]
+        assert conn.execute("SELECT count(*) FROM messages").fetchall()[0][0] > 0
