@@ -19,32 +19,13 @@ from recorder.auth import Credentials
 from recorder.record import Recorder, RecordOptions
 from recorder.status import Status
 from replay.simulator import ACKS
-from tape.frame import Frame, Session
+from tape.frame import Session
 from tape.session import SessionLog, new_session_id
-from tape.sink import FrameSink
+from tape.sink import FrameSink, NullSink
 
 USER, PASSWORD = "agent", "agent"
 OUTBOUND = "/v2/me/outbound"
 MIX = ("DoNotCallRecord",) * 6 + tuple(ACKS)  # mostly DoNotCallRecord, some of each other
-
-
-class _Discard:
-    """Where the desktop's own Bayeux client records to when nothing is to keep it."""
-
-    def write(self, frame: Frame) -> None:
-        pass
-
-    def put_session(self, session: Session) -> None:
-        pass
-
-    def check(self) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 async def drive(
@@ -74,7 +55,7 @@ async def drive(
         cookie = "; ".join(f"{c.key}={c.value}" for c in jar)
         status = Status("desktop", transport)
         session = Session(session_id=new_session_id(), mode="record", transport=transport)
-        log = SessionLog(sink or _Discard(), session)
+        log = SessionLog(sink or NullSink(), session)
         desktop = Recorder(
             RecordOptions(
                 url=(bayeux_origin or origin) + "/api/v2/notifications",

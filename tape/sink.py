@@ -15,3 +15,22 @@ class FrameSink(Protocol):
     def check(self) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
+
+
+class NullSink:
+    """A FrameSink that keeps nothing (a Bayeux client whose frames no one records)."""
+
+    def write(self, frame: Frame) -> None:
+        pass
+
+    def put_session(self, session: Session) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -10,7 +10,8 @@ import tempfile
 import orjson
 from hypothesis import settings
 
-from tape.frame import Frame, Session
+from tape.frame import Frame
+from tape.sink import NullSink
 from tests.constants import ROOT, SAMPLE, TIMEOUT
 from tests.peers.faye import faye_server
 from tests.peers.faye_client import faye_client
@@ -96,7 +97,7 @@ def make_frame(session_id: str, seq: int, raw: bytes, **extra: object) -> Frame:
     return Frame(**values)  # type: ignore[arg-type]
 
 
-class ListSink:
+class ListSink(NullSink):
     """A FrameSink that keeps frames in a list, for code under test that needs one."""
 
     def __init__(self) -> None:
@@ -104,15 +105,3 @@ class ListSink:
 
     def write(self, frame: Frame) -> None:
         self.frames.append(frame)
-
-    def put_session(self, session: Session) -> None:
-        pass
-
-    def check(self) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
