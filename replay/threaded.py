@@ -15,6 +15,8 @@ from replay.responder import Unmatched
 
 
 class ThreadedReplayer:
+    recording = False  # the pytest fixture's handle while recording (recording.py) says True
+
     def __init__(self, tape: Path, options: ReplayOptions, host: str = "127.0.0.1") -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
