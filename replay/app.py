@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from replay.events import Event
+from replay.fault_core import FaultInjector, InjectedFault
+from replay.faults import Fault
 from replay.player import ClientSeen, Player, PlayOptions
 from replay.protocol import BayeuxServer
 from replay.reactive import ReactiveFront
@@ -28,6 +30,8 @@ class ReplayOptions:
     # follow-up messages then leave the timeline).
     reactive: bool = False
     matchers: tuple[Matcher, ...] = DEFAULT_MATCHERS
+    faults: tuple[Fault, ...] = ()  # injected faults (replay/faults.py), deterministic by seed
+    seed: int = 0
 
 
 class Replayer:
@@ -61,10 +65,14 @@ class Replayer:
                 allow_empty=bool(responder and skip),
                 shown=Path(tape),
             )
+        injector = FaultInjector(options.faults, seed=options.seed) if options.faults else None
+        if injector is not None and log is not None:
+            injector.listener = lambda fault: log(f"fault: {fault}")
         protocol = BayeuxServer(
             timeout_ms=options.timeout_ms,
             max_interval_ms=options.max_interval_ms,
             unknown_client_error=options.unknown_client_error,
+            faults=injector,
         )
         holder: list[Player] = []
         fronts: list[ReactiveFront] = []
@@ -87,6 +95,12 @@ class Replayer:
             fronts.append(ReactiveFront(server, responder, options.play.speed, log))
         await server.start(host, port)
         return cls(server, player, fronts[0] if fronts else None)
+
+    @property
+    def faults(self) -> list[InjectedFault]:
+        """Every fault injected so far, in order (time in seconds since the replay started)."""
+        injector = self.server.protocol.faults
+        return [] if injector is None else list(injector.log)
 
     @property
     def unmatched(self) -> list[Unmatched]:

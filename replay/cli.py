@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from replay.app import Replayer, ReplayOptions
+from replay.faults import Fault, FaultError, parse_fault
 from replay.player import PlayOptions
 from replay.responder import DEFAULT_MATCHERS, body_field
 from replay.server import DEFAULT_PATHS
@@ -21,6 +22,13 @@ from tape.source import readable
 from tape.tapeset import named_tapes
 
 STATUS_S = 5.0
+
+
+def fault_specs(texts: tuple[str, ...]) -> tuple[Fault, ...]:
+    try:
+        return tuple(parse_fault(text) for text in texts)
+    except FaultError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault") from None
 
 
 @click.command("replay")
@@ -87,6 +95,18 @@ STATUS_S = 5.0
     metavar="FIELD",
     help="With --reactive, also match this JSON body field (repeat).",
 )
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="SPEC",
+    callback=lambda _ctx, _param, value: fault_specs(value),
+    help="Inject a fault (repeat): drop:10%, delay:100ms-2s, unknown-client:at=5s, "
+    "close:code=1011,at=3s, http-503:at=2s ... (docs/faults.md).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the faults' random choices."
+)
 def replay_command(
     tape: Path,
     listen: str,
@@ -102,6 +122,8 @@ def replay_command(
     unknown_client_error: str,
     reactive: bool,
     match_on: tuple[str, ...],
+    faults: tuple[Fault, ...],
+    seed: int,
 ) -> None:
     """Serve a tape's recorded deliveries to CometD clients under test.
 
@@ -115,6 +137,8 @@ def replay_command(
         unknown_client_error=unknown_client_error,
         reactive=reactive,
         matchers=(*DEFAULT_MATCHERS, *(body_field(f) for f in match_on)),
+        faults=faults,
+        seed=seed,
     )
     host, port = listen_address(listen)
     with readable(tape) as db:  # a tape set or a JSONL tape: joined into a temporary tape

@@ -32,6 +32,7 @@ class Reply:
     messages: list[Wire]
     hold: HeldConnect | None = None
     bad_request: bool = False
+    status: int = 0  # an HTTP status to answer with instead (an injected fault)
 
     @property
     def held(self) -> bool:
@@ -98,6 +99,24 @@ class MessagePublished:
     data: Any
 
 
+@dataclass(frozen=True, slots=True)
+class FaultInjected:
+    """A session fault was injected; with `ends_session` the session is gone (the client must
+    handshake again, and its timeline goes on without it until it does)."""
+
+    client_id: str
+    kind: str
+    ends_session: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TransportFaultDue:
+    """A transport fault (close, reset, http-5xx, slow, stall) is due for the server to apply."""
+
+    client_id: str
+    fault: Any  # replay.faults.Fault
+
+
 Event = (
     ClientHandshaken
     | ClientSubscribed
@@ -106,4 +125,6 @@ Event = (
     | ClientExpired
     | ClientFellBehind
     | MessagePublished
+    | FaultInjected
+    | TransportFaultDue
 )

@@ -20,7 +20,14 @@ import orjson
 if TYPE_CHECKING:
     from replay.server import ReplayServer
 
-_REASONS = {200: b"OK", 400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large"}
+_REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Payload Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+}
 
 
 class Head:
@@ -143,6 +150,9 @@ class PollConnection(asyncio.Protocol):
         token = object()
         reply, held = self.server.begin_poll(b"".join(self.body), token)
         cookie = self.cookie
+        if reply.status:  # an injected http-500/503
+            self._write(reply.status, b"injected fault", keep)
+            return
         if held is None:
             self._respond(reply.messages, 400 if reply.bad_request else 200, keep, cookie)
             return
@@ -163,9 +173,11 @@ class PollConnection(asyncio.Protocol):
         self, messages: list[dict[str, Any]], status: int, keep: bool, cookie: str
     ) -> None:
         self.server.handshaken(Head(cookie), messages)  # a handshake may share a held answer
-        self._write(status, orjson.dumps(messages), keep)
+        faults = self.server.faults
+        over = None if faults is None else faults.slow_for(messages)
+        self._write(status, orjson.dumps(messages), keep, over)
 
-    def _write(self, status: int, body: bytes, keep: bool) -> None:
+    def _write(self, status: int, body: bytes, keep: bool, over: float | None = None) -> None:
         transport = self.transport
         if transport is None:
             return
@@ -178,6 +190,10 @@ class PollConnection(asyncio.Protocol):
             head += b"Connection: close\r\n"
         elif self.http10:  # HTTP/1.0 closes unless told otherwise
             head += b"Connection: keep-alive\r\n"
+        if over is not None and self.server.faults is not None:  # a slow fault
+            then = self._expect_head if keep else transport.close
+            self.server.faults.dribble(transport, head + b"\r\n" + body, over, then)
+            return
         transport.write(head + b"\r\n")
         transport.write(body)  # not joined to the head: a copy of megabytes at speed 0
         if keep:

@@ -23,10 +23,19 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from replay.events import Event, Outbound, Reply
+from replay.events import (
+    ClientDisconnected,
+    ClientExpired,
+    Event,
+    HeldConnect,
+    Outbound,
+    Reply,
+    TransportFaultDue,
+)
 from replay.longpoll import PollConnection
 from replay.protocol import BayeuxServer
 from replay.session import rejection
+from replay.transport_faults import TransportFaults
 
 DEFAULT_PATHS = ("/api/v2/notifications", "/cometd")
 MAX_BODY = 2**20
@@ -115,6 +124,9 @@ class ReplayServer:
         self.fast_connections: set[PollConnection] = set()
         self._listening: asyncio.Server | None = None
         self._fast = False
+        faults = protocol.faults
+        self.faults = TransportFaults(self, faults) if faults is not None else None
+        self.poll_transports: dict[Hashable, Any] = {}  # aiohttp's held polls, for a fault
         self.app = web.Application(client_max_size=MAX_BODY)
         for path in paths:
             for route in (path, path + "/{suffix:.*}"):
@@ -200,20 +212,33 @@ class ReplayServer:
         """Hand out everything the protocol wants sent, pass on its events, re-arm the timer."""
         for out in self.protocol.data_to_send():
             self._route(out)
+        events = self.protocol.events_received()
+        if self.faults is not None:
+            events = self._transport_faults(events)
         if self._listener is not None:
-            for event in self.protocol.events_received():
+            for event in events:
                 self._listener(event)
-        else:
-            self.protocol.events_received()
         self._arm()
+
+    def _transport_faults(self, events: list[Event]) -> list[Event]:
+        assert self.faults is not None
+        kept: list[Event] = []
+        for event in events:
+            if isinstance(event, TransportFaultDue):
+                self.faults.apply(event)
+                continue
+            if isinstance(event, ClientDisconnected | ClientExpired):
+                self.faults.forget(event.client_id)
+            kept.append(event)
+        return kept
 
     def _route(self, out: Outbound) -> None:
         waiting = self._waiting.pop(out.connection, None)
         if waiting is not None:
             if not waiting.done():
                 waiting.set_result(out.messages)
-        elif isinstance(out.connection, _Socket) and not out.connection.send(
-            orjson.dumps(out.messages)
+        elif isinstance(out.connection, _Socket) and not self._send(
+            out.connection, out.messages, out.client_id
         ):
             # Not sent: the session's messages wait in its (bounded) queue for a reconnect.
             self.protocol.connection_closed(out.connection, time.monotonic())
@@ -252,6 +277,15 @@ class ReplayServer:
         self, body: bytes, token: object
     ) -> tuple[Reply, asyncio.Future[list[dict[str, Any]]] | None]:
         """A long-polling POST: its reply, and the future of its answer when it is held."""
+        faults = self.faults
+        if faults is not None:
+            if faults.is_stalled():  # accepted, read, and never answered
+                stalled = asyncio.get_running_loop().create_future()
+                self._waiting[token] = stalled
+                return Reply([], HeldConnect("", token, float("inf"))), stalled
+            status = faults.poll_status(body)
+            if status:
+                return Reply([], status=status), None
         reply = self.protocol.handle(
             body, time.monotonic(), transport="long-polling", connection=token
         )
@@ -272,11 +306,15 @@ class ReplayServer:
         body = await read_body(request, self.read_timeout_s)  # chunked bodies too
         token = object()
         reply, held = self.begin_poll(body, token)
+        if reply.status:
+            return web.Response(status=reply.status, text="injected fault")
         messages = reply.messages
         if held is not None:
+            self.poll_transports[token] = request.transport
             try:
                 messages = await held
             finally:
+                self.poll_transports.pop(token, None)
                 self.end_poll(token)
         self.handshaken(request, messages)  # a handshake may share a held connect's answer
         status = 400 if reply.bad_request else 200
@@ -285,9 +323,15 @@ class ReplayServer:
         )
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE, autoping=True, heartbeat=None)
+        # A slow fault writes frames itself, so they must not be compressed.
+        compress = self.faults is None or not self.faults.slow_asked
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_WS_MESSAGE, autoping=True, heartbeat=None, compress=compress
+        )
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="expected a WebSocket upgrade or a POST")
+        while self.faults is not None and self.faults.is_stalled() and not self._stopping:
+            await asyncio.sleep(0.1)  # a stalled server does not answer the upgrade either
         await ws.prepare(request)
         sock = _Socket(ws, request)
         self._sockets.add(sock)
@@ -307,16 +351,30 @@ class ReplayServer:
             reason = f"a message of {len(raw)} bytes is over the limit of {MAX_BODY}"
             sock.send(orjson.dumps([rejection(None, reason)]))
             return
+        if self.faults is not None and self.faults.is_stalled():
+            return  # read, never answered
         reply = self.protocol.handle(raw, time.monotonic(), transport="websocket", connection=sock)
         if reply.messages:
             self.handshaken(sock.request, reply.messages)
-            sock.send(orjson.dumps(reply.messages))
+            self._send(sock, reply.messages)
         self.pump()
+
+    def _send(self, sock: _Socket, messages: list[Any], client_id: str | None = None) -> bool:
+        data = orjson.dumps(messages)
+        if self.faults is not None:
+            over = self.faults.slow_for(messages, client_id)
+            transport = sock.request.transport
+            if over is not None and transport is not None and sock.closing is None:
+                self.faults.dribble_frame(transport, data, over)
+                return True
+        return sock.send(data)
 
     def handshaken(self, request: HasCookies, messages: list[dict[str, Any]]) -> None:
         if self._on_handshake is None:
             return
-        for message in messages:
+        for message in messages:  # a corrupt fault's message is not a dict
+            if not isinstance(message, dict):
+                continue
             if message.get("channel") == "/meta/handshake" and message.get("successful"):
                 self._on_handshake(request, str(message.get("clientId")))
 

@@ -9,6 +9,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from replay.events import ClientFellBehind, Event, Wire
+from replay.fault_core import FaultInjector
 from replay.routing import SubscriberIndex, Wakeups
 from replay.session import Session, subscribed
 from tape.bayeux import Message
@@ -29,6 +30,9 @@ class SessionTable:
         self._push: dict[str, None] = {}  # clients with messages to push, as an ordered set
         self._events: list[Event] = []
         self._event_ids = itertools.count(1)
+        self.faults: FaultInjector | None = None  # set by SessionFaults when faults are asked
+        self._frozen: dict[str, float | None] = {}  # clients whose held connect deliveries
+        # must not complete (a hold-connect fault) -> until when (None: its own timeout)
 
     def _complete(self, found: Session, now: float, *, with_queue: bool) -> None:
         """Answer the session's held connect (the protocol's part)."""
@@ -172,6 +176,13 @@ class SessionTable:
         self._add(found, [message], now)
 
     def _add(self, found: Session, messages: list[Wire], now: float) -> None:
+        if self.faults is not None:  # dropped, delayed, repeated... (replay/fault_core.py)
+            messages = self.faults.deliver(found.client_id, messages, now)
+            if not messages:
+                return
+        self._queue(found, messages, now)
+
+    def _queue(self, found: Session, messages: list[Wire], now: float) -> None:
         queue = found.queue
         over = len(queue) + len(messages) - self._max_queue
         if over > 0:  # fell behind: the oldest go (the deque's maxlen drops them)
@@ -182,7 +193,7 @@ class SessionTable:
         queue.extend(messages)
         if found.push is not None:
             self._push[found.client_id] = None
-        elif found.held is not None:
+        elif found.held is not None and not (self._frozen and found.client_id in self._frozen):
             self._complete(found, now, with_queue=True)
 
     @staticmethod

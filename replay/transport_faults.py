@@ -1,0 +1,217 @@
+"""Transport faults, applied by the replayer's HTTP/WebSocket server when the fault core says
+they are due: a WebSocket closed with a code, a TCP connection reset, long-polls answered with
+HTTP 500 or 503, answers dribbled out slowly, and a server that accepts and never answers.
+
+Which client's connection: the WebSocket its messages are pushed on, or the TCP connection of
+its held long-poll. What happened goes to the fault log (FaultInjector.record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from websockets.frames import Frame, Opcode
+
+from replay.events import TransportFaultDue
+from replay.fault_core import FaultInjector
+from replay.faults import Fault
+
+if TYPE_CHECKING:
+    from replay.server import ReplayServer
+
+DRIBBLE_STEP_S = 0.05  # a slow answer goes out in pieces this far apart
+MAX_STALLED = 10_000  # requests a stalled server sits on; past it, connections are closed
+
+
+class Dribble:
+    """Bytes written to one transport a piece at a time over `over` seconds each, in order."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.queue: deque[tuple[bytes, float, Callable[[], None] | None]] = deque()
+        self.busy = False
+
+    def write(self, data: bytes, over: float, then: Callable[[], None] | None = None) -> None:
+        self.queue.append((data, over, then))
+        if not self.busy:
+            self._next()
+
+    def _next(self) -> None:
+        if not self.queue:
+            self.busy = False
+            return
+        self.busy = True
+        data, over, then = self.queue.popleft()
+        pieces = max(2, min(len(data), round(over / DRIBBLE_STEP_S) + 1))
+        size = -(-len(data) // pieces)
+        chunks = [data[i : i + size] for i in range(0, len(data), size)]
+        self._piece(chunks, 0, over / max(1, len(chunks) - 1), then)
+
+    def _piece(
+        self, chunks: list[bytes], index: int, step: float, then: Callable[[], None] | None
+    ) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            self.queue.clear()
+            self.busy = False
+            return
+        transport.write(chunks[index])  # type: ignore[attr-defined]
+        if index + 1 < len(chunks):
+            loop = asyncio.get_running_loop()
+            loop.call_later(step, self._piece, chunks, index + 1, step, then)
+            return
+        if then is not None:
+            then()
+        self._next()
+
+
+class TransportFaults:
+    """The server's side of fault injection: state per client, bounded by the sessions."""
+
+    def __init__(self, server: ReplayServer, injector: FaultInjector) -> None:
+        self.server, self.injector = server, injector
+        self.failing: dict[str, tuple[int, int]] = {}  # client -> (status, polls left)
+        self.slow: dict[str, float] = {}  # client -> seconds over which each answer goes
+        self.stalled_until: float | None = None
+        self.stalled = 0
+        self._dribbles: dict[Hashable, Dribble] = {}
+        self.wanted = any(f.layer == "transport" for f in injector.faults)
+        self.slow_asked = any(f.kind == "slow" for f in injector.faults)
+
+    # --- when due ---------------------------------------------------------------------------
+
+    def apply(self, event: TransportFaultDue) -> None:
+        fault: Fault = event.fault
+        client_id, kind = event.client_id, fault.kind
+        now = time.monotonic()
+        if kind in ("http-500", "http-503"):
+            self.failing[client_id] = (int(kind[-3:]), fault.count)
+            self._log(now, fault, client_id, "long-polling", f"next {fault.count} poll(s)")
+        elif kind == "slow":
+            assert fault.duration is not None
+            self.slow[client_id] = fault.duration
+            self._log(now, fault, client_id, "answers", f"each over {fault.duration:g} s")
+        elif kind == "stall":
+            self.stalled_until = float("inf") if fault.duration is None else now + fault.duration
+            span = "for good" if fault.duration is None else f"for {fault.duration:g} s"
+            self._log(now, fault, "*", "server", f"requests read and not answered {span}")
+        else:
+            self._cut(client_id, fault, now)
+
+    def _log(self, now: float, fault: Fault, client_id: str, target: str, detail: str) -> None:
+        self.injector.record(now, fault.kind, client_id, target, detail)
+
+    def _cut(self, client_id: str, fault: Fault, now: float) -> None:
+        """close or reset the client's connection: its WebSocket, or its held long-poll's."""
+        from replay.server import _Socket
+
+        push = self.server.protocol.push_connection(client_id)
+        if isinstance(push, _Socket):
+            if fault.kind == "close":
+                push.close(fault.code, b"closed by an injected fault")
+                self._log(now, fault, client_id, "websocket", f"closed with {fault.code}")
+                return
+            transport: Any = push.request.transport
+            where = "websocket"
+        else:
+            transport, where = self._poll_transport(client_id), "long-polling"
+        if transport is None:
+            self._log(now, fault, client_id, where, "no connection open: nothing to cut")
+            return
+        if fault.kind == "reset":
+            reset(transport)
+            self._log(now, fault, client_id, where, "TCP connection reset (RST)")
+        else:
+            transport.close()
+            self._log(now, fault, client_id, where, "TCP connection closed, poll unanswered")
+
+    def _poll_transport(self, client_id: str) -> asyncio.BaseTransport | None:
+        token = self.server.protocol.held_connection(client_id)
+        if token is None:
+            return None
+        for connection in self.server.fast_connections:
+            if connection.token is token:
+                return connection.transport
+        return self.server.poll_transports.get(token)
+
+    # --- asked by the server ----------------------------------------------------------------
+
+    def is_stalled(self) -> bool:
+        until = self.stalled_until
+        if until is None:
+            return False
+        if time.monotonic() >= until:
+            self.stalled_until = None
+            return False
+        return True
+
+    def poll_status(self, body: bytes) -> int:
+        """An HTTP status to answer this long-poll with instead (0: handle it)."""
+        if not self.failing:
+            return 0
+        client_id = _client_of(body)
+        status, left = self.failing.get(client_id or "", (0, 0))
+        if not status:
+            return 0
+        if left <= 1:
+            del self.failing[client_id or ""]
+        else:
+            self.failing[client_id or ""] = (status, left - 1)
+        return status
+
+    def slow_for(self, messages: list[Any], client_id: str | None = None) -> float | None:
+        if not self.slow:
+            return None
+        if client_id is None:
+            client_id = _client_in(messages)
+        return self.slow.get(client_id or "")
+
+    def dribble(
+        self, transport: asyncio.BaseTransport, data: bytes, over: float, then: Any = None
+    ) -> None:
+        found = self._dribbles.get(transport)
+        if found is None or found.transport.is_closing():
+            if len(self._dribbles) > MAX_STALLED:  # closed transports' entries
+                self._dribbles = {k: v for k, v in self._dribbles.items() if v.busy}
+            found = self._dribbles[transport] = Dribble(transport)
+        found.write(data, over, then)
+
+    def dribble_frame(self, transport: asyncio.BaseTransport, data: bytes, over: float) -> None:
+        """One WebSocket text frame, dribbled (the socket was opened without compression)."""
+        self.dribble(transport, Frame(Opcode.TEXT, data).serialize(mask=False), over)
+
+    def forget(self, client_id: str) -> None:
+        self.failing.pop(client_id, None)
+        self.slow.pop(client_id, None)
+
+
+def reset(transport: Any) -> None:
+    """Abort with SO_LINGER 0: the peer sees a TCP RST, not a FIN."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _client_of(body: bytes) -> str | None:
+    try:
+        batch = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return _client_in(batch if isinstance(batch, list) else [batch])
+
+
+def _client_in(messages: list[Any]) -> str | None:
+    for message in messages:
+        if isinstance(message, dict) and isinstance(message.get("clientId"), str):
+            return str(message["clientId"])
+    return None
