@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from replay.app import ReplayOptions
+from replay.faults import Fault, FaultError, parse_fault
 from replay.player import PlayOptions
 from replay.record_mode import (
     DEFAULT_MODE,
@@ -63,7 +64,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{MARKER}(tape, speed=1.0, clock='per-client', session=None, channels=(), loop=False, "
         "reactive=False, match_on=(), fail_on_unmatched=True, record_mode=None, "
-        "upstream=None): the tape the cometd_replay fixture serves (or records), and how",
+        "upstream=None, faults=(), seed=0): the tape the cometd_replay fixture serves (or "
+        "records), and how",
     )
 
 
@@ -92,6 +94,8 @@ def replay_options(kwargs: dict[str, Any]) -> ReplayOptions:
         "reactive",
         "match_on",
         "fail_on_unmatched",
+        "faults",
+        "seed",
     }
     unknown = set(kwargs) - known
     if unknown:
@@ -114,7 +118,18 @@ def replay_options(kwargs: dict[str, Any]) -> ReplayOptions:
         unknown_client_error=kwargs.get("unknown_client_error", "402::Unknown client"),
         reactive=kwargs.get("reactive", False),
         matchers=(*DEFAULT_MATCHERS, *(body_field(f) for f in kwargs.get("match_on", ()))),
+        faults=_faults(kwargs.get("faults", ())),
+        seed=kwargs.get("seed", 0),
     )
+
+
+def _faults(specs: Any) -> tuple[Fault, ...]:
+    if isinstance(specs, str):
+        specs = [specs]
+    try:
+        return tuple(parse_fault(spec) for spec in specs)
+    except FaultError as exc:
+        raise pytest.UsageError(f"{MARKER}: faults: {exc}") from None
 
 
 def record_settings(kwargs: dict[str, Any], config: pytest.Config) -> tuple[RecordMode, str | None]:

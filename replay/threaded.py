@@ -10,6 +10,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from replay.app import Replayer, ReplayOptions
+from replay.fault_core import InjectedFault
 from replay.player import ClientSeen
 from replay.responder import Unmatched
 
@@ -49,6 +50,12 @@ class ThreadedReplayer:
     def unmatched(self) -> list[Unmatched]:
         """REST requests that matched no recorded request (each got a 404 naming the closest)."""
         return self.replayer.unmatched
+
+    @property
+    def faults(self) -> list[InjectedFault]:
+        """Every fault injected so far: time (s since the replay started), kind, client_id,
+        target and detail."""
+        return self.replayer.faults
 
     @property
     def emitted(self) -> int:
