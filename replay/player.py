@@ -94,6 +94,9 @@ class Player:
         self._channels = sorted({e.channel for e in timeline})  # few: a timeline's channels
         self._log = log or (lambda _line: None)
         self._changed = asyncio.Event()
+        # Timelines of clients a fault ended: the next client to handshake takes one up where
+        # it is (what fell due in between went to nobody, as on a live server).
+        self._orphans: deque[str] = deque(maxlen=HISTORY)
 
     # --- events from the server ---------------------------------------------------------------
 
@@ -102,6 +105,11 @@ class Player:
             self.clients[event.client_id] = ClientSeen(event.client_id)
             self.served += 1
             self._log(f"client {event.client_id} handshook")
+            self._adopt(event.client_id)
+        elif isinstance(event, ev.FaultInjected):
+            self._log(f"client {event.client_id}: fault {event.kind} injected")
+            if event.ends_session and self.options.clock != SHARED:
+                self._orphan(event.client_id)
         elif isinstance(event, ev.ClientSubscribed):
             self._subscribed(event)
         elif isinstance(event, ev.ClientUnsubscribed):
@@ -128,6 +136,38 @@ class Player:
         start = time.monotonic() + self.options.settle
         self._cursors[key] = _Cursor(start)
         self._schedule(key, start)  # started from then on, whenever its first message is
+
+    def _orphan(self, client_id: str) -> None:
+        """Keep a faulted client's timeline running, under a key no client has."""
+        cursor = self._cursors.pop(client_id, None)
+        if cursor is None or client_id not in self._started:
+            return
+        key = f"orphan:{client_id}"
+        self._cursors[key] = cursor
+        self._started.add(key)
+        self._due.discard(client_id)
+        self._schedule(key, time.monotonic())
+        if len(self._orphans) == self._orphans.maxlen:
+            self._drop(self._orphans[0])
+        self._orphans.append(key)
+
+    def _adopt(self, client_id: str) -> None:
+        while self._orphans:
+            key = self._orphans.popleft()
+            cursor = self._cursors.pop(key, None)
+            self._started.discard(key)
+            self._due.discard(key)
+            if cursor is not None:
+                self._cursors[client_id] = cursor
+                self._started.add(client_id)
+                self._schedule(client_id, time.monotonic())
+                self._log(f"client {client_id} takes up the timeline of {key[7:]}")
+                return
+
+    def _drop(self, key: str) -> None:
+        self._cursors.pop(key, None)
+        self._started.discard(key)
+        self._due.discard(key)
 
     def _gone(self, client_id: str, how: str) -> None:
         seen = self.clients.pop(client_id, None)

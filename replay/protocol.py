@@ -24,8 +24,9 @@ from replay.events import (
     Transport,
     Wire,
 )
+from replay.fault_core import FaultInjector
 from replay.session import Batch, Held, Session, decode, subscribed, subscription_error
-from replay.session_table import SessionTable
+from replay.session_faults import SessionFaults
 from tape.bayeux import Message
 from tape.channel import ChannelError, ChannelPattern, is_deliverable, is_meta, is_pattern, matches
 
@@ -58,7 +59,7 @@ class _Due:
     with_queue: bool
 
 
-class BayeuxServer(SessionTable):
+class BayeuxServer(SessionFaults):
     """Bayeux 1.0 server sessions for any number of clients. No I/O, no clock.
 
     Feed it handle(), publish(), deliver_to(), tick() and connection_closed(); after each, send
@@ -86,8 +87,9 @@ class BayeuxServer(SessionTable):
         max_timeout_ms: int = MAX_TIMEOUT_MS,
         max_subscriptions: int = MAX_SUBSCRIPTIONS,
         publish_denied: tuple[str, ...] = (),
+        faults: FaultInjector | None = None,
     ) -> None:
-        super().__init__(max_queue=max_queue, max_interval_ms=max_interval_ms)
+        super().__init__(max_queue=max_queue, max_interval_ms=max_interval_ms, faults=faults)
         self._timeout_ms = timeout_ms
         self._advice = {"reconnect": "retry", "interval": interval_ms, "timeout": timeout_ms}
         self._unknown_client = unknown_client_error
@@ -106,6 +108,8 @@ class BayeuxServer(SessionTable):
         """Answers to held connects that became due, then WebSocket pushes."""
         due, self._due = self._due, []
         out = [self._completion(item) for item in due]
+        if self._out:  # a fault's pushes (a server-side /meta/disconnect)
+            out += self._take_fault_pushes()
         for client_id in self._push:
             found = self._sessions.get(client_id)
             if found is not None and found.push is not None and found.queue:
@@ -118,8 +122,12 @@ class BayeuxServer(SessionTable):
         return events
 
     def next_wakeup(self) -> float | None:
-        """The earliest held-connect deadline or session expiry; None with no sessions."""
-        return self._wakeups.earliest()
+        """The earliest held-connect deadline, session expiry or fault; None with none."""
+        earliest = self._wakeups.earliest()
+        if self.faults is None:
+            return earliest
+        fault = self._fault_wakeup()
+        return fault if earliest is None else earliest if fault is None else min(earliest, fault)
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -149,9 +157,12 @@ class BayeuxServer(SessionTable):
             if found is None:
                 continue
             if found.held is not None:
+                self._fault_unfreeze(found)
                 self._complete(found, now, with_queue=True)
             else:
                 self._end(found, ClientExpired(found.client_id))
+        if self.faults is not None:
+            self._fault_tick(now)
 
     def connection_closed(self, connection: Hashable, now: float) -> None:
         """The transport lost `connection`: its held connects and pushes go nowhere now."""
@@ -214,6 +225,7 @@ class BayeuxServer(SessionTable):
             self._set_push(created, context.connection)
         self._reschedule(created)
         self._events.append(ClientHandshaken(client_id))
+        self._fault_handshake(client_id, context.now)
         reply = wire.answer(message, successful=True, clientId=client_id, **self._offer())
         context.replies.append(reply | {"supportedConnectionTypes": self._common(message)})
 
@@ -250,18 +262,23 @@ class BayeuxServer(SessionTable):
             # (AbstractHttpTransport.processMetaConnect) "cancel[s] the previous scheduler to
             # cancel any prior waiting long poll": the old one is answered, empty; this one waits.
             self._complete(found, context.now, with_queue=False)
+            self._fault_unfreeze(found)  # a hold-connect fault holds one connect
         if context.transport == "long-polling":
             self._set_push(found, None)
         reply = wire.answer(message, successful=True, clientId=found.client_id)
         reply["advice"] = dict(self._advice)
         timeout = self._connect_timeout(message)
-        if not found.connected or timeout == 0 or found.queue:
+        deadline = context.now + timeout / 1000
+        frozen = False
+        if self.faults is not None:  # advice a fault left; a hold-connect fault's deadline
+            deadline = self._fault_connect(found, reply, deadline)
+            frozen = self._fault_frozen(found)
+        if not frozen and (not found.connected or timeout == 0 or found.queue):
             # CometD answers the first connect at once: some clients wait for it (PEERS.md).
             found.connected, found.last_seen = True, context.now
             self._reschedule(found)
             context.replies += [reply, *self._take(found)]
             return
-        deadline = context.now + timeout / 1000
         found.held = Held(HeldConnect(found.client_id, context.connection, deadline), reply)
         self._attach(context.connection, found.client_id)
         self._reschedule(found)
@@ -325,6 +342,7 @@ class BayeuxServer(SessionTable):
             if connection is not None:
                 self._detach(connection, client_id)
         found.queue.clear()
+        self._fault_end(client_id)
         self._events.append(event)
 
     def _subscription(self, found: Session, message: Message, context: _Context) -> None:
