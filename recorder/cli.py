@@ -18,6 +18,7 @@ import duckdb
 from recorder.auth import Credentials
 from recorder.net import NetOptions
 from recorder.record import Outcome, Recorder, RecordError, RecordOptions
+from recorder.replay_ext import parse_replay_from
 from recorder.status import Status
 from tape.cli import (
     TapeClaim,
@@ -128,6 +129,21 @@ def _pairs(values: tuple[str, ...], sep: str, what: str) -> dict[str, str]:
     "--max-messages", type=click.IntRange(min=1), help="Stop after this many delivered messages."
 )
 @click.option(
+    "--ext",
+    "extensions",
+    multiple=True,
+    type=click.Choice(["replay"]),
+    help="Bayeux extension to use. replay: Salesforce-style replay (ext.replay): each channel "
+    "resumes after the last replayId recorded when the session is handshaken again.",
+)
+@click.option(
+    "--replay-from",
+    multiple=True,
+    metavar="ID|CHANNEL=ID",
+    help="With --ext replay: where to start, -1 new events only (default), -2 all the server "
+    "retains, or an id to start after; CHANNEL=ID for one channel (repeat).",
+)
+@click.option(
     "--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label the session (repeat)."
 )
 @privacy_options
@@ -152,6 +168,8 @@ def record_command(
     url_suffix: bool,
     duration: float | None,
     max_messages: int | None,
+    extensions: tuple[str, ...],
+    replay_from: tuple[str, ...],
     labels: tuple[str, ...],
     privacy: Privacy,
 ) -> None:
@@ -195,6 +213,7 @@ def record_command(
         url_suffix=url_suffix,
         duration=duration,
         max_messages=max_messages,
+        replay=_replay(extensions, replay_from),
     )
     keep_pandas_out_of_arrow()  # the writer runs in this process
     settle_gc()
@@ -208,6 +227,19 @@ def record_command(
     )
     if not outcome.ok:
         raise click.ClickException(outcome.reason)
+
+
+def _replay(
+    extensions: tuple[str, ...], values: tuple[str, ...]
+) -> tuple[int, dict[str, int]] | None:
+    if "replay" not in extensions:
+        if values:
+            raise click.BadParameter("goes with --ext replay", param_hint="--replay-from")
+        return None
+    try:
+        return parse_replay_from(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--replay-from") from None
 
 
 def _password(user: str | None, env: str | None) -> str | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import sys
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from recorder import events as ev
 from recorder.auth import Credentials, Handover, LoginError
 from recorder.net import CLIENT_CERT, UNTRUSTED, NetOptions, describe_error
 from recorder.protocol import BayeuxClient
+from recorder.replay_ext import ReplayExtension
 from recorder.status import Status
 from recorder.websocket import UpgradeError, WebSocketTransport
 from tape.bayeux import Message
@@ -97,6 +99,9 @@ class RecordOptions:
     url_suffix: bool = False
     duration: float | None = None
     max_messages: int | None = None
+    # --ext replay: where each channel starts (-1 new only, -2 all retained, or after an id),
+    # and per channel (recorder/replay_ext.py)
+    replay: tuple[int, dict[str, int]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,7 @@ class Recorder:
             raise ValueError(f"transport {options.transport!r} is not one of {TRANSPORTS}")
         self.options, self.log, self.status = options, log, status
         strict_ws = options.transport == "websocket"
+        self.replay = None if options.replay is None else ReplayExtension(*options.replay)
         self.client = BayeuxClient(
             options.channels,
             connection_type="websocket" if strict_ws else "long-polling",
@@ -127,6 +133,8 @@ class Recorder:
                 "websocket": ("websocket",),
                 "long-polling": ("long-polling",),
             }[options.transport],
+            ext_out=self.replay.outgoing if self.replay else None,
+            ext_in=self.replay.incoming if self.replay else None,
         )
         self._make = transports or self._transport
         self.transport = self._new("websocket" if strict_ws else "long-polling")
@@ -351,6 +359,10 @@ class Recorder:
         self._connected_once, self._lost_at = True, None
         self.status.state = "connected"
         self.log.update(client_id=event.client_id)
+        refusal = self.replay.refusal() if self.replay else None
+        if refusal is not None:
+            self.log.lifecycle("replay", supported=False, reason=refusal)
+            print(f"warning: --ext replay: {refusal}", file=sys.stderr)
 
     def _handshake_failed(self, event: ev.HandshakeFailed) -> None:
         if not self._connected_once:

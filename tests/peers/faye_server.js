@@ -4,11 +4,13 @@
 //   node faye_server.js [port]      (port 0 or none = a free port; FAYE_TIMEOUT = seconds, default 60)
 //   FAYE_TLS_CERT, FAYE_TLS_KEY: serve HTTPS with them; FAYE_TLS_CLIENT_CA: and require a client
 //   certificate signed by that CA
+//   FAYE_REPLAY=1: the Salesforce-style replay extension (see installReplay below)
 //
 // Listens on 127.0.0.1 with the Bayeux endpoint mounted at /cometd, then prints one line
 // {"ready": true, "port": N}. After that every stdin line is a JSON command carrying an "id",
 // and every command gets exactly one JSON line back on stdout carrying the same "id".
-// Commands: publish, gws, blast, pace, clients, wait_subscribed (see tests/peers/faye.py).
+// Commands: publish, gws, blast, pace, clients, wait_subscribed (see tests/peers/faye.py),
+// kill_sessions, and with FAYE_REPLAY=1 replay_history.
 // stdin EOF exits with status 0. Nothing else is ever written to stdout.
 
 const fs = require('fs');
@@ -123,6 +125,62 @@ function subscribedTo(channels) {
   }
   return n;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Salesforce-style replay extension (FAYE_REPLAY=1), as Salesforce's Streaming API behaves:
+// every successful handshake reply says ext.replay: true; every event published through the
+// server (the `publish` command: not `blast --via engine` or `pace`, which skip extensions) gets
+// data.event.replayId = 1, 2, 3... per channel and is retained; a /meta/subscribe carrying
+// ext.replay {channel: id} gets, for each channel it names, the retained events after id (-2:
+// all of them; -1 or none: nothing retained), queued before anything published later.
+
+const replay = { history: new Map(), pending: new Map(), resent: 0 };
+
+function retainedAfter(channel, from) {
+  if (from === -1 || from === undefined) return [];
+  return (replay.history.get(channel) || []).filter((m) => from === -2 || m.data.event.replayId > from);
+}
+
+function installReplay() {
+  const memory = bayeux._server._engine._engine; // the in-memory engine: per-client queues
+  bayeux.addExtension({
+    incoming(message, callback) {
+      const channel = message.channel;
+      if (channel === '/meta/subscribe' && message.ext && message.ext.replay) {
+        for (const name of [].concat(message.subscription || [])) {
+          replay.pending.set(`${message.clientId} ${name}`, message.ext.replay[name]);
+        }
+      } else if (!channel.startsWith('/meta/') && message.data && typeof message.data === 'object') {
+        const list = replay.history.get(channel) || [];
+        replay.history.set(channel, list);
+        message.data.event = Object.assign({}, message.data.event, { replayId: list.length + 1 });
+        list.push({ channel: channel, data: message.data, id: message.id });
+      }
+      callback(message);
+    },
+    outgoing(message, callback) {
+      if (message.channel === '/meta/handshake' && message.successful) {
+        message.ext = Object.assign({}, message.ext, { replay: true });
+      } else if (message.channel === '/meta/subscribe') {
+        for (const name of [].concat(message.subscription || [])) {
+          const key = `${message.clientId} ${name}`;
+          const from = replay.pending.get(key);
+          replay.pending.delete(key);
+          const retained = message.successful ? retainedAfter(name, from) : [];
+          if (retained.length === 0) continue;
+          // Synchronous since the subscription was made: nothing published in between.
+          if (!memory._messages.has(message.clientId)) memory._messages.set(message.clientId, []);
+          for (const m of retained) memory._messages.get(message.clientId).push(Object.assign({}, m));
+          replay.resent += retained.length;
+          memory.emptyQueue(message.clientId);
+        }
+      }
+      callback(message);
+    },
+  });
+}
+
+if (process.env.FAYE_REPLAY === '1') installReplay();
 
 // ---------------------------------------------------------------------------------------------
 // Publishing. Every publish is issued synchronously, in order, through one client: Faye's
@@ -309,6 +367,20 @@ const handlers = {
 
   wait_subscribed(cmd) {
     return waitSubscribed(cmd, { subscribedTo, subscriptionsSnapshot, waiters, what: 'clients' });
+  },
+
+  // End every client's session server-side, as an expiry does: its held connect is answered
+  // (long-polling) or its WebSocket closed, and its next message gets 401 unknown client.
+  kill_sessions() {
+    const killed = [...live];
+    for (const clientId of killed) bayeux._server._engine.destroyClient(clientId);
+    return { killed: killed.length };
+  },
+
+  replay_history(cmd) {
+    if (process.env.FAYE_REPLAY !== '1') throw new Error('replay is off: set FAYE_REPLAY=1');
+    const channel = requireChannel(cmd);
+    return { retained: (replay.history.get(channel) || []).length, resent: replay.resent };
   },
 };
 

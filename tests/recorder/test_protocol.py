@@ -28,6 +28,7 @@ from recorder.protocol import (
     SubscribeFailed,
     Unsubscribed,
 )
+from recorder.replay_ext import ReplayExtension, parse_replay_from
 from tape.bayeux import LazyDelivery, Message, decode_frame, decode_frame_lazily
 
 CHANNELS = ["/v2/me/outbound", "/me/internal"]
@@ -679,3 +680,95 @@ def test_backoff_grows_while_unreachable_and_starts_over_after_the_rehandshake()
     # The new session's first failure waits the sequence's first step, not the 16 s it had reached.
     client.request_failed(now, "reset by peer", ids=[connect["id"]])
     assert retry_wakeup(client) == pytest.approx(now + 0.5)
+
+
+# --- the replay extension (recorder/replay_ext.py) ------------------------------------------
+
+
+def replaying(start: int = -1, **per_channel: int) -> tuple[BayeuxClient, ReplayExtension]:
+    extension = ReplayExtension(start, {f"/{k}": v for k, v in per_channel.items()})
+    client = started(ext_out=extension.outgoing, ext_in=extension.incoming)
+    return client, extension
+
+
+def salesforce_event(channel: str, replay_id: int) -> Message:
+    data = {"event": {"replayId": replay_id}, "payload": {"n": replay_id}}
+    return Message.from_wire({"channel": channel, "data": data, "id": f"e{replay_id}"})
+
+
+def replay_asked(batches: list[Outgoing]) -> dict[str, int | None]:
+    """Per channel subscribed, the replayId its subscribe's ext.replay gave (None: no ext)."""
+    asked: dict[str, int | None] = {}
+    for out in batches:
+        for message in out.messages:
+            if out.kind == "subscribe":
+                replay = message.get("ext", {}).get("replay", {})
+                asked[message["subscription"]] = replay.get(message["subscription"])
+    return asked
+
+
+def test_replay_asks_on_the_handshake_and_resumes_from_the_start_given() -> None:
+    client, extension = replaying(-2, v2_me=5)  # per channel: "/v2_me" (not one we subscribe)
+    (hs,) = sent(client, "handshake")
+    assert hs["ext"] == {"replay": True}
+    client.receive([reply(hs, clientId="c1", ext={"replay": True})], 0.0)
+    assert extension.supported
+    assert replay_asked(client.data_to_send()) == {c: -2 for c in CHANNELS}
+
+
+def test_a_server_that_does_not_acknowledge_gets_plain_subscribes_and_the_user_is_told() -> None:
+    client, extension = replaying()
+    batches = handshaken(client)
+    assert replay_asked(batches) == {c: None for c in CHANNELS}  # no ext.replay on either
+    assert extension.refusal() is not None
+    assert extension.refusal() is None  # once
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["parsed", "lazy"])
+def test_after_an_unknown_client_error_each_channel_resumes_after_its_last_event(
+    lazy: bool,
+) -> None:
+    client, extension = replaying(-1, **{"me/internal": 40})
+    (hs,) = sent(client, "handshake")
+    client.receive([reply(hs, clientId="c1", ext={"replay": True})], 0.0)
+    batches = client.data_to_send()
+    assert replay_asked(batches) == {CHANNELS[0]: -1, CHANNELS[1]: 40}
+    (connect,) = [m for out in batches if out.kind == "connect" for m in out.messages]
+    events = [salesforce_event(CHANNELS[0], n) for n in (7, 8, 9)]
+    wire = orjson.dumps([reply(connect).fields, *(e.fields for e in events)])
+    client.receive(decode_frame_lazily(wire) if lazy else decode_frame(wire), 1.0)
+    (connect,) = sent(client, "connect")
+    gone = {"reconnect": "handshake", "interval": 0}
+    client.receive([reply(connect, successful=False, error="402::Unknown client", advice=gone)], 2)
+    (hs,) = sent(client, "handshake")
+    assert hs["ext"] == {"replay": True}
+    client.receive([reply(hs, clientId="c2", ext={"replay": True})], 2.0)
+    # The channel with events resumes after the last; the other still from where it started.
+    assert replay_asked(client.data_to_send()) == {CHANNELS[0]: 9, CHANNELS[1]: 40}
+    assert extension.last == {CHANNELS[0]: 9}
+
+
+def test_events_without_a_replay_id_leave_the_position_alone() -> None:
+    _, extension = replaying(-2)
+    for data in ({"event": {"replayId": "3"}}, {"event": 3}, [3], {"event": {"replayId": True}}):
+        extension.incoming(Message.from_wire({"channel": "/a", "data": data}))
+    assert extension.last == {}
+    assert extension.position("/a") == -2
+
+
+@pytest.mark.parametrize(
+    ("values", "parsed"),
+    [
+        ((), (-1, {})),
+        (("-2",), (-2, {})),
+        (("15", "/a=3", "/b/c=-1"), (15, {"/a": 3, "/b/c": -1})),
+    ],
+)
+def test_replay_from_values(values: tuple[str, ...], parsed: tuple[int, dict[str, int]]) -> None:
+    assert parse_replay_from(values) == parsed
+
+
+@pytest.mark.parametrize("value", ["x", "-3", "a=1", "/a=", "/a=1.5"])
+def test_replay_from_refuses_what_is_not_an_id(value: str) -> None:
+    with pytest.raises(ValueError, match=repr(value)):
+        parse_replay_from([value])
