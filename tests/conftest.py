@@ -13,10 +13,11 @@ from hypothesis import settings
 from tape.frame import Frame
 from tape.sink import NullSink
 from tests.constants import ROOT, SAMPLE, TIMEOUT
+from tests.peers.cometd_client import cometd_client
 from tests.peers.faye import faye_server
 from tests.peers.faye_client import faye_client
 
-__all__ = ["ROOT", "SAMPLE", "TIMEOUT", "faye_client", "faye_server"]
+__all__ = ["ROOT", "SAMPLE", "TIMEOUT", "cometd_client", "faye_client", "faye_server"]
 
 # The analysis cache goes to a folder of this test run's own (subprocesses inherit it), never to
 # the user's ~/.cache. It is removed when the run ends: caches of big tapes reach ~80 MB. A helper
