@@ -61,13 +61,13 @@ class SessionFaults(SessionTable):
 
     def _fault_connect(self, found: Session, reply: Wire, deadline: float) -> float:
         """A connect is about to be held: the advice a fault left for it, and its deadline
-        (later, if a hold-connect fault asked for longer)."""
+        (a hold-connect fault's for=, if it gave one)."""
         advice = self._advise.pop(found.client_id, None)
         if advice is not None:
             reply["advice"] = advice
         if found.client_id in self._frozen:
             until = self._frozen[found.client_id]
-            return deadline if until is None else max(deadline, until)
+            return deadline if until is None else until  # for=: held that long, no longer
         return deadline
 
     def _fault_frozen(self, found: Session) -> bool:
@@ -147,7 +147,7 @@ class SessionFaults(SessionTable):
         until = None if fault.duration is None else now + fault.duration
         self._frozen[found.client_id] = until
         held = found.held
-        if held is not None and until is not None and until > held.info.deadline:
+        if held is not None and until is not None:  # for= shortens its timeout or lengthens it
             info = held.info
             held.info = HeldConnect(info.client_id, info.connection, until)
             self._reschedule(found)
@@ -162,6 +162,11 @@ class SessionFaults(SessionTable):
         held = found.held
         if held is not None:
             held.reply["advice"] = advice
+            if fault.reconnect == "handshake":
+                # As CometD's server advises it: on an unsuccessful reply (402). CometD's client
+                # (Client.js #connectResponse) throws on handshake advice in a successful one.
+                held.reply["successful"] = False
+                held.reply["error"] = self._unknown_client
             self._complete(found, now, with_queue=True)
         else:
             self._advise[found.client_id] = advice

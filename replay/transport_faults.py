@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 DRIBBLE_STEP_S = 0.05  # a slow answer goes out in pieces this far apart
 MAX_STALLED = 10_000  # requests a stalled server sits on; past it, connections are closed
+# close/reset of a long-polling client with no poll held (its answer just left, the next poll
+# is on its way; always so for after=N, as the Nth delivery answers the poll): cut that next
+# poll, looking this often for this long.
+CUT_STEP_S, CUT_WAIT_S = 0.005, 1.0
 
 
 class Dribble:
@@ -92,7 +96,9 @@ class TransportFaults:
         fault: Fault = event.fault
         client_id, kind = event.client_id, fault.kind
         now = time.monotonic()
-        if kind in ("http-500", "http-503"):
+        if kind in ("http-500", "http-503") and self.server.pushes_to_socket(client_id):
+            self._log(now, fault, client_id, "websocket", "on WebSocket: no long-poll to fail")
+        elif kind in ("http-500", "http-503"):
             self.failing[client_id] = (int(kind[-3:]), fault.count)
             self._log(now, fault, client_id, "long-polling", f"next {fault.count} poll(s)")
         elif kind == "slow":
@@ -109,7 +115,7 @@ class TransportFaults:
     def _log(self, now: float, fault: Fault, client_id: str, target: str, detail: str) -> None:
         self.injector.record(now, fault.kind, client_id, target, detail)
 
-    def _cut(self, client_id: str, fault: Fault, now: float) -> None:
+    def _cut(self, client_id: str, fault: Fault, now: float, waited: float = 0.0) -> None:
         """close or reset the client's connection: its WebSocket, or its held long-poll's."""
         from replay.server import _Socket
 
@@ -123,6 +129,10 @@ class TransportFaults:
             where = "websocket"
         else:
             transport, where = self._poll_transport(client_id), "long-polling"
+            if transport is None and waited < CUT_WAIT_S:
+                loop = asyncio.get_running_loop()
+                loop.call_later(CUT_STEP_S, self._cut_later, client_id, fault, waited + CUT_STEP_S)
+                return
         if transport is None:
             self._log(now, fault, client_id, where, "no connection open: nothing to cut")
             return
@@ -132,6 +142,9 @@ class TransportFaults:
         else:
             transport.close()
             self._log(now, fault, client_id, where, "TCP connection closed, poll unanswered")
+
+    def _cut_later(self, client_id: str, fault: Fault, waited: float) -> None:
+        self._cut(client_id, fault, time.monotonic(), waited)
 
     def _poll_transport(self, client_id: str) -> asyncio.BaseTransport | None:
         token = self.server.protocol.held_connection(client_id)

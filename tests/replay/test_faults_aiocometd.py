@@ -112,7 +112,7 @@ async def test_a_503_loses_aiocometd_its_session(transport: str, tape: Path) -> 
     got, faults, _, error = await run(tape, transport, "http-503:at=0.8s", quiet_s=2.0)
     assert [f.kind for f in faults] == ["http-503"]
     if transport == "websocket":  # no long-poll to fail: nothing happens to it
-        assert faults[0].target == "long-polling"
+        assert faults[0].target == "websocket"
         assert error is None
         assert len(got) == COUNT
     else:  # PEERS.md: it does not recover from a failed connect on Python 3.11
