@@ -39,7 +39,8 @@ def test_specs_read_as_documented() -> None:
     fault = parse_fault("drop:nth=3,channel=/v2/me/outbound")
     assert (fault.nth, fault.channel) == (3, "/v2/me/outbound")
     delay = parse_fault("delay:100ms-2s").delay
-    assert delay is not None and (delay.low, delay.high) == (0.1, 2.0)
+    assert delay is not None
+    assert (delay.low, delay.high) == (0.1, 2.0)
     assert parse_fault("unknown-client:at=5s").at == 5.0
     close = parse_fault("close:code=4000,after=20")
     assert (close.code, close.after, close.layer) == (4000, 20, "transport")
@@ -96,7 +97,8 @@ def test_drop_nth_on_a_channel_takes_exactly_that_one() -> None:
 def test_a_fraction_is_the_same_for_the_same_seed(seed: int, fraction: str) -> None:
     first = through([f"drop:{fraction}"], 200, seed=seed)
     assert first == through([f"drop:{fraction}"], 200, seed=seed)
-    assert first == sorted(first) and len(set(first)) == len(first)  # only ever left out
+    assert first == sorted(first)
+    assert len(set(first)) == len(first)
 
 
 def test_a_fraction_drops_about_that_fraction() -> None:
@@ -127,7 +129,8 @@ def test_delay_holds_a_delivery_until_it_is_due() -> None:
 def test_reorder_shuffles_a_window_and_keeps_every_message() -> None:
     sent = through(["reorder:window=4"], 8, seed=3)
     assert sorted(sent) == list(range(8))
-    assert sent[:4] != [0, 1, 2, 3] and sent[4:] != [4, 5, 6, 7]
+    assert sent[:4] != [0, 1, 2, 3]
+    assert sent[4:] != [4, 5, 6, 7]
     assert set(sent[:4]) == {0, 1, 2, 3}
 
 
@@ -178,14 +181,16 @@ def test_unknown_client_answers_the_held_connect_with_the_configured_error() -> 
     assert bayeux.next_wakeup() == pytest.approx(1.0)
     bayeux.tick(1.0)
     (answer,) = answers(bayeux)
-    assert answer["channel"] == "/meta/connect" and answer["successful"] is False
+    assert answer["channel"] == "/meta/connect"
+    assert answer["successful"] is False
     assert answer["error"] == "401::session_unknown"
     assert answer["advice"] == {"reconnect": "handshake", "interval": 0}
     assert not bayeux.has_client(client.client_id)
     assert FaultInjected(client.client_id, "unknown-client", True) in bayeux.events_received()
     (reply,) = client.connect(1.1).messages  # its next message: the same error
     assert reply["error"] == "401::session_unknown"
-    assert bayeux.faults is not None and [f.kind for f in bayeux.faults.log] == ["unknown-client"]
+    assert bayeux.faults is not None
+    assert [f.kind for f in bayeux.faults.log] == ["unknown-client"]
 
 
 def test_unknown_client_after_n_deliveries() -> None:
@@ -237,10 +242,11 @@ def test_advice_goes_out_on_the_held_connect() -> None:
 
 def test_a_transport_fault_is_handed_to_the_server_once() -> None:
     bayeux = server("close:at=1s,code=4000")
-    client, _ = held_client(bayeux, WS)
+    _client, _ = held_client(bayeux, WS)
     other = Client(bayeux, WS)
     other.handshake(0.0)
     bayeux.events_received()
     bayeux.tick(1.0)
     due = [e for e in bayeux.events_received() if isinstance(e, TransportFaultDue)]
-    assert len(due) == 1 and due[0].fault.code == 4000  # count=1: one client only
+    assert len(due) == 1
+    assert due[0].fault.code == 4000
