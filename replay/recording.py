@@ -19,6 +19,7 @@ import sys
 import threading
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 from replay.player import ClientSeen
 from replay.responder import Unmatched
@@ -109,7 +110,8 @@ def _remove(path: Path) -> None:
 
 class Recording:
     """The fixture's handle while recording: the proxy's URLs where the replayer's would be.
-    Nothing is replayed, so `clients`, `unmatched` and `emitted` stay empty."""
+    Nothing is replayed, so `clients`, `unmatched`, `emitted` and `faults` stay empty (faults
+    are injected when the tape is replayed, not into the real upstream)."""
 
     recording = True
 
@@ -148,6 +150,10 @@ class Recording:
     @property
     def emitted(self) -> int:
         return 0
+
+    @property
+    def faults(self) -> list[Any]:
+        return []
 
     async def wait_emitted(self, count: int | None = None, timeout: float = 30.0) -> int:
         """Nothing is replayed while recording: returns 0 at once."""
