@@ -24,6 +24,7 @@ from typing import Any
 
 from replay import events as ev
 from replay.protocol import MAX_QUEUE
+from replay.resume import Resume
 from replay.routing import Wakeups
 from replay.server import ReplayServer
 from replay.timeline import Emission
@@ -92,6 +93,7 @@ class Player:
         self._offsets = [e.offset / speed if speed else 0.0 for e in timeline]
         self._messages = [e.message for e in timeline]
         self._channels = sorted({e.channel for e in timeline})  # few: a timeline's channels
+        self._resume = Resume(server.protocol, self._messages, self._offsets)  # ext.replay
         self._log = log or (lambda _line: None)
         self._changed = asyncio.Event()
         # Timelines of clients a fault ended: the next client to handshake takes one up where
@@ -131,10 +133,12 @@ class Player:
         self._log(f"client {event.client_id} subscribed to {', '.join(event.channels)}")
         key = SHARED if self.options.clock == SHARED else event.client_id
         if key in self._started:
+            if self._resume.joined(event, self._cursors.get(key), time.monotonic()):
+                self._schedule(key, time.monotonic())  # the retained events it asked for
             return  # playing or played: later emissions see the new subscription
         # Not started, or still settling: (re)start the settle from this subscription.
         start = time.monotonic() + self.options.settle
-        self._cursors[key] = _Cursor(start)
+        self._cursors[key] = _Cursor(*self._resume.begin(event.client_id, key == SHARED, start))
         self._schedule(key, start)  # started from then on, whenever its first message is
 
     def _orphan(self, client_id: str) -> None:
@@ -273,11 +277,10 @@ class Player:
         return room
 
     def _emit(self, key: str, messages: list[dict[str, Any]], now: float) -> None:
-        protocol = self.server.protocol
-        if key == SHARED:
-            self.emitted += protocol.publish_shared(messages, now)
+        if key == SHARED:  # both through replay/resume.py: replayIds for clients asking
+            self.emitted += self._resume.publish(messages, now)
             return
-        sent = protocol.deliver_shared(key, messages, now, self._channels)
+        sent = self._resume.deliver(key, messages, now, self._channels)
         self.emitted += sent
         seen = self.clients.get(key)
         if seen is not None:

@@ -25,6 +25,7 @@ from replay.events import (
     Wire,
 )
 from replay.fault_core import FaultInjector
+from replay.resume import ReplayExtension
 from replay.session import Batch, Held, Session, decode, subscribed, subscription_error
 from replay.session_faults import SessionFaults
 from tape.bayeux import Message
@@ -101,6 +102,7 @@ class BayeuxServer(SessionFaults):
         self._publish_denied = publish_denied  # channel patterns clients may not publish on
         self._due: list[_Due] = []
         self._batch: _Context | None = None
+        self.replay = ReplayExtension()  # Salesforce-style ext.replay (replay/resume.py)
 
     # --- outputs ---------------------------------------------------------------------------
 
@@ -227,6 +229,7 @@ class BayeuxServer(SessionFaults):
         self._events.append(ClientHandshaken(client_id))
         self._fault_handshake(client_id, context.now)
         reply = wire.answer(message, successful=True, clientId=client_id, **self._offer())
+        reply = self.replay.handshake(message, client_id, reply)  # ext.replay acknowledged
         context.replies.append(reply | {"supportedConnectionTypes": self._common(message)})
 
     def _handshake_error(self, message: Message) -> str | None:
@@ -343,12 +346,13 @@ class BayeuxServer(SessionFaults):
                 self._detach(connection, client_id)
         found.queue.clear()
         self._fault_end(client_id)
+        self.replay.forget(client_id)
         self._events.append(event)
 
     def _subscription(self, found: Session, message: Message, context: _Context) -> None:
         subscription = message.subscription
         names = (subscription,) if isinstance(subscription, str) else subscription or ()
-        failure = subscription_error(names)
+        failure = subscription_error(names) or self.replay.check(message, names)
         fields: dict[str, Any] = {"clientId": found.client_id}
         if "subscription" in message.fields:
             fields["subscription"] = message.fields["subscription"]  # echoed as sent
@@ -366,6 +370,7 @@ class BayeuxServer(SessionFaults):
             found.patterns.update((name, ChannelPattern.parse(name)) for name in names)
             found.matched.clear()
             self._index.add(found.client_id, names)
+            self.replay.subscribed(found.client_id, message, names)  # the replayIds it asked
             self._events.append(ClientSubscribed(found.client_id, names))
         else:
             self._unsubscribe(found, names)
