@@ -103,7 +103,9 @@ async def drive(
 
 async def _subscribed(desktop: Recorder, task: asyncio.Task[object]) -> None:
     deadline = time.monotonic() + 10
-    while len(desktop.client.subscriptions) < 2 or desktop.status.state != "connected":
+    # Confirmed, not only asked for: a request sent before its channel's subscribe reply
+    # can have its ack published to no one (2 of 20 recordings did).
+    while len(desktop.client.confirmed) < 2 or desktop.status.state != "connected":
         if task.done():
             outcome = task.result()
             raise click.ClickException(f"the desktop's Bayeux client stopped: {outcome}")

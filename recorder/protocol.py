@@ -152,6 +152,11 @@ class BayeuxClient:
         """The channels the client wants, confirmed or not."""
         return tuple(self._channels)
 
+    @property
+    def confirmed(self) -> tuple[str, ...]:
+        """The channels the server has confirmed the subscription of (in this session)."""
+        return tuple(c for c in self._channels if c in self._subscribed)
+
     # --- outputs ---------------------------------------------------------------------------
 
     def data_to_send(self) -> list[Outgoing]:

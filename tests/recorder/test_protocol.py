@@ -772,3 +772,13 @@ def test_replay_from_values(values: tuple[str, ...], parsed: tuple[int, dict[str
 def test_replay_from_refuses_what_is_not_an_id(value: str) -> None:
     with pytest.raises(ValueError, match=repr(value)):
         parse_replay_from([value])
+
+
+def test_confirmed_holds_only_the_subscriptions_the_server_acknowledged() -> None:
+    client = started()
+    subscribe_batch = handshaken(client)[0]
+    assert client.subscriptions == tuple(CHANNELS)
+    assert client.confirmed == ()
+    first = subscribe_batch.messages[0]
+    client.receive([reply(first)], 1.0)
+    assert client.confirmed == (CHANNELS[0],)

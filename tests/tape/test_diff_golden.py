@@ -5,41 +5,19 @@ refuses some requests is caught, each refusal once (its ack missing, its answer 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from demo import desktop as desktop_module
 from demo.desktop import PASSWORD, USER, drive
 from recorder.proxy import CaptureProxy, ProxyOptions
-from recorder.record import Recorder
 from replay.simulator import Simulator, SimulatorOptions
 from tape.diff import assert_same_traffic
 from tape.writer import TapeWriter
 from tests.cli import cometd_tape
-from tests.constants import TIMEOUT
 
 SEED = 7
-
-
-@pytest.fixture(autouse=True)
-def confirmed_subscriptions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The desktop sends its first request once its subscriptions are asked for, not once the
-    server has confirmed them: 2 of 20 recordings here lost their first ack that way (this
-    test caught it). Until demo/desktop.py waits for the confirmation, wait here as well."""
-    asked = desktop_module._subscribed
-
-    async def confirmed(desktop: Recorder, task: asyncio.Task[object]) -> None:
-        await asked(desktop, task)
-        deadline = time.monotonic() + TIMEOUT
-        while not set(desktop.client.subscriptions) <= desktop.client._subscribed:
-            assert time.monotonic() < deadline, "the simulator never confirmed the subscriptions"
-            await asyncio.sleep(0.002)
-
-    monkeypatch.setattr(desktop_module, "_subscribed", confirmed)
 
 
 async def record(tape: Path, *, error_rate: float = 0.01) -> Path:
