@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -47,7 +46,7 @@ class InjectedFault:
 @dataclass(slots=True)
 class _Client:
     ordinal: int
-    rngs: list[random.Random]
+    rngs: dict[int, random.Random]  # by fault, made when first needed
     delivered: int = 0
     seen: list[int] = field(default_factory=list)  # matching deliveries per fault
     buffers: dict[int, list[_Item]] = field(default_factory=dict)  # reorder windows
@@ -67,6 +66,8 @@ class FaultInjector:
         self.listener: Callable[[InjectedFault], None] | None = None  # told of each one
         self._message = [i for i, f in enumerate(self.faults) if f.layer == "message"]
         self._timed = [i for i, f in enumerate(self.faults) if f.layer != "message"]
+        # Timed faults that count deliveries (after=N, no at=); the rest are armed by time.
+        self._after = [i for i in self._timed if self.faults[i].after and self.faults[i].at is None]
         self._fired = [0] * len(self.faults)
         self._clients: dict[str, _Client] = {}
         self._ordinals = itertools.count()
@@ -74,7 +75,7 @@ class FaultInjector:
         self._delayed: list[tuple[float, int, str, int, _Item]] = []  # due, order, client,
         # the delaying fault, the delivery
         self._order = itertools.count()
-        self._pending: list[tuple[str, Fault]] = []  # timed faults due now (after= reached)
+        self._pending: list[tuple[str, int]] = []  # timed faults due now (after= reached)
         self._windows = Wakeups()  # "client\0fault index" -> when its reorder window flushes
 
     @property
@@ -83,14 +84,27 @@ class FaultInjector:
 
     # --- clients --------------------------------------------------------------------------
 
+    @property
+    def due_now(self) -> bool:
+        """Whether a timed fault fell due on a delivery (after=N) and waits to be applied."""
+        return bool(self._pending)
+
     def on_handshake(self, client_id: str, now: float) -> None:
         ordinal = next(self._ordinals)
-        rngs = [random.Random(f"{self.seed}/{ordinal}/{i}") for i in range(len(self.faults))]
-        self._clients[client_id] = _Client(ordinal, rngs, seen=[0] * len(self.faults))
+        self._clients[client_id] = _Client(ordinal, {}, seen=[0] * len(self.faults))
         for index in self._timed:
-            fault = self.faults[index]
-            if fault.after is None or fault.at is not None:
-                self._timers.set(f"{client_id}\0{index}", now + (fault.at or 0.0))
+            if index not in self._after:  # at=T, or after=0: at the handshake
+                self._timers.set(f"{client_id}\0{index}", now + (self.faults[index].at or 0.0))
+
+    def _rng(self, found: _Client, index: int) -> random.Random:
+        """The random stream of one fault for one client's session, made when first needed:
+        the same seed, session order and fault give the same choices."""
+        rng = found.rngs.get(index)
+        if rng is None:
+            rng = found.rngs[index] = random.Random(
+                (self.seed << 40) ^ (found.ordinal << 8) ^ index
+            )
+        return rng
 
     def forget(self, client_id: str) -> None:
         """The session ended: its timers, windows and delayed deliveries go."""
@@ -106,31 +120,38 @@ class FaultInjector:
 
     # --- deliveries -----------------------------------------------------------------------
 
-    def deliver(self, client_id: str, messages: list[Wire], now: float) -> list[Wire]:
-        """What of `messages` to queue for the client now; the rest is dropped, delayed or
-        buffered here. Messages are shared dicts: never changed, only left out or repeated.
-        Which deliveries a fault takes (nth=, a fraction) is decided on the tape's order,
-        before any fault changed it."""
+    def deliver(
+        self, client_id: str, messages: list[Wire], now: float
+    ) -> tuple[list[Wire], list[Wire]]:
+        """What of `messages` to queue for the client now, and what comes after a delivery that
+        made a timed fault due (after=N): the caller applies that fault, then delivers the rest.
+        What is dropped, delayed or buffered stays here. Messages are shared dicts, never
+        changed. Which deliveries a fault takes (nth=, p=) is decided on the tape's order."""
         found = self._clients.get(client_id)
-        if found is None:
-            return messages
+        if found is None or not (self._message or self._after):
+            if found is not None:
+                found.delivered += len(messages)
+            return messages, []
         out: list[Wire] = []
-        for message in messages:
+        for position, message in enumerate(messages):
             found.delivered += 1
-            self._count(client_id, found, message)
             chosen = frozenset(i for i in self._message if self._selected(found, i, message))
             out += self._through(client_id, found, [(message, chosen)], now, 0)
-        return out
+            if self._count(client_id, found, message):
+                return out, messages[position + 1 :]
+        return out, []
 
-    def _count(self, client_id: str, found: _Client, message: Wire) -> None:
-        for index in self._timed:
+    def _count(self, client_id: str, found: _Client, message: Wire) -> bool:
+        """Count a delivery for the after=N faults; True when one fell due."""
+        due = False
+        for index in self._after:
             fault = self.faults[index]
-            if fault.after is None or fault.at is not None:
-                continue
             if fault.channel is None or _on(fault, message):
                 found.seen[index] += 1
-                if found.seen[index] == fault.after + 1 and self._fired[index] < fault.count:
-                    self._pending.append((client_id, fault))
+                if found.seen[index] == fault.after and self._fired[index] < fault.fires:
+                    self._pending.append((client_id, index))
+                    due = True
+        return due
 
     def _selected(self, found: _Client, index: int, message: Wire) -> bool:
         fault = self.faults[index]
@@ -140,7 +161,7 @@ class FaultInjector:
         if fault.nth is not None:
             return found.seen[index] == fault.nth
         if fault.fraction is not None:
-            return found.rngs[index].random() < fault.fraction
+            return self._rng(found, index).random() < fault.fraction
         return True
 
     def _through(
@@ -170,14 +191,14 @@ class FaultInjector:
             what = {"drop": "not sent", "duplicate": "sent twice", "corrupt": "as invalid JSON"}
             self._note(client_id, found, kind, message, now, what[kind])
             if kind == "corrupt":
-                return [(corrupted(message), item[1])]
+                return [(corrupted(message), item[1] - {index})]
             return [] if kind == "drop" else [item, item]
         if found.held >= MAX_HELD:
             return [item]
         found.held += 1
         if kind == "delay":
             assert fault.delay is not None
-            wait = fault.delay.sample(found.rngs[index])
+            wait = fault.delay.sample(self._rng(found, index))
             self._note(client_id, found, kind, message, now, f"{wait * 1000:.0f} ms later")
             entry = (now + wait, next(self._order), client_id, index, item)
             heapq.heappush(self._delayed, entry)
@@ -204,7 +225,7 @@ class FaultInjector:
         order = list(range(len(buffer)))
         if len(order) > 1:
             while order == sorted(order):
-                found.rngs[index].shuffle(order)
+                self._rng(found, index).shuffle(order)
             ids = "; ".join(_id(buffer[i][0]) for i in order)
             self.record(now, "reorder", client_id, _channel(buffer[0][0]), f"sent as {ids}")
         return [buffer[i] for i in order]
@@ -254,11 +275,11 @@ class FaultInjector:
         due, self._pending = self._pending, []
         for key in self._timers.pop_due(now):
             client, number = key.split("\0")
-            due.append((client, self.faults[int(number)]))
+            due.append((client, int(number)))
         fired = []
-        for client_id, fault in due:
-            index = self.faults.index(fault)
-            if self._fired[index] < fault.count and client_id in self._clients:
+        for client_id, index in due:
+            fault = self.faults[index]
+            if self._fired[index] < fault.fires and client_id in self._clients:
                 self._fired[index] += 1
                 fired.append((client_id, fault))
         return fired
@@ -280,10 +301,11 @@ class FaultInjector:
         }
 
 
-def corrupted(message: Wire) -> Any:
-    """The message as JSON cut short: the batch it goes in no longer parses."""
-    text = orjson.dumps(message)
-    return orjson.Fragment(text[: max(1, len(text) // 2)])
+def corrupted(message: Wire) -> Wire:
+    """The message with its data cut in half and marked: still a dict with its channel (later
+    faults and the queue read it), but the batch it goes out in is invalid JSON."""
+    data = orjson.dumps(message.get("data"))  # "<" is invalid JSON wherever it falls
+    return message | {"data": orjson.Fragment(data[: len(data) // 2] + b"<corrupted>")}
 
 
 def _on(fault: Fault, message: Wire) -> bool:

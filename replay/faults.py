@@ -82,6 +82,12 @@ class Fault:
             return "message"
         return "session" if self.kind in SESSION_KINDS else "transport"
 
+    @property
+    def fires(self) -> int:
+        """How many times over the replay a timed fault fires. For http-500/503 `count` is how
+        many polls fail, and the fault fires once."""
+        return 1 if self.kind in ("http-500", "http-503") else self.count
+
     def describe(self) -> str:
         return self.text or self.kind
 

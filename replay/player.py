@@ -270,6 +270,8 @@ class Player:
         WebSocket, a chunk a batch at most: a push of 10,000 messages could take its unsent
         bytes past the limit at which a client counts as not reading. Over long-polling, all
         its queue has room for: the fewer, bigger replies, the faster it gets them."""
+        if key.startswith("orphan:"):
+            return 0  # a faulted client's timeline waits for the client to come back
         keys = list(self.clients) if key == SHARED else [key]
         room = WINDOW - max(map(self.server.backlog, keys), default=0)
         if any(map(self.server.pushes_to_socket, keys)):

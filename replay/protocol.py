@@ -195,7 +195,7 @@ class BayeuxServer(SessionFaults):
             reason = wire.error(404, (channel,), "Unknown channel")
             context.replies.append(wire.answer(message, successful=False, error=reason))
         elif found is None:
-            context.replies.append(wire.unknown_client(message, self._unknown_client))
+            context.replies += self.unknown_reply(message, context.now)
         elif channel == "/meta/connect":
             self._connect(found, message, context)
         elif channel == "/meta/disconnect":

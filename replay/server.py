@@ -35,7 +35,7 @@ from replay.events import (
 from replay.longpoll import PollConnection
 from replay.protocol import BayeuxServer
 from replay.session import rejection
-from replay.transport_faults import TransportFaults
+from replay.transport_faults import MAX_STALLED, TransportFaults
 
 DEFAULT_PATHS = ("/api/v2/notifications", "/cometd")
 MAX_BODY = 2**20
@@ -162,6 +162,8 @@ class ReplayServer:
         self._stopping = True
         if self._timer is not None:
             self._timer.cancel()
+        if self.faults is not None:
+            self.faults.flush_all()  # slow answers: whole frames before the close frames
         for future in self._waiting.values():
             if not future.done():
                 future.set_result([])
@@ -209,9 +211,11 @@ class ReplayServer:
     # --- driving the protocol ---------------------------------------------------------------
 
     def pump(self) -> None:
-        """Hand out everything the protocol wants sent, pass on its events, re-arm the timer."""
-        for out in self.protocol.data_to_send():
-            self._route(out)
+        """Hand out everything the protocol wants sent, pass on its events, re-arm the timer.
+        A stalled server (a fault) sends nothing: it waits in the protocol, bounded there."""
+        if self.faults is None or not self.faults.is_stalled():
+            for out in self.protocol.data_to_send():
+                self._route(out)
         events = self.protocol.events_received()
         if self.faults is not None:
             events = self._transport_faults(events)
@@ -280,6 +284,8 @@ class ReplayServer:
         faults = self.faults
         if faults is not None:
             if faults.is_stalled():  # accepted, read, and never answered
+                if len(self._waiting) >= MAX_STALLED:
+                    return Reply([], status=503), None
                 stalled = asyncio.get_running_loop().create_future()
                 self._waiting[token] = stalled
                 return Reply([], HeldConnect("", token, float("inf"))), stalled
@@ -332,6 +338,8 @@ class ReplayServer:
             return web.Response(status=400, text="expected a WebSocket upgrade or a POST")
         while self.faults is not None and self.faults.is_stalled() and not self._stopping:
             await asyncio.sleep(0.1)  # a stalled server does not answer the upgrade either
+        if self._stopping:
+            return web.Response(status=503, text="the replayer is stopping")
         await ws.prepare(request)
         sock = _Socket(ws, request)
         self._sockets.add(sock)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+from replay import session as wire
 from replay.events import (
     ClientDisconnected,
     ClientExpired,
@@ -24,6 +25,9 @@ from replay.fault_core import FaultInjector
 from replay.faults import Fault
 from replay.session import Session
 from replay.session_table import SessionTable
+from tape.bayeux import Message
+
+TOMBSTONES = 1_000  # ended sessions whose last word waits for the client's next message
 
 
 class SessionFaults(SessionTable):
@@ -36,6 +40,9 @@ class SessionFaults(SessionTable):
         self.faults = faults if faults is not None and faults.active else None
         self._advise: dict[str, dict[str, Any]] = {}  # advice for a client's next connect reply
         self._out: list[Outbound] = []  # pushes a fault sends outside any held connect
+        # Sessions a fault ended while no connect was held -> (when, advice, messages) for the
+        # client's next message (bounded: TOMBSTONES, maxInterval).
+        self._tombstones: dict[str, tuple[float, dict[str, Any], list[Wire]]] = {}
         self._unknown_client = "402::Unknown client"
         self._timeout_ms = 30_000
 
@@ -140,6 +147,8 @@ class SessionFaults(SessionTable):
             self._complete(found, now, with_queue=False)
         elif found.push is not None:
             self._out.append(Outbound(found.push, found.client_id, [message]))
+        else:  # long-polling between polls: its next message gets it
+            self._bury(found.client_id, now, {"reconnect": "none"}, [message])
         self._log(now, "disconnect", found, "connect", "/meta/disconnect sent, advice none")
         self._gone(found, "disconnect", ClientDisconnected(found.client_id))
 
@@ -168,12 +177,31 @@ class SessionFaults(SessionTable):
                 held.reply["successful"] = False
                 held.reply["error"] = self._unknown_client
             self._complete(found, now, with_queue=True)
+        elif fault.reconnect != "retry":  # the session ends: its next message gets the advice
+            self._bury(found.client_id, now, advice, [])
         else:
             self._advise[found.client_id] = advice
         where = "on the held connect" if held is not None else "on the next connect"
         self._log(now, "advice", found, "connect", f"{advice} {where}")
         if fault.reconnect != "retry":  # the server has let the session go
             self._gone(found, "advice", ClientExpired(found.client_id))
+
+    def _bury(self, client_id: str, now: float, advice: dict[str, Any], extra: list[Wire]) -> None:
+        """What a session a fault ended still has to tell its client, who has no connect held:
+        kept for its next message, for maxInterval at most, and for TOMBSTONES clients."""
+        self._tombstones[client_id] = (now, advice, extra)
+        if len(self._tombstones) > TOMBSTONES:
+            del self._tombstones[next(iter(self._tombstones))]
+
+    def unknown_reply(self, message: Message, now: float) -> list[Wire]:
+        """The answer to a message from an unknown client: the unknown-client error with advice
+        to handshake, or what a fault that ended its session left for it."""
+        left = self._tombstones.pop(message.client_id or "", None)
+        if left is None or now - left[0] > self._max_interval:
+            return [wire.unknown_client(message, self._unknown_client)]
+        advice = {"interval": 0} | left[1]
+        reply = wire.answer(message, successful=False, error=self._unknown_client, advice=advice)
+        return [*left[2], reply]
 
     def _gone(self, found: Session, kind: str, event: ClientDisconnected | ClientExpired) -> None:
         self._events.append(FaultInjected(found.client_id, kind, ends_session=True))

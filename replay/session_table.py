@@ -177,10 +177,25 @@ class SessionTable:
 
     def _add(self, found: Session, messages: list[Wire], now: float) -> None:
         if self.faults is not None:  # dropped, delayed, repeated... (replay/fault_core.py)
-            messages = self.faults.deliver(found.client_id, messages, now)
-            if not messages:
-                return
+            self._add_faulted(found, messages, now)
+            return
         self._queue(found, messages, now)
+
+    def _add_faulted(self, found: Session, messages: list[Wire], now: float) -> None:
+        """Through the message faults; a fault that falls due on a delivery (after=N) is
+        applied right after it, before the rest is delivered."""
+        assert self.faults is not None
+        sent, rest = self.faults.deliver(found.client_id, messages, now)
+        if sent:
+            self._queue(found, sent, now)
+        if self.faults.due_now:
+            self._fault_tick(now)
+        if rest and self._sessions.get(found.client_id) is found:
+            self._add_faulted(found, rest, now)
+
+    def _fault_tick(self, now: float) -> None:
+        """Release delayed deliveries and apply the faults due (SessionFaults)."""
+        raise NotImplementedError
 
     def _queue(self, found: Session, messages: list[Wire], now: float) -> None:
         queue = found.queue

@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from replay.server import ReplayServer
 
 DRIBBLE_STEP_S = 0.05  # a slow answer goes out in pieces this far apart
-MAX_STALLED = 10_000  # requests a stalled server sits on; past it, connections are closed
+MAX_STALLED = 10_000  # requests a stalled server sits on; past it, they are answered 503
 # close/reset of a long-polling client with no poll held (its answer just left, the next poll
 # is on its way; always so for after=N, as the Nth delivery answers the poll): cut that next
 # poll, looking this often for this long.
@@ -42,11 +42,27 @@ class Dribble:
         self.transport = transport
         self.queue: deque[tuple[bytes, float, Callable[[], None] | None]] = deque()
         self.busy = False
+        self.pending: list[bytes] = []  # what is left of the answer being dribbled
+        self.generation = 0
 
     def write(self, data: bytes, over: float, then: Callable[[], None] | None = None) -> None:
         self.queue.append((data, over, then))
         if not self.busy:
             self._next()
+
+    def flush(self) -> None:
+        """Write everything left at once (before a close frame must follow whole frames)."""
+        self.generation += 1  # the pieces already scheduled find themselves stale
+        rest, self.pending = self.pending, []
+        if not self.transport.is_closing():
+            for chunk in rest:
+                self.transport.write(chunk)  # type: ignore[attr-defined]
+            for data, _over, then in self.queue:
+                self.transport.write(data)  # type: ignore[attr-defined]
+                if then is not None:
+                    then()
+        self.queue.clear()
+        self.busy = False
 
     def _next(self) -> None:
         if not self.queue:
@@ -56,21 +72,22 @@ class Dribble:
         data, over, then = self.queue.popleft()
         pieces = max(2, min(len(data), round(over / DRIBBLE_STEP_S) + 1))
         size = -(-len(data) // pieces)
-        chunks = [data[i : i + size] for i in range(0, len(data), size)]
-        self._piece(chunks, 0, over / max(1, len(chunks) - 1), then)
+        self.pending = [data[i : i + size] for i in range(0, len(data), size)]
+        step = over / max(1, len(self.pending) - 1)
+        self._piece(step, then, self.generation)
 
-    def _piece(
-        self, chunks: list[bytes], index: int, step: float, then: Callable[[], None] | None
-    ) -> None:
+    def _piece(self, step: float, then: Callable[[], None] | None, generation: int) -> None:
         transport = self.transport
+        if generation != self.generation:
+            return  # flushed meanwhile
         if transport.is_closing():
             self.queue.clear()
-            self.busy = False
+            self.pending, self.busy = [], False
             return
-        transport.write(chunks[index])  # type: ignore[attr-defined]
-        if index + 1 < len(chunks):
+        transport.write(self.pending.pop(0))  # type: ignore[attr-defined]
+        if self.pending:
             loop = asyncio.get_running_loop()
-            loop.call_later(step, self._piece, chunks, index + 1, step, then)
+            loop.call_later(step, self._piece, step, then, generation)
             return
         if then is not None:
             then()
@@ -85,8 +102,7 @@ class TransportFaults:
         self.failing: dict[str, tuple[int, int]] = {}  # client -> (status, polls left)
         self.slow: dict[str, float] = {}  # client -> seconds over which each answer goes
         self.stalled_until: float | None = None
-        self.stalled = 0
-        self._dribbles: dict[Hashable, Dribble] = {}
+        self._dribbles: dict[asyncio.BaseTransport, Dribble] = {}
         self.wanted = any(f.layer == "transport" for f in injector.faults)
         self.slow_asked = any(f.kind == "slow" for f in injector.faults)
 
@@ -107,6 +123,8 @@ class TransportFaults:
             self._log(now, fault, client_id, "answers", f"each over {fault.duration:g} s")
         elif kind == "stall":
             self.stalled_until = float("inf") if fault.duration is None else now + fault.duration
+            if fault.duration is not None:  # what waited in the protocol goes out then
+                asyncio.get_running_loop().call_later(fault.duration, self.server.pump)
             span = "for good" if fault.duration is None else f"for {fault.duration:g} s"
             self._log(now, fault, "*", "server", f"requests read and not answered {span}")
         else:
@@ -121,6 +139,8 @@ class TransportFaults:
 
         push = self.server.protocol.push_connection(client_id)
         if isinstance(push, _Socket):
+            if push.request.transport is not None:
+                self.flush(push.request.transport)  # whole frames before the close frame
             if fault.kind == "close":
                 push.close(fault.code, b"closed by an injected fault")
                 self._log(now, fault, client_id, "websocket", f"closed with {fault.code}")
@@ -192,10 +212,21 @@ class TransportFaults:
     ) -> None:
         found = self._dribbles.get(transport)
         if found is None or found.transport.is_closing():
-            if len(self._dribbles) > MAX_STALLED:  # closed transports' entries
-                self._dribbles = {k: v for k, v in self._dribbles.items() if v.busy}
+            # Entries of transports done with are dropped as new ones come (bounded by the
+            # connections open, plus those closed since the last sweep).
+            self._dribbles = {k: v for k, v in self._dribbles.items() if v.busy}
             found = self._dribbles[transport] = Dribble(transport)
         found.write(data, over, then)
+
+    def flush(self, transport: asyncio.BaseTransport) -> None:
+        found = self._dribbles.pop(transport, None)
+        if found is not None:
+            found.flush()
+
+    def flush_all(self) -> None:
+        """Before the server closes its sockets: every frame whole first."""
+        for transport in list(self._dribbles):
+            self.flush(transport)
 
     def dribble_frame(self, transport: asyncio.BaseTransport, data: bytes, over: float) -> None:
         """One WebSocket text frame, dribbled (the socket was opened without compression)."""

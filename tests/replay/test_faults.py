@@ -27,7 +27,7 @@ def through(specs: list[str], count: int, *, seed: int = 0, now: float = 0.0) ->
     injector.on_handshake("c", 0.0)
     out = []
     for message in messages(count):
-        out += injector.deliver("c", [message], now)
+        out += injector.deliver("c", [message], now)[0]
     return [m["data"]["n"] for m in out]
 
 
@@ -81,7 +81,7 @@ def test_drop_nth_on_a_channel_takes_exactly_that_one() -> None:
     injector.on_handshake("c", 0.0)
     sent = []
     for message in [*messages(2, "/a"), *messages(3, "/b")]:
-        sent += injector.deliver("c", [message], 1.0)
+        sent += injector.deliver("c", [message], 1.0)[0]
     assert [(m["channel"], m["data"]["n"]) for m in sent] == [
         ("/a", 0),
         ("/a", 1),
@@ -110,7 +110,7 @@ def test_duplicate_and_corrupt() -> None:
     assert through(["duplicate:nth=3"], 5) == [0, 1, 2, 2, 3, 4]
     injector = FaultInjector([parse_fault("corrupt:nth=2")], clock=0.0)
     injector.on_handshake("c", 0.0)
-    out = [injector.deliver("c", [m], 0.0) for m in messages(3)]
+    out = [injector.deliver("c", [m], 0.0)[0] for m in messages(3)]
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(orjson.dumps(out[1]))
     assert orjson.loads(orjson.dumps(out[2])) == [messages(3)[2]]
@@ -119,7 +119,7 @@ def test_duplicate_and_corrupt() -> None:
 def test_delay_holds_a_delivery_until_it_is_due() -> None:
     injector = FaultInjector([parse_fault("delay:nth=1,500ms")], clock=0.0)
     injector.on_handshake("c", 0.0)
-    assert injector.deliver("c", messages(2), 1.0) == [messages(2)[1]]
+    assert injector.deliver("c", messages(2), 1.0)[0] == [messages(2)[1]]
     assert injector.next_wakeup() == pytest.approx(1.5)
     assert injector.released(1.4) == {}
     assert injector.released(1.5) == {"c": [messages(1)[0]]}
@@ -137,7 +137,7 @@ def test_reorder_shuffles_a_window_and_keeps_every_message() -> None:
 def test_an_unfilled_reorder_window_goes_after_its_hold() -> None:
     injector = FaultInjector([parse_fault("reorder:window=5")], clock=0.0)
     injector.on_handshake("c", 0.0)
-    assert injector.deliver("c", messages(2), 0.0) == []
+    assert injector.deliver("c", messages(2), 0.0)[0] == []
     released = injector.released(1.0)["c"]
     assert sorted(m["data"]["n"] for m in released) == [0, 1]
 
@@ -193,16 +193,82 @@ def test_unknown_client_answers_the_held_connect_with_the_configured_error() -> 
     assert [f.kind for f in bayeux.faults.log] == ["unknown-client"]
 
 
-def test_unknown_client_after_n_deliveries() -> None:
+def test_unknown_client_after_n_deliveries_fires_right_after_the_nth() -> None:
     bayeux = server("unknown-client:after=3")
     client, _ = held_client(bayeux, WS)
-    for n in range(3):
+    for n in range(2):
         bayeux.publish("/foo", n, 0.2)
-    bayeux.tick(0.2)
     assert bayeux.has_client(client.client_id)
-    bayeux.publish("/foo", 3, 0.3)
-    bayeux.tick(0.3)
+    bayeux.publish("/foo", 2, 0.3)
+    assert not bayeux.has_client(client.client_id)  # at once, not at the next tick
+
+
+def test_a_batch_is_cut_at_the_delivery_that_makes_a_fault_due() -> None:
+    injector = FaultInjector([parse_fault("close:after=3")], clock=0.0)
+    injector.on_handshake("c", 0.0)
+    sent, rest = injector.deliver("c", messages(10), 0.0)
+    assert [m["data"]["n"] for m in sent] == [0, 1, 2]
+    assert [m["data"]["n"] for m in rest] == list(range(3, 10))
+    assert injector.due_now
+    assert [f.kind for _c, f in injector.timed_due(0.0)] == ["close"]
+    assert injector.deliver("c", rest, 0.0) == (rest, [])  # fired: the rest goes through
+
+
+def test_after_zero_fires_at_the_handshake() -> None:
+    bayeux = server("unknown-client:after=0")
+    client, _ = held_client(bayeux, WS)
+    bayeux.tick(0.2)
     assert not bayeux.has_client(client.client_id)
+
+
+def test_two_equal_specs_are_two_faults() -> None:
+    bayeux = server("close:at=1s", "close:at=1s")
+    for _ in range(2):
+        Client(bayeux, WS).handshake(0.0)
+    bayeux.events_received()
+    bayeux.tick(1.0)
+    assert len([e for e in bayeux.events_received() if isinstance(e, TransportFaultDue)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "advice"),
+    [
+        ("advice:none,at=1s", {"reconnect": "none", "interval": 0}),
+        ("advice:handshake,interval=700,at=1s", {"reconnect": "handshake", "interval": 700}),
+        ("disconnect:at=1s", {"reconnect": "none", "interval": 0}),
+    ],
+)
+def test_what_a_fault_says_reaches_a_client_between_polls(spec: str, advice: Any) -> None:
+    bayeux = server(spec)
+    client = Client(bayeux, LP)
+    client.connected(0.0)  # its first connect answered; its next not sent yet
+    bayeux.tick(1.0)
+    assert not bayeux.has_client(client.client_id)
+    replies = client.connect(1.05).messages
+    assert replies[-1]["advice"] == advice
+    assert replies[-1]["successful"] is False
+    if spec.startswith("disconnect"):
+        assert replies[0] == {
+            "channel": "/meta/disconnect",
+            "successful": True,
+            "clientId": client.client_id,
+        }
+    assert client.connect(1.1).messages[-1]["advice"]["reconnect"] == "handshake"  # once only
+
+
+def test_a_corrupted_delivery_survives_other_faults_and_an_unsubscribe() -> None:
+    bayeux = server("corrupt:nth=1", "duplicate:nth=1", "delay:nth=2,1s", "reorder:window=2")
+    client = Client(bayeux, LP)
+    client.connected(0.0)
+    subscribe(client, 0.0, ["/foo", "/bar"])
+    for n in range(4):
+        bayeux.publish("/foo", n, 0.1)
+    client.send(0.2, {"channel": "/meta/unsubscribe", "subscription": "/bar"})
+    bayeux.tick(2.0)
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(orjson.dumps(client.connect(2.1).messages))
+    assert bayeux.faults is not None
+    assert [f.kind for f in bayeux.faults.log][:2] == ["corrupt", "duplicate"]  # spec order
 
 
 def test_disconnect_sends_meta_disconnect_and_reconnect_none() -> None:
