@@ -9,7 +9,8 @@ messages, and stops the child by closing its stdin (then SIGTERM, then SIGKILL, 
 listens on 127.0.0.1, then answers every stdin line (a JSON command with an "id") with exactly
 one stdout line carrying the same id; it exits at stdin EOF. Subclasses name the script, the
 package and the environment: `CometdServer` (cometd_server.py) and `FayeServer` (faye.py).
-`FayeClient` (faye_client.py) is a `NodeChild` that reports deliveries instead of answering.
+`NodeClient` (node_client.py) is a `NodeChild` that reports what a Bayeux client sees instead
+of answering: `FayeClient` (faye_client.py) and `CometdClient` (cometd_client.py) are ones.
 """
 
 from __future__ import annotations

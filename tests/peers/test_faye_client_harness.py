@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.constants import TIMEOUT
 from tests.peers import faye as faye_module
 from tests.peers import faye_client as faye_client_module
 from tests.peers import node_peer
@@ -61,18 +59,6 @@ async def test_receives_gws_traffic_in_order(
     times = [m["t"] for m in messages]
     assert times == sorted(times)
     assert client.errors == []
-
-
-async def test_t_is_pythons_monotonic_clock(
-    faye_server: FayeServer, faye_client: FayeClients
-) -> None:
-    client = await faye_client(faye_server.url, "websocket", ["/clock"])
-    before_mono, before_wall = time.monotonic() * 1000, time.time() * 1000
-    await faye_server.apublish("/clock", [1])
-    (message,) = await client.wait_messages(1)
-    after_mono, after_wall = time.monotonic() * 1000, time.time() * 1000
-    assert before_mono <= message["t"] <= after_mono
-    assert before_wall - 5 <= message["wall"] <= after_wall + 5  # Date.now() is whole ms
 
 
 async def test_many_clients_both_transports(
@@ -141,32 +127,13 @@ async def test_wire_trace_websocket_handshakes_over_http(
     assert [d["id"] for d in delivered] == [m["id"] for m in client.messages]
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_stop_disconnects_cleanly(faye_server: FayeServer, transport: Transport) -> None:
-    client = FayeClient()
-    await client.start(faye_server.url, transport, ["/a"])
-    assert (await faye_server.aclients())["clients"] == 1
-    pid = client.pid
-    started = time.monotonic()
-    await client.stop()
-    assert time.monotonic() - started < TIMEOUT / 4  # exited at stdin EOF, not terminated
-    assert client.returncode == 0
-    assert not client.running
-    assert pid > 0
-    (disconnected,) = [e for e in client.events if e["event"] == "disconnected"]
-    assert disconnected["ok"] is True
-    state = await faye_server.aclients()
-    assert (state["clients"], state["disconnects"]) == (0, 1)
-    await client.stop()  # idempotent
-
-
 async def test_wait_messages_times_out_clearly(
     faye_server: FayeServer, faye_client: FayeClients
 ) -> None:
     client = await faye_client(faye_server.url, "long-polling", ["/a"])
     await faye_server.apublish("/a", [1, 2])
     await client.wait_messages(2)  # both are in before the short wait for a third starts
-    with pytest.raises(FayeClientError, match=r"2 of 3 messages arrived within 0.3 s"):
+    with pytest.raises(FayeClientError, match=r"2 of 3 messages: .*within 0.3 s"):
         await client.wait_messages(3, timeout=0.3)
     assert [m["data"] for m in client.messages] == [1, 2]
 
