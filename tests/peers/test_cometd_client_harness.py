@@ -160,7 +160,8 @@ async def test_rehandshakes_after_faye_restarts(
     lost = client.failures[0]
     assert (lost["channel"], lost["cause"], lost["action"]) == ("/meta/connect", "failure", "retry")
     code = "websocket_code" if transport == "websocket" else "http_code"
-    assert lost["failure"][code] == (1006 if transport == "websocket" else 0)
+    # A socket cut (1006), or closed as Faye shuts down in time (1000, seen once in 20 runs).
+    assert lost["failure"][code] in ((1000, 1006) if transport == "websocket" else (0,))
     assert rehandshake_ms(client, "401:") < REHANDSHAKE_S * 1000
     await faye_server.await_subscribed(["/a"])
     await faye_server.apublish("/a", ["after"])
