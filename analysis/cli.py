@@ -21,6 +21,7 @@ from analysis.cache import BASE_TABLES
 from analysis.definitions import view_names
 from analysis.export import export
 from analysis.generate import generate_command
+from analysis.lake import export_to_lake
 from analysis.latency import GROUPS, STATS, latency
 from analysis.output import FORMATS, render
 from analysis.recorder import capture_notes, has_requests, notes, recorder_latency, section
@@ -29,7 +30,7 @@ from analysis.summary import SUMMARY_READS, summary
 from analysis.views import Filters, open_tapes, repeated_sources
 from tape.outputs import claim_folder, claim_output, overwrite_option
 from tape.source import is_text_tape, readable_all
-from tape.tapeset import expand, named_tapes
+from tape.tapeset import MANIFESTS, expand, named_tapes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -331,26 +332,56 @@ def sql_command(
     "-o",
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
     help="Folder to write into.",
 )
+@click.option(
+    "--to",
+    "lake",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Add each tape's frames, messages, http_fields and sessions to this Parquet lake "
+    "(created if new; a tape exported again replaces its earlier export). docs/scale-out.md",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export the folder holds.")
-@_filters(lambda kwargs: None)
+@_filters(lambda kwargs: () if kwargs.get("lake") else None)
 def export_command(
     conn: duckdb.DuckDBPyConnection,
     tapes: tuple[Path, ...],
     fmt: str,
-    output: Path,
+    output: Path | None,
+    lake: Path | None,
     overwrite: bool,
 ) -> None:
     """Write frames, messages, http_fields, sessions and every view (Parquet: Hive-partitioned
-    by date)."""
+    by date), or add the tapes to a Parquet lake (--to)."""
+    if (output is None) == (lake is None):
+        raise click.UsageError("give -o FOLDER for an export, or --to LAKE to add to a lake")
+    if lake is not None:
+        _to_lake(conn, tapes, lake, fmt)
+        return
+    assert output is not None
     claim_folder(output, overwrite=overwrite, owned=_exported)
     counts = export(conn, output, fmt)
     width = max(len(n) for n in counts)
     for name, count in counts.items():
         click.echo(f"{name.ljust(width)}  {count:>10} rows")
     click.echo(f"wrote {fmt} to {output}")
+
+
+def _to_lake(
+    conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], lake: Path, fmt: str
+) -> None:
+    if fmt != "parquet":
+        raise click.BadParameter("a lake is Parquet", param_hint="--format")
+    if lake.exists() and any(lake.iterdir()) and not (lake / MANIFESTS).is_dir():
+        raise click.ClickException(
+            f"{lake} holds files but is not a Parquet lake (no {MANIFESTS}/): give a new or "
+            "empty folder, or a lake"
+        )
+    for done in export_to_lake(conn, lake, tapes):
+        rows = ", ".join(f"{count} {table}" for table, count in done.rows.items())
+        again = f", replacing its earlier export ({done.replaced} files)" if done.replaced else ""
+        click.echo(f"{done.tape}: {rows} (tape {done.tape_id}, capture {done.capture}){again}")
+    click.echo(f"added {len(tapes)} tape(s) to the lake {lake}")
 
 
 @analyze_group.command("report")

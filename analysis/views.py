@@ -20,9 +20,11 @@ import duckdb
 
 from analysis.cache import BASE_TABLES, attached_select, base_selects, materialized, tables_of
 from analysis.definitions import TIME_COLUMN, sql_files, sql_literal, view_names
+from analysis.lake import manifest_capture, manifest_select
 from analysis.stored import stored
 from tape.projection import MESSAGE_DATA_VIEW
 from tape.schema import TapeError, check_version, connect
+from tape.tapeset import is_manifest
 
 # The relations --campaign narrows: those about requests.
 CAMPAIGN_FILTERED = (
@@ -96,7 +98,10 @@ def open_tapes(
     for n, path in enumerate(paths):
         schema = f"source{n}"
         conn.execute(f"CREATE SCHEMA {schema}")
-        if path.is_dir():
+        if is_manifest(path):  # one tape of a Parquet lake
+            tables = base_selects(partial(manifest_select, path), set(BASE_TABLES))
+            captures.append(manifest_capture(path))
+        elif path.is_dir():
             have = {t for t in BASE_TABLES if any((path / t).rglob("*.parquet"))}
             tables = base_selects(partial(_parquet, path), have)
             captures.append(str(path))
@@ -121,6 +126,8 @@ def open_tapes(
         "CREATE VIEW main.session_ids AS "
         + " UNION ALL ".join(f"SELECT * FROM source{n}.session_ids" for n in range(len(paths)))
     )
+    conn.execute("CREATE TABLE main.source_captures (source INTEGER, capture VARCHAR)")
+    conn.executemany("INSERT INTO main.source_captures VALUES (?, ?)", list(enumerate(captures)))
     repeats = _repeats(conn, len(paths))
     conn.execute(
         "CREATE TABLE main.repeated_sources (source INTEGER, repeats INTEGER, session_id VARCHAR)"

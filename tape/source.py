@@ -15,7 +15,7 @@ from tape.jsonl import JsonlError, JsonlReader
 from tape.reader import TapeReader
 from tape.schema import TapeError
 from tape.tapeio import import_items
-from tape.tapeset import expand, is_set
+from tape.tapeset import expand, is_manifest, is_set
 
 _SNIFF_BYTES = 64
 
@@ -24,7 +24,7 @@ def is_text_tape(path: Path) -> bool:
     """True for a JSONL tape or a HAR file: JSON text, not a DuckDB file (judged by the name's
     .jsonl/.ndjson/.har, else by a first character of `{` and no DuckDB magic). A folder is
     neither."""
-    if path.is_dir():
+    if path.is_dir() or is_manifest(path):
         return False
     if path.suffix.lower() in (".jsonl", ".ndjson") or is_har(path):
         return True

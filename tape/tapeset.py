@@ -2,9 +2,10 @@
 of a rotated recording, a proxy's workers' tapes) and globs, in order; a segment that a recorder
 is still writing is skipped with a note saying up to when the others run.
 
-A folder holding `frames/` is a Parquet export (analyze export --format parquet), read as one
-source; any other folder stands for the DuckDB tapes in it, in name order (`0001.duckdb`,
-`0002.duckdb`, ..., `w1-0001.duckdb`, `w2-0001.duckdb`, ...).
+A folder holding `_manifests/` is a Parquet lake (analyze export --to): one source per tape
+exported into it, each named by its manifest. A folder holding `frames/` is a Parquet export
+(analyze export --format parquet), read as one source; any other folder stands for the DuckDB
+tapes in it, in name order (`0001.duckdb`, `0002.duckdb`, ..., `w1-0001.duckdb`, ...).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from tape.schema import TapeError
 
 _LOCKED = re.compile(r"lock", re.IGNORECASE)
 _SEGMENT = re.compile(r"\d+\.duckdb$")  # a segment's number: what is left names its writer
+MANIFESTS = "_manifests"  # a Parquet lake's folder of manifests, one per tape exported into it
+
+
+def is_manifest(path: Path) -> bool:
+    """Whether `path` is a lake's manifest of one exported tape (read as that tape)."""
+    return path.suffix == ".json" and path.parent.name == MANIFESTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +76,17 @@ def named_tapes(ctx: object, param: object, value: Any) -> Any:
 def is_set(argument: Path | str) -> bool:
     """Whether an argument names several tapes (a folder of tapes, or a glob)."""
     path = Path(argument)
-    return (path.is_dir() and not (path / "frames").is_dir()) or _is_glob(str(argument))
+    lake = (path / MANIFESTS).is_dir()
+    return (path.is_dir() and (lake or not (path / "frames").is_dir())) or _is_glob(str(argument))
 
 
 def _named(path: Path) -> list[Path]:
     if path.is_dir():
+        if (path / MANIFESTS).is_dir():
+            found = sorted((path / MANIFESTS).glob("*.json"))
+            if not found:
+                raise TapeError(f"{path} is a Parquet lake with no tape exported into it yet")
+            return found
         if (path / "frames").is_dir():
             return [path]
         found = sorted(path.glob("*.duckdb"), key=_in_order)
