@@ -12,14 +12,10 @@ from pathlib import Path
 import duckdb
 import orjson
 
-from demo.desktop import PASSWORD, USER, drive
-from recorder.proxy import CaptureProxy, ProxyOptions
-from replay.simulator import Simulator, SimulatorOptions
-from tape.writer import TapeWriter
+from tests.analysis.captures import proxy_and_record
 from tests.cli import cometd_tape
 from tests.constants import ROOT, SAMPLE, TIMEOUT
 
-OPTIONS = SimulatorOptions(median_ms=150, p99_ms=400, seed=7, users={USER: PASSWORD})
 MIDNIGHT_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
 LATENCY_SQL = "SELECT reference_id, session_id, ack_ms, http_ms FROM request_latency ORDER BY 1"
 
@@ -52,22 +48,7 @@ def move(tape: Path, *, to_ns: int, host: str | None = None) -> None:
 async def two_captures(tmp_path: Path) -> tuple[Path, Path]:
     """REST through a proxy on one host, the acks recorded on another whose clock is 1 s ahead,
     straddling midnight: requests in one capture's tape, their acks in the other's."""
-    rest, acks = tmp_path / "proxy.duckdb", tmp_path / "record.duckdb"
-    simulator = Simulator(OPTIONS)
-    await simulator.start()
-    proxy_writer, record_writer = TapeWriter(rest), TapeWriter(acks)
-    proxy = CaptureProxy(ProxyOptions(upstream=simulator.origin), proxy_writer)
-    await proxy.start()
-    try:
-        await drive(
-            proxy.origin, 200, 150.0, "long-polling", seed=3,
-            bayeux_origin=simulator.origin, sink=record_writer,
-        )  # fmt: skip
-    finally:
-        await proxy.stop()
-        await simulator.stop()
-        proxy_writer.close()
-        record_writer.close()
+    rest, acks = await proxy_and_record(tmp_path, 200, seed=3)
     move(rest, to_ns=MIDNIGHT_NS - 10**9)
     move(acks, to_ns=MIDNIGHT_NS - 10**9 + 10**9, host="elsewhere")
     return rest, acks

@@ -10,14 +10,12 @@ import duckdb
 import orjson
 import pytest
 
-from demo.desktop import PASSWORD, USER, drive
+from demo.desktop import drive
 from recorder.proxy import CaptureProxy, ProxyOptions
-from replay.simulator import Simulator, SimulatorOptions
+from replay.simulator import Simulator
 from tape.segments import Rotation, SegmentedWriter
-from tape.writer import TapeWriter
+from tests.analysis.captures import OPTIONS, proxy_and_record
 from tests.cli import cometd_tape
-
-OPTIONS = SimulatorOptions(median_ms=150, p99_ms=400, seed=7, users={USER: PASSWORD})
 
 
 def analyze_json(*args: str) -> list[dict[str, object]]:
@@ -59,22 +57,7 @@ async def test_a_proxy_tape_and_a_record_tape_are_matched_by_reference_id(
 ) -> None:
     """REST through the proxy, Bayeux straight to the server, recorded by the desktop's own
     client as `record` does: two tapes, two sessions, one recording."""
-    rest, acks = tmp_path / "proxy.duckdb", tmp_path / "record.duckdb"
-    simulator = Simulator(OPTIONS)
-    await simulator.start()
-    proxy_writer, record_writer = TapeWriter(rest), TapeWriter(acks)
-    proxy = CaptureProxy(ProxyOptions(upstream=simulator.origin), proxy_writer)
-    await proxy.start()
-    try:
-        await drive(
-            proxy.origin, 300, 150.0, "long-polling", seed=2,
-            bayeux_origin=simulator.origin, sink=record_writer,
-        )  # fmt: skip
-    finally:
-        await proxy.stop()
-        await simulator.stop()
-        proxy_writer.close()
-        record_writer.close()
+    rest, acks = await proxy_and_record(tmp_path, 300, seed=2)
     # Alone, neither tape pairs anything.
     alone = "SELECT count(ack_ms) AS acked FROM request_latency"
     assert analyze_json("sql", str(rest), alone) == [{"acked": 0}]
