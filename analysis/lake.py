@@ -18,13 +18,14 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from analysis.cache import BASE_TABLES
 from analysis.definitions import TIME_COLUMN, sql_literal
 from tape.schema import TapeError
-from tape.tapeset import MANIFESTS
+from tape.tapeset import MANIFESTS, is_manifest
 
 LAKE_VERSION = 1
 
@@ -55,8 +56,8 @@ def export_to_lake(
 def tape_id(conn: duckdb.DuckDBPyConnection, n: int, tape: Path) -> str:
     """A tape's identity, the same at every export: who made it and when (a DuckDB tape, or a
     copy of it), the id in a lake's manifest, else the bytes of the file (JSONL, HAR)."""
-    if tape.suffix == ".json" and tape.parent.name == MANIFESTS:
-        return str(json.loads(tape.read_text())["tape_id"])
+    if is_manifest(tape):
+        return str(manifest_field(tape, "tape_id"))
     try:
         rows = conn.execute(
             f"SELECT key, value FROM tape{n}.main.tape_meta "
@@ -142,21 +143,25 @@ def _q(path: Path) -> str:
     return sql_literal(str(path))
 
 
-def _files(manifest: Path) -> set[str]:
+def manifest_field(manifest: Path, name: str) -> Any:
+    """One field of a lake's manifest; TapeError when it is not one."""
     try:
-        named = json.loads(manifest.read_text())["files"]
+        return json.loads(manifest.read_text())[name]
     except (OSError, ValueError, KeyError) as exc:
         raise TapeError(f"{manifest} is not a lake manifest ({exc})") from None
+
+
+def _files(manifest: Path) -> set[str]:
+    named = manifest_field(manifest, "files")
     return {f for names in named.values() for f in names}
 
 
 def manifest_select(manifest: Path, table: str) -> str:
     """A table of one tape in a lake: the files its manifest names, minus the partition keys."""
     lake = manifest.parent.parent
-    try:
-        named = json.loads(manifest.read_text())["files"][table]
-    except (OSError, ValueError, KeyError) as exc:
-        raise TapeError(f"{manifest} is not a lake manifest ({exc})") from None
+    named = manifest_field(manifest, "files").get(table, [])
+    if not named:
+        raise TapeError(f"{manifest} names no {table} files: export the tape to the lake again")
     files = ", ".join(_q(lake / name) for name in named)
     return (
         f"SELECT * EXCLUDE (date, capture) FROM read_parquet([{files}], hive_partitioning = true)"
@@ -164,4 +169,4 @@ def manifest_select(manifest: Path, table: str) -> str:
 
 
 def manifest_capture(manifest: Path) -> str:
-    return str(json.loads(manifest.read_text()).get("capture", ""))
+    return str(manifest_field(manifest, "capture"))
