@@ -22,10 +22,11 @@ from analysis.definitions import view_names
 from analysis.export import export
 from analysis.generate import generate_command
 from analysis.lake import export_to_lake
-from analysis.latency import GROUPS, STATS, latency
+from analysis.latency import GROUPS, STATS, Connection, latency
 from analysis.output import FORMATS, render
 from analysis.recorder import capture_notes, has_requests, notes, recorder_latency, section
 from analysis.report import build_report
+from analysis.spark import DEFAULT_MASTER, SparkConnection, export_spark, open_lake
 from analysis.summary import SUMMARY_READS, summary
 from analysis.views import Filters, open_tapes, repeated_sources
 from tape.outputs import claim_folder, claim_output, overwrite_option
@@ -66,13 +67,30 @@ def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> in
 Reads = Callable[[dict[str, Any]], Collection[str] | None]
 
 
-def _filters(reads: Reads) -> Callable[[F], F]:
+def _filters(reads: Reads, *, engines: bool = False) -> Callable[[F], F]:
     """--since/--until/--session/--campaign and --no-cache: the command gets `conn`, the
     tapes opened as one with the filters applied. `reads(kwargs)` names the views the command
-    will read (None: every one), the ones worth caching."""
+    will read (None: every one), the ones worth caching. `engines`: --engine and --master too
+    (Spark over a lake; the command gets analysis/spark.py's connection)."""
 
     def decorate(command: F) -> F:
-        return _with_filters(command, reads)
+        wrapped = _with_filters(command, reads)
+        if not engines:
+            return wrapped
+        wrapped = click.option(
+            "--master",
+            default=DEFAULT_MASTER,
+            show_default=True,
+            help="With --engine spark: the Spark master (local[N], spark://HOST:PORT, yarn).",
+        )(wrapped)
+        return click.option(
+            "--engine",
+            type=click.Choice(["duckdb", "spark"]),
+            default="duckdb",
+            show_default=True,
+            help="DuckDB on this machine, or Apache Spark over a Parquet lake "
+            "(pip install 'cometd-tape[spark]' and Java). docs/scale-out.md",
+        )(wrapped)
 
     return decorate
 
@@ -111,6 +129,8 @@ def _with_filters(command: F, reads: Reads) -> F:
         campaign: str | None,
         no_cache: bool,
         tapes: tuple[Path, ...],
+        engine: str = "duckdb",
+        master: str = DEFAULT_MASTER,
         **kwargs: Any,
     ) -> Any:
         if since is not None and until is not None and since >= until:
@@ -123,6 +143,15 @@ def _with_filters(command: F, reads: Reads) -> F:
         for note in given.notes:
             click.echo(note, err=True)
         tapes = given.tapes
+        if engine == "spark":
+            if kwargs.get("lake") is not None:
+                raise click.UsageError("--to adds tapes to a lake with DuckDB; drop --engine spark")
+            where = {name: filters.where(name) for name in (*BASE_TABLES, *view_names())}
+            spark = open_lake(tapes, where, master=master, views=views)
+            try:
+                return _run(command, spark, tapes, sessions, kwargs)
+            finally:
+                spark.close()
         with readable_all(tapes) as sources:
             cache = not no_cache and not any(map(is_text_tape, tapes))
             conn = open_tapes(sources, filters, cache=cache, views=views)
@@ -136,7 +165,7 @@ def _with_filters(command: F, reads: Reads) -> F:
 
 def _run(
     command: Callable[..., Any],
-    conn: duckdb.DuckDBPyConnection,
+    conn: Connection,
     tapes: tuple[Path, ...],
     sessions: tuple[str, ...],
     kwargs: dict[str, Any],
@@ -178,9 +207,9 @@ def analyze_group() -> None:
     ),
 )
 @_FORMAT
-@_filters(_reads("latency_parts"))
+@_filters(_reads("latency_parts", "capture_offsets", "delivery_latency"), engines=True)
 def latency_command(
-    conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], by: tuple[str, ...], fmt: str
+    conn: Connection, tapes: tuple[Path, ...], by: tuple[str, ...], fmt: str
 ) -> None:
     """Request -> ack latency: count, p50, p90, p99, p99.9, max, mean per part (ms).
 
@@ -228,8 +257,8 @@ def _notes(lines: list[str], fmt: str) -> None:
     show_default=True,
     help="Output format.",
 )
-@_filters(_reads(*SUMMARY_READS))
-def summary_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], fmt: str) -> None:
+@_filters(_reads(*SUMMARY_READS), engines=True)
+def summary_command(conn: Connection, tapes: tuple[Path, ...], fmt: str) -> None:
     """Sessions, messages per channel, request/ack match rate, errors, gaps, clock offset; on
     tapes with no REST requests, delivery and server processing by notification too (as
     `analyze latency` prints them there)."""
@@ -256,8 +285,8 @@ def summary_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], fm
 @analyze_group.command("unmatched")
 @_TAPES
 @_FORMAT
-@_filters(_reads("unmatched_requests"))
-def unmatched_command(conn: duckdb.DuckDBPyConnection, tapes: tuple[Path, ...], fmt: str) -> None:
+@_filters(_reads("unmatched_requests"), engines=True)
+def unmatched_command(conn: Connection, tapes: tuple[Path, ...], fmt: str) -> None:
     """Requests with no ack, an HTTP error or a non-zero statusCode, and why."""
     _query(
         conn,
@@ -342,9 +371,9 @@ def sql_command(
     "(created if new; a tape exported again replaces its earlier export). docs/scale-out.md",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export the folder holds.")
-@_filters(lambda kwargs: () if kwargs.get("lake") else None)
+@_filters(lambda kwargs: () if kwargs.get("lake") else None, engines=True)
 def export_command(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Connection,
     tapes: tuple[Path, ...],
     fmt: str,
     output: Path | None,
@@ -356,11 +385,16 @@ def export_command(
     if (output is None) == (lake is None):
         raise click.UsageError("give -o FOLDER for an export, or --to LAKE to add to a lake")
     if lake is not None:
+        assert isinstance(conn, duckdb.DuckDBPyConnection)  # --engine spark refused --to
         _to_lake(conn, tapes, lake, fmt)
         return
     assert output is not None
     claim_folder(output, overwrite=overwrite, owned=_exported)
-    counts = export(conn, output, fmt)
+    if isinstance(conn, SparkConnection):
+        counts = export_spark(conn, output, fmt)
+    else:
+        assert isinstance(conn, duckdb.DuckDBPyConnection)
+        counts = export(conn, output, fmt)
     width = max(len(n) for n in counts)
     for name, count in counts.items():
         click.echo(f"{name.ljust(width)}  {count:>10} rows")
@@ -463,7 +497,7 @@ def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
-def _check_sessions(conn: duckdb.DuckDBPyConnection, wanted: tuple[str, ...]) -> None:
+def _check_sessions(conn: Connection, wanted: tuple[str, ...]) -> None:
     rows = conn.execute("SELECT DISTINCT session_id FROM session_ids").fetchall()
     known = {r[0] for r in rows}
     missing = [s for s in wanted if s not in known]
@@ -475,7 +509,7 @@ def _check_sessions(conn: duckdb.DuckDBPyConnection, wanted: tuple[str, ...]) ->
         )
 
 
-def _query(conn: duckdb.DuckDBPyConnection, sql: str, fmt: str) -> None:
+def _query(conn: Connection, sql: str, fmt: str) -> None:
     result = conn.execute(sql)
     columns = [d[0] for d in result.description or []]
     click.echo(render(columns, result.fetchall(), fmt))

@@ -1,14 +1,22 @@
 """Latency statistics over the latency_parts view (request_latency, narrowed): count, p50,
-p90, p99, p99.9, max, mean for each part. Percentiles are DuckDB's quantile_cont: linear
-interpolation between the two nearest ranks, the same as numpy.percentile's default method
-("linear")."""
+p90, p99, p99.9, max, mean for each part.
+
+Percentiles are exact, with DuckDB's quantile_cont's linear interpolation between the two
+nearest ranks (numpy.percentile's default method, "linear"). The mean is exact for values
+rounded to 1e-9 ms: their sum is a DECIMAL, divided here. On Spark (analysis/spark.py) the
+ranks come from a window, and the interpolation is the one DuckDB does (x86-64 build:
+lo * (1 - d) + hi * d, fused), so both engines give the same numbers to the last bit
+(tests/analysis/test_latency_stats.py checks it against DuckDB's own quantile_cont).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import duckdb
+from decimal import Decimal, localcontext
+from fractions import Fraction
+from typing import Any, Protocol
 
 PARTS = ("http_ms", "ack_ms", "server_ms", "node_ms", "rest_ms")
 GROUPS = {
@@ -18,6 +26,20 @@ GROUPS = {
     "minute": "strftime(make_timestamp(request_ns // 1000), '%Y-%m-%d %H:%M')",
 }
 STATS = ("count", "p50", "p90", "p99", "p99.9", "max", "mean")
+QUANTILES = (0.5, 0.9, 0.99, 0.999)
+
+
+class Result(Protocol):
+    @property
+    def description(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """What the analysis reads through: a DuckDB connection, or analysis/spark.py's."""
+
+    def execute(self, query: str) -> Result: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,29 +49,91 @@ class LatencyRow:
     values: tuple[float | int | None, ...]  # in STATS order
 
 
-def latency(
-    conn: duckdb.DuckDBPyConnection, by: tuple[str, ...] = ("operation",)
-) -> list[LatencyRow]:
+def latency(conn: Connection, by: tuple[str, ...] = ("operation",)) -> list[LatencyRow]:
     """One row per group and part, groups in order, parts in PARTS order."""
     keys = [GROUPS[b] for b in by] or ["'all'"]
-    width = len(keys)
     select_keys = ", ".join(f"{k} AS g{i}" for i, k in enumerate(keys))
-    # One query, so the view (which joins requests to acks when not cached) is read once.
-    group_keys = ", ".join(f"g{i}" for i in range(width))
-    stats = ", ".join(
-        f"count({p}), quantile_cont({p}, [0.5, 0.9, 0.99, 0.999]), max({p}), favg({p})"
-        for p in PARTS
+    # One scan of the view (which joins requests to acks when not cached), every part a row.
+    parts = (
+        f"SELECT {select_keys}, {', '.join(PARTS)} FROM latency_parts",
+        [(n, part) for n, part in enumerate(PARTS)],
     )
-    sql = (
-        f"SELECT {group_keys}, {stats} FROM (SELECT {select_keys}, {', '.join(PARTS)} "
-        f"FROM latency_parts) GROUP BY {group_keys} "
-        f"ORDER BY {group_keys} NULLS LAST"
+    rows = []
+    for group, n, values in stats(conn, *parts, len(keys)):
+        rows.append(LatencyRow(group, PARTS[n], values))
+    return rows
+
+
+def stats(
+    conn: Connection, wide: str, parts: Sequence[tuple[int, str]], width: int
+) -> list[tuple[tuple[Any, ...], int, tuple[float | int | None, ...]]]:
+    """(group, part number, STATS values) for each group (columns g0.. of `wide`) and part
+    (a column of `wide`, by number), groups in order (NULL last), then parts."""
+    keys = ", ".join(f"g{i}" for i in range(width))
+    long = " UNION ALL ".join(
+        f"SELECT {keys}, {n} AS n, CAST({column} AS DOUBLE) AS v FROM w" for n, column in parts
     )
-    rows: list[LatencyRow] = []
+    spark = getattr(conn, "dialect", "duckdb") == "spark"
+    sql = _spark_sql(keys, long, wide) if spark else _duckdb_sql(keys, long, wide)
+    found = []
     for record in conn.execute(sql).fetchall():
         group = tuple(record[:width])
-        for n, part in enumerate(PARTS):
-            count, quantiles, top, mean = record[width + 4 * n : width + 4 * n + 4]
-            quantiles = quantiles or [None] * 4
-            rows.append(LatencyRow(group, part, (count, *quantiles, top, mean)))
-    return rows
+        n, count, top, total, *ranks = record[width:]
+        if spark:
+            quantiles = [_interpolate(count, q, lo, hi) for q, lo, hi in _pairs(ranks)]
+        else:
+            quantiles = list(ranks[0] or [None] * len(QUANTILES))
+        found.append((group, int(n), (count, *quantiles, top, mean(total, count))))
+    return found
+
+
+def _duckdb_sql(keys: str, long: str, wide: str) -> str:
+    listed = ", ".join(map(str, QUANTILES))
+    return (
+        f"WITH w AS ({wide}), parts AS ({long}) "
+        f"SELECT {keys}, n, count(v), max(v), sum(v::DECIMAL(38, 9)), "
+        f"quantile_cont(v, [{listed}]) FROM parts "
+        f"GROUP BY {keys}, n ORDER BY {keys} NULLS LAST, n"
+    )
+
+
+def _spark_sql(keys: str, long: str, wide: str) -> str:
+    """The two ranks around each quantile's position, by a window (Spark has no exact
+    percentile with DuckDB's rounding: `percentile` interpolates in another order)."""
+    ranks = []
+    for q in QUANTILES:
+        position = f"(c - 1) * CAST({q!r} AS DOUBLE)"
+        ranks.append(f"max(CASE WHEN r = floor({position}) THEN v END)")
+        ranks.append(f"max(CASE WHEN r = ceil({position}) THEN v END)")
+    return (
+        f"WITH w AS ({wide}), parts AS ({long}), ranked AS ("
+        f"SELECT {keys}, n, v, row_number() OVER (PARTITION BY {keys}, n ORDER BY v) - 1 AS r, "
+        f"count(v) OVER (PARTITION BY {keys}, n) AS c FROM parts) "
+        f"SELECT {keys}, n, c, max(v), sum(CAST(v AS DECIMAL(38, 9))), {', '.join(ranks)} "
+        f"FROM ranked GROUP BY {keys}, n, c ORDER BY {keys} NULLS LAST, n"
+    )
+
+
+def _pairs(ranks: Sequence[Any]) -> list[tuple[float, Any, Any]]:
+    return [(q, ranks[2 * i], ranks[2 * i + 1]) for i, q in enumerate(QUANTILES)]
+
+
+def _interpolate(count: int, q: float, lo: float | None, hi: float | None) -> float | None:
+    """quantile_cont's value at q from the values at the two nearest ranks, as DuckDB computes
+    it: position (n - 1) * q, lo * (1 - d) + hi * d with the addition fused (one rounding)."""
+    if not count or lo is None or hi is None:
+        return None
+    position = (count - 1) * q
+    if math.floor(position) == math.ceil(position):
+        return lo
+    d = position - math.floor(position)
+    return float(Fraction(lo) * Fraction(1.0 - d) + Fraction(hi * d))
+
+
+def mean(total: Decimal | None, count: int) -> float | None:
+    """The mean from the exact sum (a DECIMAL) and the count, rounded once."""
+    if total is None or not count:
+        return None
+    with localcontext() as context:
+        context.prec = 60
+        return float(Decimal(total) / count)

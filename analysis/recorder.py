@@ -13,11 +13,8 @@ views.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import duckdb
-
-from analysis.latency import STATS, LatencyRow
+from analysis.latency import STATS, Connection, LatencyRow, stats
 from analysis.summary import Section
 
 PARTS = ("delivery_ms", "server_ms", "node_ms")
@@ -62,7 +59,7 @@ class Offset:
         )
 
 
-def has_requests(conn: duckdb.DuckDBPyConnection) -> bool:
+def has_requests(conn: Connection) -> bool:
     """Whether the tapes hold any REST request that acts (as the `requests` view counts them),
     whatever the filters."""
     row = conn.execute(
@@ -73,37 +70,25 @@ def has_requests(conn: duckdb.DuckDBPyConnection) -> bool:
     return bool(row[0][0])
 
 
-def recorder_latency(
-    conn: duckdb.DuckDBPyConnection, by: tuple[str, ...] = ("notification",)
-) -> list[LatencyRow]:
+def recorder_latency(conn: Connection, by: tuple[str, ...] = ("notification",)) -> list[LatencyRow]:
     """One row per group and part present, groups in order, parts in PARTS order; values in
     analysis.latency.STATS order (percentiles: quantile_cont, as there)."""
     keys = [GROUPS[b] for b in by] or [("'all'", "'all'")]
     width = len(keys)
     delivery = ", ".join(f"{d} AS g{i}" for i, (d, _) in enumerate(keys))
     ack = ", ".join(f"{a} AS g{i}" for i, (_, a) in enumerate(keys))
-    group_keys = ", ".join(f"g{i}" for i in range(width))
-    sql = f"""
-        WITH parts AS (
-            SELECT {delivery}, 0 AS n, delivery_ms::DOUBLE AS v FROM delivery_latency
-            UNION ALL
-            SELECT {ack}, 1, server_processing_ms::DOUBLE FROM acks
-            WHERE server_processing_ms IS NOT NULL
-            UNION ALL
-            SELECT {ack}, 2, node_processing_ns / 1e6 FROM acks
-            WHERE node_processing_ns IS NOT NULL)
-        SELECT {group_keys}, n, count(v), quantile_cont(v, [0.5, 0.9, 0.99, 0.999]), max(v),
-               favg(v)
-        FROM parts GROUP BY {group_keys}, n ORDER BY {group_keys} NULLS LAST, n"""
-    rows = []
-    for record in conn.execute(sql).fetchall():
-        group: tuple[Any, ...] = tuple(record[:width])
-        n, count, quantiles, top, mean = record[width:]
-        rows.append(LatencyRow(group, PARTS[n], (count, *(quantiles or [None] * 4), top, mean)))
-    return rows
+    wide = f"""
+        SELECT {delivery}, delivery_ms::DOUBLE AS p0, NULL::DOUBLE AS p1, NULL::DOUBLE AS p2
+        FROM delivery_latency
+        UNION ALL
+        SELECT {ack}, NULL, server_processing_ms::DOUBLE, node_processing_ns / 1e6 FROM acks
+        WHERE server_processing_ms IS NOT NULL OR node_processing_ns IS NOT NULL"""
+    found = stats(conn, wide, [(0, "p0"), (1, "p1"), (2, "p2")], width)
+    # A part with no value in a group has no row (its NULLs are only the other parts').
+    return [LatencyRow(group, PARTS[n], values) for group, n, values in found if values[0]]
 
 
-def offsets(conn: duckdb.DuckDBPyConnection) -> list[Offset]:
+def offsets(conn: Connection) -> list[Offset]:
     found = conn.execute(
         "SELECT session_id, method, samples, offset_ms, uncertainty_ms FROM clock_offsets "
         "ORDER BY session_id"
@@ -111,7 +96,7 @@ def offsets(conn: duckdb.DuckDBPyConnection) -> list[Offset]:
     return [Offset(*row) for row in found]
 
 
-def notes(conn: duckdb.DuckDBPyConnection, shown: int = 5) -> list[str]:
+def notes(conn: Connection, shown: int = 5) -> list[str]:
     """What the numbers rest on: the clock offsets (at most `shown` sessions), then what is
     missing."""
     found = offsets(conn)
@@ -123,7 +108,7 @@ def notes(conn: duckdb.DuckDBPyConnection, shown: int = 5) -> list[str]:
     return [*lines, NEEDS_REQUESTS]
 
 
-def capture_notes(conn: duckdb.DuckDBPyConnection) -> list[str]:
+def capture_notes(conn: Connection) -> list[str]:
     """When the tapes come from more than one capture point (host), how far their clocks are
     apart, from the server's timestamps (the capture_offsets view): request -> ack times
     across two capture points include that difference."""
@@ -150,7 +135,7 @@ def capture_notes(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return lines
 
 
-def section(conn: duckdb.DuckDBPyConnection) -> Section:
+def section(conn: Connection) -> Section:
     """`analyze summary`'s section for a tape with no REST requests: recorder_latency by
     notification, with its notes."""
     rows = [(*r.group, r.part, *r.values) for r in recorder_latency(conn, ("notification",))]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
+from analysis.latency import Connection
 
 
 @dataclass(slots=True)
@@ -117,7 +117,7 @@ QUERIES: dict[str, tuple[str, str]] = {
 }
 
 
-def summary(conn: duckdb.DuckDBPyConnection) -> dict[str, Section]:
+def summary(conn: Connection) -> dict[str, Section]:
     sections = {}
     for key, (title, sql) in QUERIES.items():
         result = conn.execute(sql)

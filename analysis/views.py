@@ -21,6 +21,7 @@ import duckdb
 from analysis.cache import BASE_TABLES, attached_select, base_selects, materialized, tables_of
 from analysis.definitions import TIME_COLUMN, sql_files, sql_literal, view_names
 from analysis.lake import manifest_capture, manifest_select
+from analysis.latency import Connection
 from analysis.stored import stored
 from tape.projection import MESSAGE_DATA_VIEW
 from tape.schema import TapeError, check_version, connect
@@ -222,7 +223,7 @@ def _capture(conn: duckdb.DuckDBPyConnection, database: str) -> str:
     return text.rpartition("@")[2].rstrip(")") if "@" in text else text
 
 
-def repeated_sources(conn: duckdb.DuckDBPyConnection) -> list[tuple[int, int, str]]:
+def repeated_sources(conn: Connection) -> list[tuple[int, int, str]]:
     """(source, earlier source, session) for each session a source repeats (frames of the same
     session and seq as an earlier source): the later copy is left out (see _repeats)."""
     rows = conn.execute("SELECT * FROM main.repeated_sources ORDER BY 1, 3").fetchall()

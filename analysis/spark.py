@@ -1,0 +1,322 @@
+"""The analysis on Apache Spark (`--engine spark`): the views of analysis/sql/ over a Parquet
+lake (analysis/lake.py), in local mode on one machine or on any cluster (`--master`).
+
+A lake's manifests name its files; each table is read once from all of them, each row's tape
+known by its file's name (TAPEID-EXPORTNS-UUID.parquet). Then, as analysis/views.py does for
+DuckDB: a session exported in several tapes is one session (its latest row); a session whose
+frames a later tape repeats is read from the first; each session's capture point is its
+manifest's. The views are analysis/dialect.py's. A command reads them through SparkConnection,
+which takes DuckDB's SQL and runs it on Spark.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from analysis.cache import BASE_TABLES
+from analysis.definitions import view_names
+from analysis.lake import manifest_capture, manifest_field
+from tape.schema import TapeError
+from tape.tapeset import is_manifest
+
+DEFAULT_MASTER = "local[*]"
+INSTALL = "pip install 'cometd-tape[spark]'"
+
+
+class SparkMissingError(TapeError):
+    """Java or pyspark is not there: the one line says which, and what to do."""
+
+
+@dataclass
+class SparkResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    @property
+    def description(self) -> list[tuple[str]]:
+        return [(c,) for c in self.columns]
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+
+@dataclass
+class SparkConnection:
+    """A DuckDB-like connection to a Spark session holding the lake's relations and views:
+    execute() takes the analysis's SQL (DuckDB's dialect) and runs it as Spark SQL."""
+
+    session: Any
+    relations: frozenset[str]
+    dialect: str = "spark"
+    owned: bool = True
+    repeats: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def execute(self, query: str) -> SparkResult:
+        frame = self.sql(query)
+        return SparkResult(
+            list(frame.columns), [tuple(_plain(v) for v in r) for r in frame.collect()]
+        )
+
+    def sql(self, query: str) -> Any:
+        """The query (DuckDB's dialect) as a Spark DataFrame."""
+        from analysis.dialect import to_spark
+
+        return self.session.sql(to_spark(query, self.relations))
+
+    def close(self) -> None:
+        if self.owned:
+            self.session.stop()
+
+
+def _plain(value: Any) -> Any:
+    """Spark's values as DuckDB's Python API gives them (a Row is a tuple, an array a list)."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+_EXCLUDED = "org.apache.spark.sql.catalyst.optimizer.InferFiltersFromConstraints"
+
+
+def session(master: str = DEFAULT_MASTER) -> Any:
+    """A Spark session, or SparkMissingError saying what to install."""
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise SparkMissingError(
+            "--engine spark needs Java (17, 11 or 8): install a JRE (Debian: apt-get install "
+            "default-jre-headless) or set JAVA_HOME"
+        )
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise SparkMissingError(f"--engine spark needs pyspark: {INSTALL}") from None
+    os.environ.setdefault("SPARK_CONF_DIR", str(resources.files("analysis") / "spark_conf"))
+    builder = (
+        SparkSession.builder.master(master)
+        .appName("cometd-tape")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        # Spark 3.5.3 infers filters for acks' plan that bind columns of the wrong relation
+        # ("Couldn't find reference_id in [...]"); without that rule the plan is correct.
+        .config("spark.sql.optimizer.excludedRules", _EXCLUDED)
+    )
+    if master.startswith("local"):  # this machine only: loopback, and few shuffle partitions
+        cores = master.partition("[")[2].rstrip("]")
+        width = os.cpu_count() or 2 if cores in ("", "*") else int(cores.split(",")[0])
+        builder = (
+            builder.config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.sql.shuffle.partitions", str(2 * width))
+        )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def open_lake(
+    paths: Sequence[Path],
+    where: dict[str, str] | None = None,
+    *,
+    master: str = DEFAULT_MASTER,
+    spark: Any = None,
+    views: Collection[str] | None = None,
+) -> SparkConnection:
+    """The lake's manifests `paths` (tapeset.expand of a lake folder) on Spark, with the views,
+    filtered by `where` (relation -> WHERE clause, DuckDB's dialect). `views`: those the caller
+    reads (None: all). `spark`: a session to use (and leave running), else one is started."""
+    manifests = list(paths)
+    others = [p for p in manifests if not is_manifest(p)]
+    if others:
+        raise TapeError(
+            f"--engine spark reads a Parquet lake, and {others[0]} is not one: add tapes to a "
+            "lake with `cometd-tape analyze export TAPE... --to LAKE`, then give the lake"
+        )
+    owned = spark is None
+    spark = spark if spark is not None else session(master)
+    relations = frozenset(
+        [*BASE_TABLES, *view_names(), "session_sources", "session_ids", "repeated_sources"]
+    )
+    conn = SparkConnection(spark, relations, owned=owned)
+    try:
+        _load(conn, manifests)
+        _install(conn, where or {}, views)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _load(conn: SparkConnection, manifests: list[Path]) -> None:
+    from pyspark.sql import functions
+
+    spark = conn.session
+    ids = [str(manifest_field(m, "tape_id")) for m in manifests]
+    order = functions.create_map(
+        *[x for n, i in enumerate(ids) for x in (functions.lit(i), functions.lit(n))]
+    )
+    tape = functions.regexp_extract(functions.input_file_name(), r"([0-9a-f]{16})-[^/]*$", 1)
+    for table in BASE_TABLES:
+        files = [
+            str(m.parent.parent / name)
+            for m in manifests
+            for name in manifest_field(m, "files").get(table, [])
+        ]
+        frame = spark.read.option("mergeSchema", "true").parquet(*files)
+        keep = [c for c in frame.columns if c not in ("segments",)]
+        frame.select(*keep, order[tape].alias("source_n")).createOrReplaceTempView(f"src_{table}")
+    captures = [(n, manifest_capture(m), m.name) for n, m in enumerate(manifests)]
+    spark.createDataFrame(
+        captures, "source_n INT, capture STRING, source_name STRING"
+    ).createOrReplaceTempView("source_captures")
+    conn.repeats = _repeats(spark) if len(manifests) > 1 else []
+    spark.createDataFrame(
+        conn.repeats, "source INT, repeats INT, session_id STRING"
+    ).createOrReplaceTempView("repeated_sources")
+    dropped = (
+        "LEFT ANTI JOIN repeated_sources r ON r.source = t.source_n AND r.session_id = t.session_id"
+        if conn.repeats
+        else ""
+    )
+    for table in BASE_TABLES:
+        names = [c for c in spark.table(f"src_{table}").columns if c != "source_n"]
+        columns = ", ".join(f"t.`{c}`" for c in names)
+        if table == "sessions":
+            spark.sql(
+                "CREATE OR REPLACE TEMP VIEW all_session_sources AS "
+                f"SELECT {columns}, t.source_n, c.source_name, c.capture FROM src_sessions t "
+                f"JOIN source_captures c USING (source_n) {dropped}"
+            )
+            spark.sql(
+                f"CREATE OR REPLACE TEMP VIEW all_sessions AS SELECT {columns.replace('t.', '')}, "
+                "transform(array_sort(named), x -> x.source_name) AS segments FROM ("
+                "  SELECT *, row_number() OVER (PARTITION BY session_id"
+                "         ORDER BY ended_ns IS NOT NULL DESC, source_n DESC) AS latest,"
+                "         collect_list(struct(source_n, source_name)) OVER ("
+                "             PARTITION BY session_id"
+                "             ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS named"
+                "  FROM all_session_sources) WHERE latest = 1"
+            )
+        else:
+            spark.sql(
+                f"CREATE OR REPLACE TEMP VIEW all_{table} AS SELECT {columns} "
+                f"FROM src_{table} t {dropped}"
+            )
+    spark.sql("CREATE OR REPLACE TEMP VIEW session_ids AS SELECT session_id FROM src_sessions")
+
+
+def _repeats(spark: Any) -> list[tuple[int, int, str]]:
+    """(source, earlier source, session) for each session whose frames a later tape repeats:
+    as analysis/views.py's _repeats. Only sessions in several tapes are looked at."""
+    rows = spark.sql(
+        "WITH several AS (SELECT session_id FROM src_sessions GROUP BY session_id "
+        "                 HAVING count(DISTINCT source_n) > 1), "
+        "f AS (SELECT session_id, seq, source_n FROM src_frames LEFT SEMI JOIN several "
+        "      USING (session_id)) "
+        "SELECT b.source_n, min(a.source_n), session_id FROM f a JOIN f b USING (session_id, seq) "
+        "WHERE a.source_n < b.source_n GROUP BY b.source_n, session_id ORDER BY 1, 3"
+    ).collect()
+    return [(int(b), int(a), str(s)) for b, a, s in rows]
+
+
+def _install(conn: SparkConnection, where: dict[str, str], wanted: Collection[str] | None) -> None:
+    """The views `wanted` reads (None: all), and the ones they read; each also filtered.
+    Spark analyses a view's whole plan as it is made (about 1 s for each view over acks
+    here), so only what the command reads is made."""
+    from analysis.dialect import UNFILTERED, spark_views, to_spark
+
+    spark = conn.session
+    views = spark_views(conn.relations)
+    needed = set(view_names() if wanted is None else wanted)
+    for view, statement in reversed(views):  # each view's reads, later views first
+        if view.removeprefix(UNFILTERED) in needed:
+            needed |= set(re.findall(r"\b" + UNFILTERED + r"(\w+)", statement))
+    for view, statement in views:
+        name = view.removeprefix(UNFILTERED)
+        if name not in needed:
+            continue
+        if name == "capture_points":  # each session's capture point is its manifest's
+            statement = (
+                "CREATE OR REPLACE TEMP VIEW all_capture_points AS "
+                "SELECT session_id, min(capture) AS capture FROM all_session_sources "
+                "GROUP BY session_id"
+            )
+        spark.sql(statement)
+    if "acks" in needed and (wanted is None or len(wanted) > 1):
+        spark.catalog.cacheTable("all_acks")  # read by most views: computed once, when first read
+    for name in (*BASE_TABLES, *view_names()):
+        if name in BASE_TABLES or name in needed:
+            select = to_spark(f"SELECT * FROM tape_all.{name}{where.get(name, '')}", conn.relations)
+            spark.sql(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
+
+
+def export_spark(conn: SparkConnection, folder: Path, fmt: str) -> dict[str, int]:
+    """analysis/export.py's export, written by Spark: Parquet Hive-partitioned by date (Spark's
+    part files), CSV and JSON one file per relation."""
+    from analysis.definitions import TIME_COLUMN
+    from analysis.dialect import to_spark
+
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name in (*BASE_TABLES, *view_names()):
+        frame = conn.session.sql(_export_select(conn, name, fmt)).cache()
+        counts[name] = int(frame.count())
+        if fmt == "parquet" and name in TIME_COLUMN:
+            if counts[name]:
+                time_us = to_spark(f"SELECT {TIME_COLUMN[name]} // 1000", conn.relations)
+                dated = conn.session.sql(
+                    f"SELECT *, coalesce(date_format(timestamp_micros(({time_us[7:]})), "
+                    f"'yyyy-MM-dd'), 'none') AS date FROM {name}"
+                )
+                dated.write.partitionBy("date").parquet(str(folder / name))
+            else:
+                frame.write.parquet(str(folder / name / "date=none"))
+        elif fmt == "parquet":
+            frame.coalesce(1).write.parquet(str(folder / name))
+        else:
+            _one_file(frame, folder, name, fmt)
+        frame.unpersist()
+    return counts
+
+
+def _export_select(conn: SparkConnection, name: str, fmt: str) -> str:
+    if name == "frames" and fmt != "parquet":  # raw as text when UTF-8, else base64
+        columns = [
+            "CASE WHEN valid THEN decode(raw, 'UTF-8') ELSE base64(raw) END AS raw"
+            if c == "raw"
+            else f"`{c}`"
+            for c in conn.session.table("frames").columns
+        ]
+        return (
+            f"SELECT {', '.join(columns)}, NOT valid AS raw_base64 FROM (SELECT *, "
+            "encode(decode(raw, 'UTF-8'), 'UTF-8') = raw AS valid FROM frames)"
+        )
+    return f"SELECT * FROM {name}"
+
+
+def _one_file(frame: Any, folder: Path, name: str, fmt: str) -> None:
+    """One CSV or JSON (one object a line) file, as DuckDB writes it: Spark writes a folder of
+    parts; one part, moved to its name."""
+    from pyspark.sql import functions
+
+    work = folder / f".{name}.{os.getpid()}.tmp"
+    if fmt == "csv":  # CSV has no lists or maps: as JSON text
+        complex_types = ("array", "map", "struct")
+        frame = frame.select(
+            *[
+                functions.to_json(c).alias(c) if t.startswith(complex_types) else functions.col(c)
+                for c, t in frame.dtypes
+            ]
+        )
+        frame.coalesce(1).write.option("header", "true").csv(str(work))
+    else:
+        frame.coalesce(1).write.option("ignoreNullFields", "false").json(str(work))
+    (part,) = [p for p in work.iterdir() if p.name.startswith("part-")]
+    os.replace(part, folder / f"{name}.{fmt}")
+    shutil.rmtree(work)
