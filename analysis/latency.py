@@ -70,9 +70,9 @@ def stats(
     """(group, part number, STATS values) for each group (columns g0.. of `wide`) and part
     (a column of `wide`, by number), groups in order (NULL last), then parts."""
     keys = ", ".join(f"g{i}" for i in range(width))
-    long = " UNION ALL ".join(
-        f"SELECT {keys}, {n} AS n, CAST({column} AS DOUBLE) AS v FROM w" for n, column in parts
-    )
+    # Every part a row, in one pass (Spark would compute `wide` again for each UNION branch).
+    pairs = ", ".join(f"{{'n': {n}, 'v': CAST({column} AS DOUBLE)}}" for n, column in parts)
+    long = f"SELECT {keys}, p.n AS n, p.v AS v FROM (SELECT {keys}, unnest([{pairs}]) AS p FROM w)"
     spark = getattr(conn, "dialect", "duckdb") == "spark"
     sql = _spark_sql(keys, long, wide) if spark else _duckdb_sql(keys, long, wide)
     found = []

@@ -96,13 +96,14 @@ def session(master: str = DEFAULT_MASTER) -> Any:
         from pyspark.sql import SparkSession
     except ImportError:
         raise SparkMissingError(f"--engine spark needs pyspark: {INSTALL}") from None
-    os.environ.setdefault("SPARK_CONF_DIR", str(resources.files("analysis") / "spark_conf"))
+    logging = resources.files("analysis") / "spark_conf" / "log4j2.properties"
     builder = (
         SparkSession.builder.master(master)
         .appName("cometd-tape")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{logging}")
         # Spark 3.5.3 infers filters for acks' plan that bind columns of the wrong relation
         # ("Couldn't find reference_id in [...]"); without that rule the plan is correct.
         .config("spark.sql.optimizer.excludedRules", _EXCLUDED)
@@ -161,7 +162,7 @@ def _load(conn: SparkConnection, manifests: list[Path]) -> None:
     order = functions.create_map(
         *[x for n, i in enumerate(ids) for x in (functions.lit(i), functions.lit(n))]
     )
-    tape = functions.regexp_extract(functions.input_file_name(), r"([0-9a-f]{16})-[^/]*$", 1)
+    tape = functions.regexp_extract(functions.col("_metadata.file_path"), r"([0-9a-f]{16})-[^/]*$", 1)
     for table in BASE_TABLES:
         files = [
             str(m.parent.parent / name)
@@ -248,8 +249,11 @@ def _install(conn: SparkConnection, where: dict[str, str], wanted: Collection[st
                 "GROUP BY session_id"
             )
         spark.sql(statement)
-    if "acks" in needed and (wanted is None or len(wanted) > 1):
-        spark.catalog.cacheTable("all_acks")  # read by most views: computed once, when first read
+        if name == "acks" and (wanted is None or len(wanted) > 1):
+            # Read by most views: computed once, when first read. (A view of SQL with CTEs is
+            # analysed afresh wherever it is read, and never matches its cache: the view is
+            # made again of the cached DataFrame itself, which the later views then read.)
+            spark.table("all_acks").persist().createOrReplaceTempView("all_acks")
     for name in (*BASE_TABLES, *view_names()):
         if name in BASE_TABLES or name in needed:
             select = to_spark(f"SELECT * FROM tape_all.{name}{where.get(name, '')}", conn.relations)

@@ -1,6 +1,7 @@
 -- acks, in Spark SQL: the same rows as ../20_acks.sql (read it for the rules), by joins and
 -- window functions where DuckDB uses ASOF joins, which Spark lacks; without DuckDB's fast
--- paths, which choose between two ways to the same rows.
+-- paths, which choose between two ways to the same rows. The metrics are joined last, once:
+-- Spark computes a CTE again wherever it is read.
 --   * metrics: every metrics message of the ack's session, record handle and event within 5 s
 --     either side, ranked: the ack's own frame first (then idx), then the nearest, ties to the
 --     lowest (seq, idx);
@@ -31,11 +32,8 @@ WITH ack AS (
       ON m.session_id = a.session_id AND m.record_handle = a.record_handle
      AND m.user_event = a.notification_type
      AND m.t_wall_ns BETWEEN a.t_wall_ns - 5000000000 AND a.t_wall_ns + 5000000000
-), with_metrics AS (
-    SELECT a.*, m.metric_seq, m.server_generation_ts, m.node_processing_ns,
-           m.server_processing_ms
-    FROM ack a
-    LEFT JOIN (SELECT * FROM metric_ranked WHERE rank = 1) m USING (session_id, seq, idx)
+), chosen_metric AS (
+    SELECT * FROM metric_ranked WHERE rank = 1
 ), req AS (
     SELECT session_id, seq, t_wall_ns AS request_ns, reference_id,
            coalesce(campaign_name,
@@ -50,7 +48,7 @@ WITH ack AS (
            row_number() OVER (
                PARTITION BY a.session_id, a.seq, a.idx ORDER BY r.request_ns DESC, r.seq DESC
            ) AS rank
-    FROM with_metrics a
+    FROM ack a
     JOIN req r
       ON r.session_id = a.session_id AND r.reference_id = a.reference_id
      AND r.request_ns <= a.t_wall_ns
@@ -59,12 +57,11 @@ WITH ack AS (
            l.request_seq IS NOT NULL AND row_number() OVER (
                PARTITION BY a.session_id, l.request_seq ORDER BY a.t_wall_ns, a.seq, a.idx
            ) > 1 AS duplicate
-    FROM with_metrics a
+    FROM ack a
     LEFT JOIN (SELECT * FROM latest WHERE rank = 1) l USING (session_id, seq, idx)
 ), orphan AS (
     SELECT a.session_id, a.seq, a.idx, a.t_wall_ns, a.notification_type, a.reference_id,
-           a.record_handle, a.metric_seq, a.server_generation_ts, a.node_processing_ns,
-           a.server_processing_ms, coalesce(c.capture, '') AS capture
+           a.record_handle, coalesce(c.capture, '') AS capture
     FROM answered a
     LEFT JOIN capture_points c USING (session_id)
     WHERE a.request_seq IS NULL AND a.reference_id IS NOT NULL
@@ -98,8 +95,7 @@ WITH ack AS (
     WHERE rank = 1 AND r_ns > t_wall_ns AND r_capture <> o_capture
 ), across AS (
     SELECT o.session_id, o.seq, o.idx, o.t_wall_ns, o.notification_type, o.reference_id,
-           o.record_handle, o.metric_seq, o.server_generation_ts, o.node_processing_ns,
-           o.server_processing_ms,
+           o.record_handle,
            coalesce(f.r_session, b.r_session) AS request_session_id,
            coalesce(f.r_seq, b.r_seq) AS request_seq,
            coalesce(f.r_campaign, b.r_campaign) AS campaign_name
@@ -108,7 +104,6 @@ WITH ack AS (
     LEFT JOIN after f USING (session_id, seq, idx)
 ), resolved AS (
     SELECT session_id, seq, idx, t_wall_ns, notification_type, reference_id, record_handle,
-           metric_seq, server_generation_ts, node_processing_ns, server_processing_ms,
            CASE WHEN request_seq IS NOT NULL THEN session_id END AS request_session_id,
            request_seq, campaign_name, duplicate
     FROM answered
@@ -121,8 +116,9 @@ WITH ack AS (
            ) > 1 AS duplicate
     FROM across
 )
-SELECT session_id, seq, idx, t_wall_ns AS ack_ns, notification_type, reference_id,
-       record_handle, request_session_id, request_seq, campaign_name, duplicate,
-       server_generation_ts, node_processing_ns, server_processing_ms,
-       metric_seq = seq AS metrics_in_same_frame
-FROM resolved;
+SELECT r.session_id, r.seq, r.idx, r.t_wall_ns AS ack_ns, r.notification_type, r.reference_id,
+       r.record_handle, r.request_session_id, r.request_seq, r.campaign_name, r.duplicate,
+       m.server_generation_ts, m.node_processing_ns, m.server_processing_ms,
+       m.metric_seq = r.seq AS metrics_in_same_frame
+FROM resolved r
+LEFT JOIN chosen_metric m USING (session_id, seq, idx);
