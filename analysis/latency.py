@@ -3,7 +3,9 @@ p90, p99, p99.9, max, mean for each part.
 
 Percentiles are exact, with DuckDB's quantile_cont's linear interpolation between the two
 nearest ranks (numpy.percentile's default method, "linear"). The mean is exact for values
-rounded to 1e-9 ms: their sum is a DECIMAL, divided here. On Spark (analysis/spark.py) the
+truncated to 2^-30 ms (about 1e-12 s): their whole and fractional parts are summed as
+integers, divided here; so it does not depend on the order of the additions, which no
+engine fixes. On Spark (analysis/spark.py) the
 ranks come from a window, and the interpolation is the one DuckDB does (x86-64 build:
 lo * (1 - d) + hi * d, fused), so both engines give the same numbers to the last bit
 (tests/analysis/test_latency_stats.py checks it against DuckDB's own quantile_cont).
@@ -14,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol
 
@@ -78,20 +80,30 @@ def stats(
     found = []
     for record in conn.execute(sql).fetchall():
         group = tuple(record[:width])
-        n, count, top, total, *ranks = record[width:]
+        n, count, top, whole, fraction, *ranks = record[width:]
         if spark:
             quantiles = [_interpolate(count, q, lo, hi) for q, lo, hi in _pairs(ranks)]
         else:
             quantiles = list(ranks[0] or [None] * len(QUANTILES))
-        found.append((group, int(n), (count, *quantiles, top, mean(total, count))))
+        found.append((group, int(n), (count, *quantiles, top, mean(whole, fraction, count))))
     return found
+
+
+# The sum of each value's whole part and of its fraction in units of 2^-30, both exact
+# integers (power-of-two scaling and floor are exact in IEEE doubles); NULL when a value is
+# too large for that (4e18 ms, in hostile input).
+SUMS = (
+    "CASE WHEN max(abs(v)) < 4e18 THEN sum(CAST(CAST(CASE WHEN abs(v) < 4e18 THEN floor(v) END "
+    "AS BIGINT) AS DECIMAL(38, 0))) END, "
+    "sum(CAST(CAST(floor((v - floor(v)) * 1073741824.0) AS BIGINT) AS DECIMAL(38, 0)))"
+)
 
 
 def _duckdb_sql(keys: str, long: str, wide: str) -> str:
     listed = ", ".join(map(str, QUANTILES))
     return (
         f"WITH w AS ({wide}), parts AS ({long}) "
-        f"SELECT {keys}, n, count(v), max(v), sum(v::DECIMAL(38, 9)), "
+        f"SELECT {keys}, n, count(v), max(v), {SUMS}, "
         f"quantile_cont(v, [{listed}]) FROM parts "
         f"GROUP BY {keys}, n ORDER BY {keys} NULLS LAST, n"
     )
@@ -109,7 +121,7 @@ def _spark_sql(keys: str, long: str, wide: str) -> str:
         f"WITH w AS ({wide}), parts AS ({long}), ranked AS ("
         f"SELECT {keys}, n, v, row_number() OVER (PARTITION BY {keys}, n ORDER BY v) - 1 AS r, "
         f"count(v) OVER (PARTITION BY {keys}, n) AS c FROM parts) "
-        f"SELECT {keys}, n, c, max(v), sum(CAST(v AS DECIMAL(38, 9))), {', '.join(ranks)} "
+        f"SELECT {keys}, n, c, max(v), {SUMS}, {', '.join(ranks)} "
         f"FROM ranked GROUP BY {keys}, n, c ORDER BY {keys} NULLS LAST, n"
     )
 
@@ -130,10 +142,9 @@ def _interpolate(count: int, q: float, lo: float | None, hi: float | None) -> fl
     return float(Fraction(lo) * Fraction(1.0 - d) + Fraction(hi * d))
 
 
-def mean(total: Decimal | None, count: int) -> float | None:
-    """The mean from the exact sum (a DECIMAL) and the count, rounded once."""
-    if total is None or not count:
+def mean(whole: Decimal | None, fraction: Decimal | None, count: int) -> float | None:
+    """The mean from the exact sums of the values' whole parts and fractions (see SUMS),
+    rounded once."""
+    if whole is None or fraction is None or not count:
         return None
-    with localcontext() as context:
-        context.prec = 60
-        return float(Decimal(total) / count)
+    return float((int(whole) + Fraction(int(fraction), 2**30)) / count)

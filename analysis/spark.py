@@ -162,7 +162,9 @@ def _load(conn: SparkConnection, manifests: list[Path]) -> None:
     order = functions.create_map(
         *[x for n, i in enumerate(ids) for x in (functions.lit(i), functions.lit(n))]
     )
-    tape = functions.regexp_extract(functions.col("_metadata.file_path"), r"([0-9a-f]{16})-[^/]*$", 1)
+    # Each row's tape, from its file's name (deterministic, unlike input_file_name()).
+    path = functions.col("_metadata.file_path")
+    tape = functions.regexp_extract(path, r"([0-9a-f]{16})-[^/]*$", 1)
     for table in BASE_TABLES:
         files = [
             str(m.parent.parent / name)
@@ -186,8 +188,8 @@ def _load(conn: SparkConnection, manifests: list[Path]) -> None:
         else ""
     )
     for table in BASE_TABLES:
-        names = [c for c in spark.table(f"src_{table}").columns if c != "source_n"]
-        columns = ", ".join(f"t.`{c}`" for c in names)
+        names = [f"`{c}`" for c in spark.table(f"src_{table}").columns if c != "source_n"]
+        columns = ", ".join(f"t.{c}" for c in names)
         if table == "sessions":
             spark.sql(
                 "CREATE OR REPLACE TEMP VIEW all_session_sources AS "
@@ -195,7 +197,7 @@ def _load(conn: SparkConnection, manifests: list[Path]) -> None:
                 f"JOIN source_captures c USING (source_n) {dropped}"
             )
             spark.sql(
-                f"CREATE OR REPLACE TEMP VIEW all_sessions AS SELECT {columns.replace('t.', '')}, "
+                f"CREATE OR REPLACE TEMP VIEW all_sessions AS SELECT {', '.join(names)}, "
                 "transform(array_sort(named), x -> x.source_name) AS segments FROM ("
                 "  SELECT *, row_number() OVER (PARTITION BY session_id"
                 "         ORDER BY ended_ns IS NOT NULL DESC, source_n DESC) AS latest,"

@@ -139,7 +139,8 @@ def _flat(found: list[Any]) -> list[tuple[Any, ...]]:
 def test_every_view_agrees_on_random_lakes(tmp_path: Path, spark: Any) -> None:
     """Where DuckDB uses ASOF joins and Spark windows: referenceIds reused within a session and
     across sessions and hosts, duplicate acks, acks with no request, metrics in the ack's frame
-    and in frames around it, outages. Three random captures (seeds), every view, every row."""
+    and in frames around it, outages, a tape given twice. Three random captures (seeds), every
+    view, every row."""
     tapes = []
     for seed in (1, 2, 3):
         proxy, recorder = _random_captures(random.Random(seed), f"s{seed}-")
@@ -148,8 +149,19 @@ def test_every_view_agrees_on_random_lakes(tmp_path: Path, spark: Any) -> None:
         recorder.write(second)
         host(second, f"elsewhere{seed}")
         tapes += [first, second]
-    duck, on_spark = both(lake_of(tmp_path, *tapes), spark)
+    copy = tmp_path / "record1.jsonl"  # the same recording again, as another tape
+    done = cometd_tape("export", str(tmp_path / "record1.duckdb"), "-o", str(copy))
+    assert done.returncode == 0, done.stderr
+    lake = lake_of(tmp_path, *tapes)
+    done = cometd_tape("analyze", "export", str(copy), "--to", str(lake))  # another capture point
+    assert done.returncode == 0, done.stderr
+    duck, on_spark = both(lake, spark)
     assert len(rows(duck, "acks")) > 60
+    repeated = duck.execute("SELECT * FROM main.repeated_sources ORDER BY 1, 3").fetchall()
+    assert len(repeated) == 2  # record1's two sessions, read once
+    assert on_spark.execute("SELECT * FROM main.repeated_sources ORDER BY 1, 3").fetchall() == [
+        tuple(r) for r in repeated
+    ]
     assert_views_agree(duck, on_spark)
     assert latency(on_spark, ("operation",)) == latency(duck, ("operation",))
 
