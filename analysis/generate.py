@@ -78,7 +78,7 @@ def draw(
 
 _FRAMES_SQL = """
 WITH r AS (
-    SELECT g.*, 'gen-' || (i % $sessions) AS session_id,
+    SELECT g.*, $prefix || (i % $sessions) AS session_id,
            $t0 + i * $spacing AS t_ns,
            ops.operation_name, ops.notification_type,
            '{"data":{"record":{"recordHandle":' || i || ',"campaignName":"Campaign' || campaign
@@ -132,6 +132,8 @@ def generate(
     seed: int,
     *,
     sessions: int = 4,
+    session_prefix: str = "gen-",
+    t0_ns: int = T0_NS,
     spacing_us: int = 1000,
     split_every: int = 3,
     error_rate: float = 0.01,
@@ -142,7 +144,8 @@ def generate(
     """Write a new tape at `path` (it must not exist) and return what was drawn.
 
     Its row groups are the size the tape writer's are (`row_group_size`), so that analysis is
-    measured on the tape a recording makes; None gives DuckDB's default."""
+    measured on the tape a recording makes; None gives DuckDB's default. Sessions are named
+    `session_prefix` and a number; the first request is sent at `t0_ns`."""
     if path.exists():
         raise FileExistsError(f"{path} exists; give a new path")
     drawn = draw(requests, seed, error_rate=error_rate, missing_ack_rate=missing_ack_rate)
@@ -172,11 +175,12 @@ def generate(
         sql = _FRAMES_SQL
         for name, value in (
             ("$sessions", sessions),
-            ("$t0", T0_NS),
+            ("$t0", t0_ns),
             ("$spacing", spacing_us * 1000),
             ("$split_every", split_every),
         ):
             sql = sql.replace(name, str(int(value)))
+        sql = sql.replace("$prefix", "'" + session_prefix.replace("'", "''") + "'")
         conn.execute("BEGIN")
         conn.execute(f"INSERT INTO frames {sql}")
         conn.execute(

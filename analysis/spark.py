@@ -11,10 +11,11 @@ which takes DuckDB's SQL and runs it on Spark.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -59,10 +60,10 @@ class SparkConnection:
     repeats: list[tuple[int, int, str]] = field(default_factory=list)
 
     def execute(self, query: str) -> SparkResult:
-        frame = self.sql(query)
-        return SparkResult(
-            list(frame.columns), [tuple(_plain(v) for v in r) for r in frame.collect()]
-        )
+        with spark_errors():
+            frame = self.sql(query)
+            rows = [tuple(_plain(v) for v in r) for r in frame.collect()]
+        return SparkResult(list(frame.columns), rows)
 
     def sql(self, query: str) -> Any:
         """The query (DuckDB's dialect) as a Spark DataFrame."""
@@ -110,15 +111,30 @@ def session(master: str = DEFAULT_MASTER) -> Any:
     )
     if master.startswith("local"):  # this machine only: loopback, and few shuffle partitions
         cores = master.partition("[")[2].rstrip("]")
-        width = os.cpu_count() or 2 if cores in ("", "*") else int(cores.split(",")[0])
+        width = (os.cpu_count() or 2) if cores in ("", "*") else int(cores.split(",")[0])
         builder = (
             builder.config("spark.driver.host", "127.0.0.1")
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.sql.shuffle.partitions", str(2 * width))
         )
-    spark = builder.getOrCreate()
+    with spark_errors("Spark did not start"):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+@contextlib.contextmanager
+def spark_errors(what: str = "Spark failed") -> Iterator[None]:
+    """Spark's and Py4J's exceptions as a TapeError of their first line (a CLI error, no
+    traceback: Spark's own log, on stderr, has the rest)."""
+    from py4j.protocol import Py4JError  # type: ignore[import-untyped]
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except (PySparkException, Py4JError, OSError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise TapeError(f"{what}: {first.strip()[:300]}") from None
 
 
 def open_lake(
@@ -146,8 +162,9 @@ def open_lake(
     )
     conn = SparkConnection(spark, relations, owned=owned)
     try:
-        _load(conn, manifests)
-        _install(conn, where or {}, views)
+        with spark_errors():
+            _load(conn, manifests)
+            _install(conn, where or {}, views)
     except BaseException:
         conn.close()
         raise
@@ -175,13 +192,9 @@ def _load(conn: SparkConnection, manifests: list[Path]) -> None:
         keep = [c for c in frame.columns if c not in ("segments",)]
         frame.select(*keep, order[tape].alias("source_n")).createOrReplaceTempView(f"src_{table}")
     captures = [(n, manifest_capture(m), m.name) for n, m in enumerate(manifests)]
-    spark.createDataFrame(
-        captures, "source_n INT, capture STRING, source_name STRING"
-    ).createOrReplaceTempView("source_captures")
+    _values(spark, "source_captures", "source_n INT, capture STRING, source_name STRING", captures)
     conn.repeats = _repeats(spark) if len(manifests) > 1 else []
-    spark.createDataFrame(
-        conn.repeats, "source INT, repeats INT, session_id STRING"
-    ).createOrReplaceTempView("repeated_sources")
+    _values(spark, "repeated_sources", "source INT, repeats INT, session_id STRING", conn.repeats)
     dropped = (
         "LEFT ANTI JOIN repeated_sources r ON r.source = t.source_n AND r.session_id = t.session_id"
         if conn.repeats
@@ -212,6 +225,25 @@ def _load(conn: SparkConnection, manifests: list[Path]) -> None:
                 f"FROM src_{table} t {dropped}"
             )
     spark.sql("CREATE OR REPLACE TEMP VIEW session_ids AS SELECT session_id FROM src_sessions")
+
+
+def _values(spark: Any, name: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """A small table of the driver's values as a view, in SQL: a DataFrame made from Python
+    objects would need Python on every executor, and nothing else here does."""
+    from analysis.definitions import sql_literal
+
+    def literal(value: Any) -> str:
+        return sql_literal(value) if isinstance(value, str) else str(int(value))
+
+    names = [c.split()[0] for c in columns.split(", ")]
+    kinds = [c.split()[1] for c in columns.split(", ")]
+    if rows:
+        listed = ", ".join("(" + ", ".join(map(literal, row)) + ")" for row in rows)
+        select = f"SELECT * FROM VALUES {listed} AS v({', '.join(names)})"
+    else:
+        typed = ", ".join(f"CAST(NULL AS {k}) AS {n}" for n, k in zip(names, kinds, strict=True))
+        select = f"SELECT {typed} WHERE FALSE"
+    spark.sql(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
 
 
 def _repeats(spark: Any) -> list[tuple[int, int, str]]:
@@ -264,31 +296,36 @@ def _install(conn: SparkConnection, where: dict[str, str], wanted: Collection[st
 
 def export_spark(conn: SparkConnection, folder: Path, fmt: str) -> dict[str, int]:
     """analysis/export.py's export, written by Spark: Parquet Hive-partitioned by date (Spark's
-    part files), CSV and JSON one file per relation."""
+    part files), CSV and JSON one file per relation. Returns the row count of each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with spark_errors():
+        return {
+            name: _export_one(conn, folder, name, fmt) for name in (*BASE_TABLES, *view_names())
+        }
+
+
+def _export_one(conn: SparkConnection, folder: Path, name: str, fmt: str) -> int:
+    from pyspark.sql import functions
+
     from analysis.definitions import TIME_COLUMN
     from analysis.dialect import to_spark
 
-    folder.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for name in (*BASE_TABLES, *view_names()):
-        frame = conn.session.sql(_export_select(conn, name, fmt)).cache()
-        counts[name] = int(frame.count())
-        if fmt == "parquet" and name in TIME_COLUMN:
-            if counts[name]:
-                time_us = to_spark(f"SELECT {TIME_COLUMN[name]} // 1000", conn.relations)
-                dated = conn.session.sql(
-                    f"SELECT *, coalesce(date_format(timestamp_micros(({time_us[7:]})), "
-                    f"'yyyy-MM-dd'), 'none') AS date FROM {name}"
-                )
-                dated.write.partitionBy("date").parquet(str(folder / name))
-            else:
-                frame.write.parquet(str(folder / name / "date=none"))
-        elif fmt == "parquet":
-            frame.coalesce(1).write.parquet(str(folder / name))
-        else:
-            _one_file(frame, folder, name, fmt)
-        frame.unpersist()
-    return counts
+    frame = conn.session.sql(_export_select(conn, name, fmt)).cache()
+    count = int(frame.count())
+    if fmt == "parquet" and name in TIME_COLUMN and count:
+        select = to_spark(f"SELECT {TIME_COLUMN[name]} // 1000 AS t", conn.relations)
+        time_us = select.removeprefix("SELECT ").removesuffix(" AS t")
+        date = f"coalesce(date_format(timestamp_micros({time_us}), 'yyyy-MM-dd'), 'none')"
+        dated = frame.withColumn("date", functions.expr(date))
+        dated.write.partitionBy("date").parquet(str(folder / name))
+    elif fmt == "parquet" and name in TIME_COLUMN:  # no rows: one file keeps the columns
+        frame.write.parquet(str(folder / name / "date=none"))
+    elif fmt == "parquet":
+        frame.coalesce(1).write.parquet(str(folder / name))
+    else:
+        _one_file(frame, folder, name, fmt)
+    frame.unpersist()
+    return count
 
 
 def _export_select(conn: SparkConnection, name: str, fmt: str) -> str:

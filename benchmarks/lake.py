@@ -30,10 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+HOURS_2 = 2 * 3600 * 10**9
+
+
 def make_lake(folder: Path, requests: int, tapes: int) -> Path:
     import duckdb
 
-    from analysis.generate import generate
+    from analysis.generate import T0_NS, generate
 
     lake = folder / "lake"
     if (lake / "_manifests").is_dir():
@@ -43,28 +46,17 @@ def make_lake(folder: Path, requests: int, tapes: int) -> Path:
     started = time.perf_counter()
     for n in range(tapes):
         tape = folder / f"t{n:02d}.duckdb"
-        generate(tape, requests // tapes, seed=n)
-        conn = duckdb.connect(str(tape))  # its own sessions, later in time, maybe another host
-        shift = n * 2 * 3600 * 10**9  # two hours apart: the 20 tapes span two days
-        for table, column in (
-            ("frames", "t_wall_ns"),
-            ("messages", "t_wall_ns"),
-            ("http_fields", "t_wall_ns"),
-            ("sessions", "started_ns"),
-        ):
-            conn.execute(
-                f"UPDATE {table} SET session_id = 't{n}-' || session_id, "
-                f"{column} = {column} + {shift}"
-            )
-        conn.execute(f"UPDATE sessions SET ended_ns = ended_ns + {shift}")
-        conn.execute(  # the server's clock moves with the capture's
-            f"UPDATE messages SET server_generation_ts = server_generation_ts + {shift // 10**6}"
+        # its own sessions, two hours after the one before (the 20 span two days), every
+        # other one from a second capture point
+        generate(
+            tape, requests // tapes, seed=n, session_prefix=f"t{n}-", t0_ns=T0_NS + n * HOURS_2
         )
         if n % 2:
+            conn = duckdb.connect(str(tape))
             conn.execute(
                 "UPDATE tape_meta SET value = 'cometd-tape (bench@site-b)' WHERE key = 'created_by'"
             )
-        conn.close()
+            conn.close()
         made.append(tape)
     print(f"generated {tapes} tapes of {requests // tapes:,} requests: {_since(started)}")
     started = time.perf_counter()
