@@ -79,9 +79,8 @@ def _filters(reads: Reads, *, engines: bool = False) -> Callable[[F], F]:
             return wrapped
         wrapped = click.option(
             "--master",
-            default=DEFAULT_MASTER,
-            show_default=True,
-            help="With --engine spark: the Spark master (local[N], spark://HOST:PORT, yarn).",
+            help=f"With --engine spark: the Spark master ({DEFAULT_MASTER} by default: every "
+            "core here; local[N], spark://HOST:PORT, yarn).",
         )(wrapped)
         return click.option(
             "--engine",
@@ -130,9 +129,11 @@ def _with_filters(command: F, reads: Reads) -> F:
         no_cache: bool,
         tapes: tuple[Path, ...],
         engine: str = "duckdb",
-        master: str = DEFAULT_MASTER,
+        master: str | None = None,
         **kwargs: Any,
     ) -> Any:
+        if master is not None and engine != "spark":
+            raise click.UsageError("--master is Spark's: give --engine spark with it")
         if since is not None and until is not None and since >= until:
             raise click.BadParameter("--since must be before --until", param_hint="--since")
         filters = Filters(since, until, sessions, campaign)
@@ -147,7 +148,11 @@ def _with_filters(command: F, reads: Reads) -> F:
             if kwargs.get("lake") is not None:
                 raise click.UsageError("--to adds tapes to a lake with DuckDB; drop --engine spark")
             where = {name: filters.where(name) for name in (*BASE_TABLES, *view_names())}
-            spark = open_lake(tapes, where, master=master, views=views)
+            if views is not None:  # and what a tape with no REST requests is analysed by
+                views = {*views, "delivery_latency", "clock_offsets", "capture_offsets"}
+            spark = open_lake(tapes, where, master=master or DEFAULT_MASTER, views=views)
+            for note in spark.notes:
+                click.echo(note, err=True)
             try:
                 return _run(command, spark, tapes, sessions, kwargs)
             finally:

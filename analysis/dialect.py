@@ -51,6 +51,10 @@ def _spark(tree: exp.Expr, relations: frozenset[str], *, unfiltered: bool) -> st
     def rename(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.INT128:
             return exp.DataType.build("DECIMAL(38, 0)")  # HUGEINT: exact, as wide
+        if isinstance(node, exp.Div) and not isinstance(node.this, exp.Cast):
+            # DuckDB's `/` is a double's division; Spark keeps a DECIMAL (100.0 * n / m)
+            node.set("this", exp.cast(node.this, "DOUBLE"))
+            return node
         if isinstance(node, exp.Anonymous) and node.name.lower() == "epoch_ns":
             micros = exp.Anonymous(this="unix_micros", expressions=node.expressions)
             return exp.Mul(this=micros, expression=exp.Literal.number(1000))

@@ -90,12 +90,13 @@ def stats(
 
 
 # The sum of each value's whole part and of its fraction in units of 2^-30, both exact
-# integers (power-of-two scaling and floor are exact in IEEE doubles); NULL when a value is
-# too large for that (4e18 ms, in hostile input).
+# integers (power-of-two scaling and floor are exact in IEEE doubles); NULL (no mean) when a
+# value is too large for that, infinite or NaN (4e18 ms and more: hostile input).
 SUMS = (
     "CASE WHEN max(abs(v)) < 4e18 THEN sum(CAST(CAST(CASE WHEN abs(v) < 4e18 THEN floor(v) END "
     "AS BIGINT) AS DECIMAL(38, 0))) END, "
-    "sum(CAST(CAST(floor((v - floor(v)) * 1073741824.0) AS BIGINT) AS DECIMAL(38, 0)))"
+    "sum(CAST(CAST(CASE WHEN abs(v) < 4e18 THEN floor((v - floor(v)) * 1073741824.0) END "
+    "AS BIGINT) AS DECIMAL(38, 0)))"
 )
 
 
@@ -139,6 +140,8 @@ def _interpolate(count: int, q: float, lo: float | None, hi: float | None) -> fl
     if math.floor(position) == math.ceil(position):
         return lo
     d = position - math.floor(position)
+    if not (math.isfinite(lo) and math.isfinite(hi * d) and math.isfinite(lo * (1.0 - d))):
+        return lo * (1.0 - d) + hi * d  # infinities and NaN come out the same, unfused
     return float(Fraction(lo) * Fraction(1.0 - d) + Fraction(hi * d))
 
 

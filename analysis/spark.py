@@ -12,6 +12,7 @@ which takes DuckDB's SQL and runs it on Spark.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 import shutil
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis.cache import BASE_TABLES
-from analysis.definitions import view_names
-from analysis.lake import manifest_capture, manifest_field
+from analysis.definitions import sql_literal, view_names
+from analysis.lake import manifest_capture, manifest_field, manifest_select
 from tape.schema import TapeError
 from tape.tapeset import is_manifest
 
@@ -58,11 +59,16 @@ class SparkConnection:
     dialect: str = "spark"
     owned: bool = True
     repeats: list[tuple[int, int, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # for the user, on stderr
 
     def execute(self, query: str) -> SparkResult:
         with spark_errors():
             frame = self.sql(query)
-            rows = [tuple(_plain(v) for v in r) for r in frame.collect()]
+            stamps = [f.dataType.typeName() == "timestamp" for f in frame.schema.fields]
+            rows = [
+                tuple(_utc(v) if t else _plain(v) for v, t in zip(r, stamps, strict=True))
+                for r in frame.collect()
+            ]
         return SparkResult(list(frame.columns), rows)
 
     def sql(self, query: str) -> Any:
@@ -74,6 +80,13 @@ class SparkConnection:
     def close(self) -> None:
         if self.owned:
             self.session.stop()
+
+
+def _utc(value: Any) -> Any:
+    """A timestamp as DuckDB gives it: naive, in UTC (PySpark gives this machine's time)."""
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def _plain(value: Any) -> Any:
@@ -148,19 +161,29 @@ def open_lake(
     """The lake's manifests `paths` (tapeset.expand of a lake folder) on Spark, with the views,
     filtered by `where` (relation -> WHERE clause, DuckDB's dialect). `views`: those the caller
     reads (None: all). `spark`: a session to use (and leave running), else one is started."""
-    manifests = list(paths)
-    others = [p for p in manifests if not is_manifest(p)]
+    others = [p for p in paths if not is_manifest(p)]
     if others:
         raise TapeError(
             f"--engine spark reads a Parquet lake, and {others[0]} is not one: add tapes to a "
             "lake with `cometd-tape analyze export TAPE... --to LAKE`, then give the lake"
         )
+    manifests: list[Path] = []
+    notes = []
+    for manifest in paths:  # a tape given twice (the same lake twice, two lakes) is read once
+        ident = manifest_field(manifest, "tape_id")
+        same = [m for m in manifests if manifest_field(m, "tape_id") == ident]
+        if same:
+            notes.append(f"warning: {manifest} is the tape of {same[0]}; it is read once")
+        else:
+            manifests.append(manifest)
+        for table in BASE_TABLES:
+            manifest_select(manifest, table)  # says which manifest names no files, and why
     owned = spark is None
     spark = spark if spark is not None else session(master)
     relations = frozenset(
         [*BASE_TABLES, *view_names(), "session_sources", "session_ids", "repeated_sources"]
     )
-    conn = SparkConnection(spark, relations, owned=owned)
+    conn = SparkConnection(spark, relations, owned=owned, notes=notes)
     try:
         with spark_errors():
             _load(conn, manifests)
@@ -230,7 +253,6 @@ def _load(conn: SparkConnection, manifests: list[Path]) -> None:
 def _values(spark: Any, name: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> None:
     """A small table of the driver's values as a view, in SQL: a DataFrame made from Python
     objects would need Python on every executor, and nothing else here does."""
-    from analysis.definitions import sql_literal
 
     def literal(value: Any) -> str:
         return sql_literal(value) if isinstance(value, str) else str(int(value))
@@ -247,17 +269,45 @@ def _values(spark: Any, name: str, columns: str, rows: Sequence[tuple[Any, ...]]
 
 
 def _repeats(spark: Any) -> list[tuple[int, int, str]]:
-    """(source, earlier source, session) for each session whose frames a later tape repeats:
-    as analysis/views.py's _repeats. Only sessions in several tapes are looked at."""
-    rows = spark.sql(
-        "WITH several AS (SELECT session_id FROM src_sessions GROUP BY session_id "
-        "                 HAVING count(DISTINCT source_n) > 1), "
-        "f AS (SELECT session_id, seq, source_n FROM src_frames LEFT SEMI JOIN several "
-        "      USING (session_id)) "
-        "SELECT b.source_n, min(a.source_n), session_id FROM f a JOIN f b USING (session_id, seq) "
-        "WHERE a.source_n < b.source_n GROUP BY b.source_n, session_id ORDER BY 1, 3"
+    """(source, earlier source, session) for each session whose frames a later tape repeats,
+    by analysis/views.py's _repeats rule: pairs of tapes whose seq ranges of a session overlap
+    (cheap), then whether they share a frame; a tape whose copy was already left out does not
+    count."""
+    ranges = spark.sql(
+        "SELECT source_n, session_id, min(seq), max(seq) FROM src_frames "
+        "GROUP BY source_n, session_id"
     ).collect()
-    return [(int(b), int(a), str(s)) for b, a, s in rows]
+    by_session: dict[str, list[tuple[int, int, int]]] = {}
+    for source, session, lo, hi in ranges:
+        by_session.setdefault(str(session), []).append((int(source), int(lo), int(hi)))
+    pairs = sorted(
+        (a, b, session)
+        for session, found in by_session.items()
+        for a, lo_a, hi_a in found
+        for b, lo_b, hi_b in found
+        if a < b and lo_a <= hi_b and lo_b <= hi_a
+    )
+    if not pairs:
+        return []
+    listed = ", ".join(f"({a}, {b}, {sql_literal(s)})" for a, b, s in pairs)
+    shared = {
+        (int(a), int(b), str(s))
+        for a, b, s in spark.sql(
+            f"WITH p AS (SELECT * FROM VALUES {listed} AS p(a, b, session_id)) "
+            "SELECT DISTINCT p.a, p.b, p.session_id FROM p "
+            "JOIN src_frames x ON x.source_n = p.a AND x.session_id = p.session_id "
+            "JOIN src_frames y ON y.source_n = p.b AND y.session_id = p.session_id "
+            "AND y.seq = x.seq"
+        ).collect()
+    }
+    repeats: list[tuple[int, int, str]] = []
+    done: set[tuple[int, str]] = set()
+    for a, b, session in pairs:
+        if (b, session) in done or (a, session) in done or (a, b, session) not in shared:
+            continue
+        repeats.append((b, a, session))
+        done.add((b, session))
+    return sorted(repeats, key=lambda r: (r[0], r[2]))
 
 
 def _install(conn: SparkConnection, where: dict[str, str], wanted: Collection[str] | None) -> None:
@@ -357,9 +407,18 @@ def _one_file(frame: Any, folder: Path, name: str, fmt: str) -> None:
                 for c, t in frame.dtypes
             ]
         )
-        frame.coalesce(1).write.option("header", "true").csv(str(work))
+        writer = frame.coalesce(1).write.option("header", "true").option("escape", '"')
+        writer = writer.option("ignoreLeadingWhiteSpace", "false")
+        writer.option("ignoreTrailingWhiteSpace", "false").csv(str(work))
     else:
         frame.coalesce(1).write.option("ignoreNullFields", "false").json(str(work))
-    (part,) = [p for p in work.iterdir() if p.name.startswith("part-")]
-    os.replace(part, folder / f"{name}.{fmt}")
-    shutil.rmtree(work)
+    try:
+        parts = [p for p in work.iterdir() if p.name.startswith("part-")]
+        if len(parts) != 1:
+            raise TapeError(
+                f"Spark wrote {name} where this machine does not see it ({work}): give -o a "
+                "folder on storage the driver and the executors share"
+            )
+        os.replace(parts[0], folder / f"{name}.{fmt}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -202,7 +202,7 @@ def _union(
     conn.execute(f"CREATE VIEW tape_all.session_sources AS {rows}")
     conn.execute(
         "CREATE VIEW tape_all.sessions AS "
-        "SELECT * EXCLUDE (source_n, source_name, capture, latest), segments FROM ("
+        "SELECT * EXCLUDE (source_n, source_name, capture, latest, segments), segments FROM ("
         "  SELECT *, row_number() OVER (PARTITION BY session_id"
         "         ORDER BY ended_ns IS NOT NULL DESC, source_n DESC) AS latest,"
         "         list(source_name ORDER BY source_n) OVER (PARTITION BY session_id) AS segments"

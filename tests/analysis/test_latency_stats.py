@@ -31,11 +31,8 @@ values = st.lists(
 @given(values)
 def test_ranks_interpolated_as_duckdbs_quantile_cont(found: list[float]) -> None:
     """What Spark computes from the two ranks around each position is DuckDB's own figure."""
-    conn = duckdb.connect()
-    conn.execute("CREATE TABLE t (v DOUBLE)")
-    conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in found])
     listed = ", ".join(map(str, QUANTILES))
-    ((want,),) = conn.execute(f"SELECT quantile_cont(v, [{listed}]) FROM t").fetchall()
+    ((want,),) = _parts(found).execute(f"SELECT quantile_cont(v, [{listed}]) FROM parts").fetchall()
     ordered = sorted(found)
     got = []
     for q in QUANTILES:
@@ -49,14 +46,18 @@ def test_ranks_interpolated_as_duckdbs_quantile_cont(found: list[float]) -> None
 @given(values)
 def test_the_mean_is_exact(found: list[float]) -> None:
     """The mean of the values truncated to 2^-30 ms, rounded once; as both engines sum."""
-    conn = duckdb.connect()
-    conn.execute("CREATE TABLE parts (v DOUBLE)")
-    conn.executemany("INSERT INTO parts VALUES (?)", [(v,) for v in found])
-    ((whole, fraction),) = conn.execute(f"SELECT {SUMS} FROM parts").fetchall()
+    ((whole, fraction),) = _parts(found).execute(f"SELECT {SUMS} FROM parts").fetchall()
     # Each value's whole part and its fraction in 2^-30 units, by the same IEEE operations.
     units = sum(math.floor(v) * 2**30 + math.floor((v - math.floor(v)) * 2**30) for v in found)
     exact = Fraction(units, 2**30) / len(found)
     assert mean(whole, fraction, len(found)) == float(exact)
+
+
+def _parts(found: list[float]) -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE parts (v DOUBLE)")
+    conn.executemany("INSERT INTO parts VALUES (?)", [(v,) for v in found])
+    return conn
 
 
 def test_no_values_no_figures() -> None:
