@@ -25,6 +25,7 @@ from typing import Any
 from analysis.cache import BASE_TABLES
 from analysis.definitions import sql_literal, view_names
 from analysis.lake import manifest_capture, manifest_field, manifest_select
+from analysis.views import greedy_repeats
 from tape.schema import TapeError
 from tape.tapeset import is_manifest
 
@@ -300,14 +301,8 @@ def _repeats(spark: Any) -> list[tuple[int, int, str]]:
             "AND y.seq = x.seq"
         ).collect()
     }
-    repeats: list[tuple[int, int, str]] = []
-    done: set[tuple[int, str]] = set()
-    for a, b, session in pairs:
-        if (b, session) in done or (a, session) in done or (a, b, session) not in shared:
-            continue
-        repeats.append((b, a, session))
-        done.add((b, session))
-    return sorted(repeats, key=lambda r: (r[0], r[2]))
+    found = greedy_repeats(pairs, lambda a, b, session: (a, b, session) in shared)
+    return sorted(found, key=lambda r: (r[0], r[2]))
 
 
 def _install(conn: SparkConnection, where: dict[str, str], wanted: Collection[str] | None) -> None:

@@ -11,7 +11,7 @@ before `--until` still finds the ack that came after it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -248,19 +248,31 @@ def _repeats(conn: duckdb.DuckDBPyConnection, sources: int) -> list[tuple[int, i
         "ON a.session_id = b.session_id AND a.n < b.n AND a.lo <= b.hi AND b.lo <= a.hi "
         "ORDER BY 1, 2, 3"
     ).fetchall()
-    repeats: list[tuple[int, int, str]] = []
-    done: set[tuple[int, str]] = set()
-    for a, b, session in pairs:
-        if (b, session) in done or (a, session) in done:
-            continue
+
+    def shares(a: int, b: int, session: str) -> bool:
         rows = conn.execute(
             f"SELECT 1 FROM source{a}.frames x JOIN source{b}.frames y USING (session_id, seq) "
             "WHERE session_id = ? LIMIT 1",
             [session],
         ).fetchall()
-        if rows:
-            repeats.append((int(b), int(a), str(session)))
-            done.add((b, session))
+        return bool(rows)
+
+    return greedy_repeats([(int(a), int(b), str(s)) for a, b, s in pairs], shares)
+
+
+def greedy_repeats(
+    pairs: list[tuple[int, int, str]], shares: Callable[[int, int, str], bool]
+) -> list[tuple[int, int, str]]:
+    """(source, earlier source, session) for each pair (earlier, later, session), in order,
+    whose sources `shares` frames of the session; a source whose copy of the session was
+    already left out no longer counts (both engines: this view and analysis/spark.py)."""
+    repeats: list[tuple[int, int, str]] = []
+    done: set[tuple[int, str]] = set()
+    for a, b, session in pairs:
+        if (b, session) in done or (a, session) in done or not shares(a, b, session):
+            continue
+        repeats.append((b, a, session))
+        done.add((b, session))
     return repeats
 
 
