@@ -136,6 +136,12 @@ def _with_filters(command: F, reads: Reads) -> F:
         if since is not None and until is not None and since >= until:
             raise click.BadParameter("--since must be before --until", param_hint="--since")
         filters = Filters(since, until, sessions, campaign)
+        if kwargs.get("lake") is not None and filters != Filters():
+            raise click.UsageError(
+                "--to adds whole tapes to a lake (a tape is replaced whole when exported "
+                "again); filter when you read the lake: drop --since, --until, --session and "
+                "--campaign here"
+            )
         views = reads(kwargs)
         # A JSONL tape is imported into a temporary one for the command's run; not cached
         # (the cache is keyed by path, and its path is new every run).

@@ -118,7 +118,8 @@ def session(master: str = DEFAULT_MASTER) -> Any:
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{logging}")
+        # the admins' slot, so that a user's own extraJavaOptions still apply
+        .config("spark.driver.defaultJavaOptions", f"-Dlog4j2.configurationFile=file:{logging}")
         # Spark 3.5.3 infers filters for acks' plan that bind columns of the wrong relation
         # ("Couldn't find reference_id in [...]"); without that rule the plan is correct.
         .config("spark.sql.optimizer.excludedRules", _EXCLUDED)

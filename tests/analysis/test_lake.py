@@ -139,6 +139,12 @@ def test_what_a_lake_refuses(tmp_path: Path) -> None:
     )
     assert csv.returncode == 2
     assert "a lake is Parquet" in csv.stderr
+    window = cometd_tape(
+        "analyze", "export", str(tape), "--to", str(tmp_path / "l"), "--since", "2026-01-01"
+    )
+    assert window.returncode == 2
+    assert "--to adds whole tapes" in window.stderr
+    assert not (tmp_path / "l").exists()
 
 
 def _host() -> str:
