@@ -169,15 +169,14 @@ def open_lake(
             f"--engine spark reads a Parquet lake, and {others[0]} is not one: add tapes to a "
             "lake with `cometd-tape analyze export TAPE... --to LAKE`, then give the lake"
         )
-    manifests: list[Path] = []
+    seen: dict[str, Path] = {}  # tape id -> its first manifest
     notes = []
     for manifest in paths:  # a tape given twice (the same lake twice, two lakes) is read once
-        ident = manifest_field(manifest, "tape_id")
-        same = [m for m in manifests if manifest_field(m, "tape_id") == ident]
-        if same:
-            notes.append(f"warning: {manifest} is the tape of {same[0]}; it is read once")
+        ident = str(manifest_field(manifest, "tape_id"))
+        if ident in seen:
+            notes.append(f"warning: {manifest} is the tape of {seen[ident]}; it is read once")
         else:
-            manifests.append(manifest)
+            seen[ident] = manifest
         for table in BASE_TABLES:
             manifest_select(manifest, table)  # says which manifest names no files, and why
     owned = spark is None
@@ -188,7 +187,7 @@ def open_lake(
     conn = SparkConnection(spark, relations, owned=owned, notes=notes)
     try:
         with spark_errors():
-            _load(conn, manifests)
+            _load(conn, seen)
             _install(conn, where or {}, views)
     except BaseException:
         conn.close()
@@ -196,11 +195,12 @@ def open_lake(
     return conn
 
 
-def _load(conn: SparkConnection, manifests: list[Path]) -> None:
+def _load(conn: SparkConnection, tapes: dict[str, Path]) -> None:
+    """The base tables of the tapes (tape id -> manifest, in the order given) as views."""
     from pyspark.sql import functions
 
     spark = conn.session
-    ids = [str(manifest_field(m, "tape_id")) for m in manifests]
+    ids, manifests = list(tapes), list(tapes.values())
     order = functions.create_map(
         *[x for n, i in enumerate(ids) for x in (functions.lit(i), functions.lit(n))]
     )
